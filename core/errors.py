@@ -1,0 +1,53 @@
+"""One small exception tree: the CLI maps it to exit codes, the UI shows ``str(err)``.
+
+Every message is one line that says what was wrong, so it can be printed as is.
+"""
+
+from __future__ import annotations
+
+
+class TallyError(Exception):
+    """Base of every error Tally raises on purpose."""
+
+    exit_code = 1
+
+
+class InputError(TallyError):
+    """Bad input from a user: a flag, a file, a field. The CLI exits 2."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """An unreadable or invalid ``tally.toml``, an unknown provider or model, a missing key."""
+
+
+class PolicyError(InputError):
+    """A policy that cannot be applied, e.g. a majority vote over free text."""
+
+
+class ProviderError(TallyError):
+    """A call to a model failed. ``retryable`` says whether another attempt may help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        timeout: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.timeout = timeout
+
+
+class StoreError(TallyError):
+    """The store could not be read or written."""
+
+
+class NotFoundError(InputError):
+    """An id (run, batch, sweep) that the store does not hold."""

@@ -1,0 +1,169 @@
+"""The policy of a run: how votes are aggregated, what makes a quorum, when to stop early,
+and the tie-break chain. Declared up front and stored with the run, so a decision can be
+explained and re-voted later."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.errors import PolicyError
+from core.panel import ModelSpec
+
+
+class Aggregation(StrEnum):
+    MAJORITY = "majority"  # plurality: the most votes wins, ties are ties
+    STRICT = "strict"  # more than half of the counted votes
+    AT_LEAST = "at-least"  # at least k votes for the winner
+    WEIGHTED = "weighted"  # plurality over per-model weights
+    UNANIMOUS = "unanimous"  # every counted vote agrees
+    FASTEST = "fastest"  # the first acceptable answer wins, the rest are cancelled
+
+
+class Quorum(BaseModel):
+    """When a count is good enough to decide on.
+
+    ``min_valid``: fewer valid votes than this and the run is ``failed``.
+    ``count_invalid`` / ``count_errors``: whether invalid replies and failed calls count in the
+    denominator of strict majority and unanimity (a failed call then works as a vote against).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    min_valid: int = 1
+    count_invalid: bool = False
+    count_errors: bool = False
+
+
+TieBreakKind = Literal["escalate", "expand", "conservative", "human", "abstain"]
+
+
+class TieBreak(BaseModel):
+    """One branch of the chain. ``escalate`` asks ``model``; ``expand`` draws ``k`` more votes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: TieBreakKind
+    model: ModelSpec | None = None
+    k: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TieBreak:
+        if self.kind == "escalate" and self.model is None:
+            raise PolicyError("escalate needs a model: escalate:provider:model")
+        if self.kind == "expand" and (self.k is None or self.k < 1):
+            raise PolicyError("expand needs a positive number of votes: expand:2")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> TieBreak:
+        kind, _, arg = text.strip().partition(":")
+        if kind == "escalate":
+            if not arg:
+                raise PolicyError("escalate needs a model: escalate:provider:model")
+            return cls(kind="escalate", model=ModelSpec.parse(arg))
+        if kind == "expand":
+            try:
+                return cls(kind="expand", k=int(arg or "2"))
+            except ValueError:
+                raise PolicyError(f"expand takes a number of votes, got {arg!r}") from None
+        if kind in ("conservative", "human", "abstain") and not arg:
+            return cls(kind=kind)
+        raise PolicyError(
+            f"unknown tie-break {text!r}: use escalate:MODEL, expand:K, conservative, human, abstain"
+        )
+
+    @classmethod
+    def parse_chain(cls, text: str | None) -> tuple[TieBreak, ...]:
+        if not text or not text.strip():
+            return ()
+        return tuple(cls.parse(part) for part in text.split(",") if part.strip())
+
+    def __str__(self) -> str:
+        if self.kind == "escalate":
+            return f"escalate:{self.model}"
+        if self.kind == "expand":
+            return f"expand:{self.k}"
+        return self.kind
+
+
+class Acceptance(BaseModel):
+    """What makes an answer acceptable for fastest-acceptable: all given checks must pass."""
+
+    model_config = ConfigDict(frozen=True)
+
+    regex: str | None = None
+    json_schema: dict[str, Any] | None = None
+    labels: tuple[str, ...] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Acceptance:
+        """``regex:PATTERN``, ``labels:a,b`` or ``schema:{...json...}``."""
+        import json
+        import re
+
+        kind, _, arg = text.partition(":")
+        if kind == "regex":
+            try:
+                re.compile(arg)
+            except re.error as err:
+                raise PolicyError(f"bad --accept regex {arg!r}: {err}") from None
+            return cls(regex=arg)
+        if kind == "labels":
+            labels = tuple(x.strip() for x in arg.split(",") if x.strip())
+            if not labels:
+                raise PolicyError("--accept labels: needs at least one label")
+            return cls(labels=labels)
+        if kind == "schema":
+            try:
+                schema = json.loads(arg)
+            except json.JSONDecodeError as err:
+                raise PolicyError(f"--accept schema: is not valid JSON: {err.msg}") from None
+            return cls(json_schema=schema)
+        raise PolicyError(f"unknown --accept {text!r}: use regex:..., labels:a,b or schema:{{...}}")
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    aggregation: Aggregation = Aggregation.MAJORITY
+    k: int | None = None  # for at-least
+    quorum: Quorum = Field(default_factory=Quorum)
+    early_stop: bool = False
+    tie_breaks: tuple[TieBreak, ...] = ()
+    accept: Acceptance | None = None
+    hedge_delay_s: float = 0.0  # fastest: start slot i after i * delay unless an answer came
+
+    @model_validator(mode="after")
+    def _check(self) -> Policy:
+        if self.aggregation == Aggregation.AT_LEAST and (self.k is None or self.k < 1):
+            raise PolicyError("at-least needs k >= 1: --aggregate at-least:3")
+        if self.hedge_delay_s < 0:
+            raise PolicyError("hedge delay cannot be negative")
+        if self.quorum.min_valid < 0:
+            raise PolicyError("minimum valid votes cannot be negative")
+        return self
+
+    @staticmethod
+    def parse_aggregation(text: str) -> tuple[Aggregation, int | None]:
+        name, _, arg = text.strip().partition(":")
+        try:
+            agg = Aggregation(name)
+        except ValueError:
+            choices = ", ".join(a.value for a in Aggregation)
+            raise PolicyError(f"unknown aggregation {text!r}: use one of {choices}") from None
+        if agg == Aggregation.AT_LEAST:
+            try:
+                return agg, int(arg)
+            except ValueError:
+                raise PolicyError("at-least needs a number: at-least:3") from None
+        if arg:
+            raise PolicyError(f"aggregation {name} takes no argument")
+        return agg, None
+
+    def describe(self) -> str:
+        agg = f"at-least:{self.k}" if self.aggregation == Aggregation.AT_LEAST else self.aggregation
+        chain = ",".join(str(t) for t in self.tie_breaks) or "none"
+        return f"{agg}; tie-break {chain}"

@@ -1,0 +1,120 @@
+"""The shapes a run produces: calls, the decision, the run result, and the engine's events.
+
+``RunResult.to_json()`` is the contract of ``tally run --json`` and of the library (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class CallStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    OK = "ok"
+    INVALID = "invalid"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self not in (CallStatus.PENDING, CallStatus.RUNNING)
+
+
+CallPhase = Literal["panel", "expand", "escalate"]
+
+
+class CallResult(BaseModel):
+    """One request to one model for one slot, with its retries, in its end state.
+
+    ``answer`` is the normalised vote (a string) for ``ok`` calls; ``raw`` keeps the reply
+    text whatever the status, so an invalid answer can be inspected.
+    """
+
+    slot: int
+    model: str
+    sample: int = 0
+    phase: CallPhase = "panel"
+    status: CallStatus = CallStatus.PENDING
+    answer: str | None = None
+    raw: str | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    retries: int = 0
+    cached: bool = False
+    started_at: float | None = None  # unix seconds
+    ended_at: float | None = None
+
+
+class DecisionStatus(StrEnum):
+    DECIDED = "decided"
+    TIE = "tie"
+    ESCALATED = "escalated"  # decided by an escalate branch
+    NEEDS_REVIEW = "needs_review"
+    RESOLVED = "resolved"  # a reviewer decided
+    NO_CONVERGENCE = "no_convergence"  # every vote differs
+    FAILED = "failed"  # no quorum, or no acceptable answer
+
+
+class Decision(BaseModel):
+    status: DecisionStatus
+    label: str | None = None
+    branches: list[str] = Field(default_factory=list)  # tie-break branches taken, in order
+    margin: float | None = None  # winner's count (or weight) minus the runner-up's
+    reason: str = ""  # one line a person can read
+    tied: list[str] = Field(default_factory=list)  # the labels that tied, if any
+    fields: dict[str, str | None] | None = None  # json format: the per-field winners
+
+
+class RunResult(BaseModel):
+    run_id: str
+    input: str
+    task: dict[str, Any]
+    panel: list[str]
+    policy: dict[str, Any]
+    decision: Decision
+    votes: dict[str, int]
+    field_votes: dict[str, dict[str, int]] | None = None
+    calls: list[CallResult]
+    cost_usd: float | None
+    latency_ms: float
+    batch_id: str | None = None
+    item_id: str | None = None
+    gold: str | None = None
+    created_at: float = Field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+EventKind = Literal[
+    "run_started",
+    "call_started",
+    "call_retry",
+    "call_usage",
+    "call_finished",
+    "concurrency",
+    "tie_break",
+    "decision",
+]
+
+
+class Event(BaseModel):
+    """What the engine reports while a run goes on; the CLI and the dashboard render these."""
+
+    kind: EventKind
+    run_id: str
+    at: float = Field(default_factory=time.time)
+    slot: int | None = None
+    call: CallResult | None = None
+    decision: Decision | None = None
+    message: str = ""
