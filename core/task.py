@@ -1,0 +1,103 @@
+"""The task: what every slot of a run is asked, and in which answer format.
+
+The prompt is the template with ``{input}`` filled in by plain replacement, so a template may
+hold other braces (JSON examples, code) without escaping; the format's instruction goes into
+the system message, after the task's own system text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from core.errors import InputError
+from core.formats import (
+    AnswerFormat,
+    JsonFormat,
+    LabelFormat,
+    NumberFormat,
+    TextFormat,
+    YesNoFormat,
+    validation_reason,
+)
+
+PLACEHOLDER = "{input}"
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "classify"
+    template: str = PLACEHOLDER
+    system: str | None = None
+    format: AnswerFormat
+
+    @field_validator("template")
+    @classmethod
+    def _has_placeholder(cls, template: str) -> str:
+        if PLACEHOLDER not in template:
+            raise InputError(f"the prompt template must contain {PLACEHOLDER}")
+        return template
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Task:
+        """A task from its stored or configured form; any problem is one InputError line."""
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as err:
+            raise InputError(f"bad task: {validation_reason(err)}") from None
+
+    def render(self, input_text: str) -> list[dict[str, str]]:
+        """The messages of one call: system (task text, then format instruction) and user."""
+        if not input_text.strip():
+            raise InputError("input text is empty")
+        parts = [self.system.strip()] if self.system and self.system.strip() else []
+        parts.append(self.format.instruction())
+        return [
+            {"role": "system", "content": "\n\n".join(parts)},
+            {"role": "user", "content": self.template.replace(PLACEHOLDER, input_text)},
+        ]
+
+    # -- shorthands for the common formats ---------------------------------------------------
+
+    @classmethod
+    def for_labels(
+        cls,
+        labels: Sequence[str],
+        *,
+        synonyms: Mapping[str, str] | None = None,
+        conservative: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> Task:
+        """A closed-label task; ``conservative`` lists labels most conservative first."""
+        fmt = LabelFormat(
+            labels=tuple(labels),
+            synonyms=dict(synonyms or {}),
+            conservative_order=tuple(conservative),
+        )
+        return cls(format=fmt, **kwargs)
+
+    @classmethod
+    def for_yesno(
+        cls,
+        *,
+        conservative: Literal["yes", "no"] | None = None,
+        synonyms: Mapping[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Task:
+        fmt = YesNoFormat(conservative=conservative, synonyms=dict(synonyms or {}))
+        return cls(format=fmt, **kwargs)
+
+    @classmethod
+    def for_number(cls, *, tolerance: float = 0.0, **kwargs: Any) -> Task:
+        return cls(format=NumberFormat(tolerance=tolerance), **kwargs)
+
+    @classmethod
+    def for_json(cls, schema: Mapping[str, Any], **kwargs: Any) -> Task:
+        return cls(format=JsonFormat.model_validate({"schema": dict(schema)}), **kwargs)
+
+    @classmethod
+    def for_text(cls, **kwargs: Any) -> Task:
+        return cls(format=TextFormat(), **kwargs)
