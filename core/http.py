@@ -1,0 +1,385 @@
+"""The one place the HTTP client is built and its failures turned into ``ProviderError``.
+
+Limits and timeouts are set on purpose here, because httpx's defaults are wrong for a fan-out:
+a hidden cap of 100 connections with only 20 kept alive (so a fan-out of 64 keeps reconnecting)
+and a 5 s pool timeout that fails calls queued behind slow ones. Tally's engine owns
+concurrency with its own limiters, so the pool is sized above the engine's ceiling and a
+request never waits for the pool, only for the engine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import html
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+
+from core.errors import ProviderError
+
+if TYPE_CHECKING:
+    from core.config import Settings
+
+CONNECT_TIMEOUT_S = 10.0
+"""Opening a connection: long enough for TLS to a far region, short enough to fail fast."""
+WRITE_TIMEOUT_S = 30.0
+"""Sending a request body; prompts are small, so a stall here is a dead connection."""
+POOL_TIMEOUT_S = 300.0
+"""Waiting for a free connection. The pool is larger than the engine's ceiling, so this only
+fires when something leaks connections; the engine's per-call deadline comes first."""
+KEEPALIVE_EXPIRY_S = 15.0
+"""Idle connections kept this long, so the gaps between the runs of a batch reuse them."""
+DEFAULT_READ_TIMEOUT_S = 60.0
+"""Longest silence inside a reply (between bytes), not the whole call: the engine's deadline
+bounds the call."""
+
+SIM_HOST = "http://sim.invalid"
+"""Where the in-process sim is mounted (``core.config.SIM_IN_PROCESS_URL`` is under it)."""
+
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+"""Statuses another attempt may fix. Other 5xx are retried too (proxies invent 520-599),
+except 501 and 505, which never change. Every other 4xx is the request's own fault."""
+
+_MAX_DETAIL = 300
+
+
+def connection_headroom(ceiling: int) -> int:
+    """Connections beyond the engine's ceiling: a cancelled call's connection takes a moment to
+    close while its slot is already reused, and model listings run beside the fan-out."""
+    return max(4, ceiling // 4)
+
+
+def client_limits(max_connections: int) -> httpx2.Limits:
+    """Pool limits for an engine ceiling of ``max_connections`` concurrent calls."""
+    total = max_connections + connection_headroom(max_connections)
+    return httpx2.Limits(
+        max_connections=total,
+        max_keepalive_connections=total,
+        keepalive_expiry=KEEPALIVE_EXPIRY_S,
+    )
+
+
+def request_timeout(read_s: float = DEFAULT_READ_TIMEOUT_S) -> httpx2.Timeout:
+    """Per-request timeouts; providers pass their own ``timeout_s`` as the read timeout."""
+    return httpx2.Timeout(
+        connect=min(CONNECT_TIMEOUT_S, read_s),
+        read=read_s,
+        write=WRITE_TIMEOUT_S,
+        pool=POOL_TIMEOUT_S,
+    )
+
+
+def build_client(
+    settings: Settings | None = None,
+    *,
+    max_connections: int,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    sim_app: Any | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> httpx2.AsyncClient:
+    """The shared client for every provider call.
+
+    ``max_connections`` is the engine's global concurrency ceiling; the pool gets headroom on
+    top (see ``client_limits``) and keeps all of it alive. ``sim_app`` (the sim's ASGI app) is
+    mounted on ``http://sim.invalid`` so the simulated panel runs without a socket.
+    ``transport`` replaces the network transport (tests pass ``httpx2.MockTransport``).
+    ``settings.trust_env`` decides whether proxy and certificate variables apply. HTTP/2 is
+    off: one stream per connection keeps the server's view of a cancelled call simple (its
+    connection closes) and matches what the compatible servers speak.
+    """
+    if max_connections < 1:
+        raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+    mounts: dict[str, httpx2.AsyncBaseTransport | None] = {}
+    if sim_app is not None:
+        mounts[SIM_HOST] = httpx2.ASGITransport(app=sim_app)
+    return httpx2.AsyncClient(
+        limits=client_limits(max_connections),
+        timeout=request_timeout(read_timeout_s),
+        http1=True,
+        http2=False,
+        follow_redirects=False,
+        trust_env=True if settings is None else settings.trust_env,
+        transport=transport,
+        mounts=mounts or None,
+        headers={"user-agent": "tally"},
+    )
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+_SECRET_PATTERNS = (
+    re.compile(r"\bsk-[A-Za-z0-9_\-*.]{4,}"),
+    re.compile(r"\bAIza[0-9A-Za-z_\-]{16,}"),
+    re.compile(r"(?i)\bbearer\s+[^\s\"',;]+"),
+    re.compile(r"(?i)\b((?:x-)?api[_-]?key|authorization|token)(\"?\s*[:=]\s*\"?)[^\s\"',;&]+"),
+    re.compile(r"(?i)([?&](?:key|api_key|apikey|token|access_token)=)[^&\s\"']+"),
+)
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with the given secrets and anything shaped like a key replaced, on one line.
+
+    Error bodies quote keys back (OpenAI's 401 shows a masked key; a proxy may echo headers),
+    and these messages end up on screens and in the store.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups == 2:
+            text = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", text)
+        elif pattern.groups == 1:
+            text = pattern.sub(lambda m: f"{m.group(1)}[redacted]", text)
+        else:
+            text = pattern.sub("[redacted]", text)
+    text = " ".join(text.split())
+    if len(text) > _MAX_DETAIL:
+        text = text[: _MAX_DETAIL - 3].rstrip() + "..."
+    return text
+
+
+def host_of(url: httpx2.URL | str) -> str:
+    """Host and port only: a URL's path or query may carry a key (``?key=``), a host never."""
+    url = httpx2.URL(url) if isinstance(url, str) else url
+    host = url.host or "?"
+    return f"{host}:{url.port}" if url.port else host
+
+
+def _request_host(exc: httpx2.HTTPError) -> str:
+    try:
+        return host_of(exc.request.url)
+    except RuntimeError:  # an exception raised without a request attached
+        return "the server"
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in RETRYABLE_STATUS or (500 <= status < 600 and status not in (501, 505))
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (OpenAI, Anthropic), else ``Retry-After`` as
+    seconds or as an HTTP date. ``None`` when absent or unreadable; never negative."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            value = float(millis) / 1000.0
+        except ValueError:
+            value = -1.0
+        if value >= 0 and value == value:  # rejects NaN
+            return value
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pass
+    else:
+        return seconds if seconds >= 0 and seconds == seconds else None
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" zones parse naive; HTTP dates are always GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _should_retry_header(headers: Mapping[str, str]) -> bool | None:
+    """OpenAI and Anthropic say outright whether to retry with ``x-should-retry``."""
+    value = headers.get("x-should-retry", "").strip().lower()
+    return {"true": True, "false": False}.get(value)
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_HEADING = re.compile(r"<h1[^>]*>(.*?)</h1>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def looks_like_html(body: bytes | str, content_type: str = "") -> bool:
+    if "html" in content_type.lower():
+        return True
+    head = body[:512].lstrip()
+    head_text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    return head_text.lower().startswith(("<!doctype html", "<html", "<head", "<body"))
+
+
+def summarise_html(body: bytes | str, fallback: str) -> str:
+    """``HTML error page (Bad Gateway)``: the page's title, not the page."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    match = _TITLE.search(text) or _HEADING.search(text)
+    title = html.unescape(_TAGS.sub("", match.group(1))).strip() if match else ""
+    return f"HTML error page ({' '.join(title.split())[:80] or fallback})"
+
+
+def _error_detail(body: bytes, content_type: str, reason: str) -> tuple[str, str | None]:
+    """The error message a body carries, and its error type (``overloaded_error``) if any."""
+    if not body.strip():
+        return reason or "empty body", None
+    if looks_like_html(body, content_type):
+        return summarise_html(body, reason or "no title"), None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace"), None
+    return _json_error_detail(data, reason)
+
+
+def _json_error_detail(data: Any, reason: str) -> tuple[str, str | None]:
+    error = data.get("error", data) if isinstance(data, dict) else data
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("detail") or error.get("msg")
+        kind = error.get("type") or error.get("code")
+        if message is None:
+            message = json.dumps(error)[:_MAX_DETAIL]
+        return str(message), str(kind) if kind is not None else None
+    if isinstance(error, str):
+        return error, None
+    return reason or "error", None
+
+
+def error_from_response(
+    response: httpx2.Response, *, secrets: Iterable[str | None] = ()
+) -> ProviderError:
+    """``HTTP 429 from api.openai.com: Rate limit reached`` with ``retryable`` and
+    ``retry_after`` from the status and headers. Reads the body only if it was read already
+    (a streamed response must be ``await response.aread()`` first to show its message)."""
+    status = response.status_code
+    try:
+        body = response.content
+    except httpx2.ResponseNotRead:
+        body = b""
+    content_type = response.headers.get("content-type", "")
+    detail, kind = _error_detail(body, content_type, response.reason_phrase)
+    host = _response_host(response)
+    retryable = is_retryable_status(status)
+    if kind in ("overloaded_error", "rate_limit_error", "api_error"):
+        retryable = True
+    explicit = _should_retry_header(response.headers)
+    if explicit is not None:
+        retryable = explicit
+    return ProviderError(
+        f"HTTP {status} from {host}: {redact(detail, secrets)}",
+        status=status,
+        retryable=retryable,
+        retry_after=parse_retry_after(response.headers),
+        timeout=status in (408, 504),
+    )
+
+
+def _response_host(response: httpx2.Response) -> str:
+    try:
+        return host_of(response.request.url)
+    except RuntimeError:
+        return "the server"
+
+
+def error_from_exception(
+    exc: BaseException, *, secrets: Iterable[str | None] = ()
+) -> ProviderError:
+    """Transport failures: timeouts and broken connections retry, a wrong URL does not."""
+    if isinstance(exc, ProviderError):
+        return exc
+    detail = redact(str(exc), secrets) or type(exc).__name__
+    if isinstance(exc, httpx2.InvalidURL):
+        return ProviderError(f"invalid URL: {detail}")
+    if not isinstance(exc, httpx2.HTTPError):
+        return ProviderError(f"{type(exc).__name__}: {detail}")
+    host = _request_host(exc)
+    if isinstance(exc, httpx2.TimeoutException):
+        what = {
+            httpx2.ConnectTimeout: f"timed out connecting to {host}",
+            httpx2.ReadTimeout: f"timed out waiting for {host} to reply",
+            httpx2.WriteTimeout: f"timed out sending the request to {host}",
+            httpx2.PoolTimeout: f"timed out waiting for a free connection to {host}",
+        }.get(type(exc), f"timed out talking to {host}")
+        return ProviderError(what, retryable=True, timeout=True)
+    if isinstance(exc, httpx2.ConnectError):
+        return ProviderError(f"cannot connect to {host}: {detail}", retryable=True)
+    if isinstance(exc, httpx2.NetworkError | httpx2.RemoteProtocolError):
+        return ProviderError(f"connection to {host} broke: {detail}", retryable=True)
+    if isinstance(exc, httpx2.DecodingError):
+        return ProviderError(f"reply from {host} could not be decoded: {detail}", retryable=True)
+    if isinstance(exc, httpx2.TooManyRedirects):
+        return ProviderError(f"too many redirects from {host}")
+    return ProviderError(f"request to {host} failed: {detail}")
+
+
+def translate(
+    exc_or_response: BaseException | httpx2.Response, *, secrets: Iterable[str | None] = ()
+) -> ProviderError:
+    """One ``ProviderError`` for an httpx exception or an HTTP error response."""
+    if isinstance(exc_or_response, httpx2.Response):
+        return error_from_response(exc_or_response, secrets=secrets)
+    return error_from_exception(exc_or_response, secrets=secrets)
+
+
+def error_in_body(data: Any, host: str, *, secrets: Iterable[str | None] = ()) -> ProviderError:
+    """An error object inside a 200 reply or a stream (OpenRouter, Anthropic ``error`` events)."""
+    detail, kind = _json_error_detail(data, "error")
+    error = data.get("error") if isinstance(data, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    status = code if isinstance(code, int) else None
+    retryable = kind in ("overloaded_error", "rate_limit_error", "api_error", "timeout_error") or (
+        status is not None and is_retryable_status(status)
+    )
+    return ProviderError(
+        f"error from {host}: {redact(detail, secrets)}", status=status, retryable=retryable
+    )
+
+
+def parse_json_body(response: httpx2.Response, *, secrets: Iterable[str | None] = ()) -> Any:
+    """The JSON of a read 2xx reply; an HTML page or broken JSON is a ``ProviderError``.
+
+    Broken JSON is retryable (a reply cut or garbled on the way); an HTML page is not (a wrong
+    ``base_url`` or a login portal answers the same way every time)."""
+    host = _response_host(response)
+    body = response.content
+    if looks_like_html(body, response.headers.get("content-type", "")):
+        summary = summarise_html(body, response.reason_phrase or "no title")
+        raise ProviderError(
+            f"HTTP {response.status_code} from {host}: {summary} instead of JSON",
+            status=response.status_code,
+        )
+    try:
+        return json.loads(body)
+    except ValueError:
+        snippet = redact(body[:80].decode("utf-8", "replace"), secrets)
+        raise ProviderError(
+            f"malformed JSON from {host}: {snippet!r}",
+            status=response.status_code,
+            retryable=True,
+        ) from None
+
+
+async def aiter_sse(response: httpx2.Response) -> AsyncIterator[tuple[str, str]]:
+    """Server-sent events as ``(event, data)``; multi-line data is joined with newlines.
+
+    Written against the SSE rules rather than httpx's ``EventSource`` so that a server which
+    streams with a wrong content type (several compatible servers do) is still read.
+    """
+    event = ""
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data or event:
+                yield event or "message", "\n".join(data)
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+    if data or event:
+        yield event or "message", "\n".join(data)
