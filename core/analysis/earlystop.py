@@ -1,0 +1,196 @@
+"""Early stop: how many calls a vote can skip, and what that does to accuracy.
+
+Every rule is replayed on the same random orders of the stored answers (see
+:func:`core.analysis.curves.vote_sequences`), so differences between rules come from the
+rules, not from the draw. Rules, each capped at ``max_n`` votes:
+
+- ``fixed``: always ``max_n`` votes, plurality decides.
+- ``decided``: stop once the votes still to come cannot change the plurality winner (the
+  leader is ahead of the runner-up by more than the votes left, counting every vote left as
+  a valid vote for the runner-up). It always reaches the decision of ``fixed``.
+- ``beta``: the leader's share of the two leading labels' votes has a Beta(1 + a, 1 + b)
+  posterior (a leader votes, b runner-up votes, uniform prior); stop once
+  P(share > 1/2) >= ``threshold``. The plurality so far decides.
+- ``window``: stop once the last ``window`` votes are the same valid label; that label
+  decides. Without such a streak by ``max_n``, the plurality decides.
+
+Ties and empty votes score as in the curve (``tie="error"`` by default).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from core.analysis.curves import (
+    BoolArray,
+    FloatArray,
+    Samples,
+    VoteCounter,
+    check_draws,
+    check_k,
+    check_panel,
+    check_tie,
+    encode,
+    vote_sequences,
+)
+from core.errors import InputError
+
+RuleName = Literal["fixed", "decided", "beta", "window"]
+
+_DESCRIPTIONS: dict[RuleName, str] = {
+    "fixed": "always {max_n} votes",
+    "decided": "stop when the remaining votes cannot change the winner",
+    "beta": "stop when P(leader beats runner-up) >= {threshold:g} (Beta posterior)",
+    "window": "stop when the last {window} votes agree",
+}
+
+
+class RuleResult(BaseModel):
+    """One stopping rule on the set: calls it made and how often it was right.
+
+    ``saving`` is ``1 - calls / fixed calls``; it is a saving at equal accuracy only when
+    ``equal_or_better`` holds, and ``accuracy_delta`` says by how much it is not.
+    """
+
+    rule: RuleName
+    description: str
+    calls_per_item: float
+    accuracy: float
+    saving: float
+    accuracy_delta: float
+    equal_or_better: bool
+
+
+class EarlyStopReport(BaseModel):
+    """The four rules side by side on one panel, with the best saving that costs no accuracy."""
+
+    panel: list[str]
+    items: int
+    max_n: int
+    threshold: float
+    window: int
+    draws: int
+    rules: list[RuleResult]
+    best: RuleName | None  # the largest saving among rules with equal-or-better accuracy
+
+    def rule(self, name: RuleName) -> RuleResult:
+        """The result of one rule."""
+        return next(r for r in self.rules if r.rule == name)
+
+
+@lru_cache(maxsize=65536)
+def leader_posterior(leader: int, runner_up: int) -> float:
+    """P(the leader's rate beats the runner-up's) under a Beta(1 + a, 1 + b) posterior.
+
+    The closed form for whole counts: for X ~ Beta(a + 1, b + 1),
+    P(X > 1/2) = P(Binomial(a + b + 1, 1/2) <= a).
+    """
+    if leader < 0 or runner_up < 0:
+        raise InputError("vote counts cannot be negative")
+    trials = leader + runner_up + 1
+    favourable = sum(math.comb(trials, j) for j in range(leader + 1))
+    outcomes: int = 2**trials
+    return favourable / outcomes
+
+
+def compare_early_stop(
+    samples: Samples,
+    gold: Mapping[str, str],
+    panel: Sequence[str],
+    max_n: int,
+    *,
+    threshold: float = 0.95,
+    window: int = 3,
+    draws: int = 50,
+    seed: int = 0,
+    tie: str = "error",
+) -> EarlyStopReport:
+    """Replay fixed N, stop-when-decided, the Beta rule and the window rule on the samples."""
+    rule = check_tie(tie)
+    models = check_panel(panel)
+    if isinstance(max_n, bool) or max_n < 1:
+        raise InputError(f"N must be a positive whole number, got {max_n!r}")
+    if not 0.5 < threshold < 1.0:
+        raise InputError(f"threshold must be between 0.5 and 1, got {threshold}")
+    if window < 1:
+        raise InputError(f"window must be at least 1 vote, got {window}")
+    check_draws(draws)
+    encoded = encode(samples, gold, models)
+    check_k(encoded, models, max_n)
+
+    posterior = np.array(
+        [[leader_posterior(a, b) for b in range(max_n + 1)] for a in range(max_n + 1)]
+    )
+    names: tuple[RuleName, ...] = ("fixed", "decided", "beta", "window")
+    calls = dict.fromkeys(names, 0.0)
+    right = dict.fromkeys(names, 0.0)
+    rng = np.random.default_rng(seed)
+    for rows, codes in vote_sequences(encoded, models, max_n, draws, rng):
+        gold_codes = encoded.gold[rows]
+        counter = VoteCounter(codes.shape[0], draws, len(encoded.labels))
+        stopped = {name: np.zeros(codes.shape[:2], dtype=bool) for name in names[1:]}
+        for slot in range(max_n):
+            counter.add(codes[:, :, slot])
+            n = slot + 1
+            last = n == max_n
+            score = counter.score(gold_codes, rule)
+            top, second = counter.leaders()
+            streak = np.zeros(codes.shape[:2], dtype=bool)
+            window_score = score
+            if n >= window:
+                recent = codes[:, :, n - window : n]
+                streak = (recent[..., 0] >= 0) & (recent == recent[..., :1]).all(axis=-1)
+                on_gold = (recent[..., 0] == gold_codes[:, None]).astype(np.float64)
+                window_score = np.where(streak, on_gold, score)
+            stops: dict[RuleName, tuple[BoolArray, FloatArray]] = {
+                "decided": (top > second + (max_n - n), score),
+                "beta": (posterior[top, second] >= threshold, score),
+                "window": (streak, window_score),
+            }
+            for name, (condition, scored) in stops.items():
+                now = ~stopped[name] & (condition | last)
+                calls[name] += float(now.sum()) * n
+                right[name] += float(np.where(now, scored, 0.0).sum())
+                stopped[name] |= now
+            if last:
+                calls["fixed"] += float(score.size) * n
+                right["fixed"] += float(score.sum())
+
+    total = len(encoded.items) * draws
+    fixed_accuracy = right["fixed"] / total
+    results: list[RuleResult] = []
+    for name in names:
+        per_item = calls[name] / total
+        accuracy = right[name] / total
+        delta = accuracy - fixed_accuracy
+        results.append(
+            RuleResult(
+                rule=name,
+                description=_DESCRIPTIONS[name].format(
+                    max_n=max_n, threshold=threshold, window=window
+                ),
+                calls_per_item=per_item,
+                accuracy=accuracy,
+                saving=1.0 - per_item / max_n,
+                accuracy_delta=delta,
+                equal_or_better=delta >= -1e-12,
+            )
+        )
+    candidates = [r for r in results if r.equal_or_better and r.saving > 0.0]
+    best = max(candidates, key=lambda r: r.saving).rule if candidates else None
+    return EarlyStopReport(
+        panel=models,
+        items=len(encoded.items),
+        max_n=max_n,
+        threshold=threshold,
+        window=window,
+        draws=draws,
+        rules=results,
+        best=best,
+    )
