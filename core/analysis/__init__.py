@@ -1,0 +1,85 @@
+"""Experiments on stored answers and measurements: pure functions, no I/O.
+
+How many votes a set needs (:mod:`.curves`), what early stopping saves (:mod:`.earlystop`),
+which models vote alike (:mod:`.agreement`), whether vote share means what it says
+(:mod:`.calibration`) and where throughput stops scaling (:mod:`.sweeps`).
+"""
+
+from core.analysis.agreement import (
+    ItemDisagreement,
+    PairAgreement,
+    VoterIndependence,
+    cohens_kappa,
+    effective_independent_voters,
+    fleiss_kappa,
+    hardest_items,
+    margin,
+    model_accuracy,
+    pairwise_agreement,
+    vote_entropy,
+)
+from core.analysis.calibration import (
+    Bin,
+    expected_calibration_error,
+    points_from_votes,
+    reliability,
+)
+from core.analysis.curves import (
+    Curve,
+    CurvePoint,
+    HarmReport,
+    Recommendation,
+    Samples,
+    condorcet_error,
+    effective_voters,
+    error_correlation,
+    harm_report,
+    harmful_items,
+    majority_error_curve,
+    recommend,
+)
+from core.analysis.earlystop import (
+    EarlyStopReport,
+    RuleResult,
+    compare_early_stop,
+    leader_posterior,
+)
+from core.analysis.sweeps import AIMD, SweepPoint, SweepVerdict, analyse_sweep
+
+__all__ = [
+    "AIMD",
+    "Bin",
+    "Curve",
+    "CurvePoint",
+    "EarlyStopReport",
+    "HarmReport",
+    "ItemDisagreement",
+    "PairAgreement",
+    "Recommendation",
+    "RuleResult",
+    "Samples",
+    "SweepPoint",
+    "SweepVerdict",
+    "VoterIndependence",
+    "analyse_sweep",
+    "cohens_kappa",
+    "compare_early_stop",
+    "condorcet_error",
+    "effective_independent_voters",
+    "effective_voters",
+    "error_correlation",
+    "expected_calibration_error",
+    "fleiss_kappa",
+    "hardest_items",
+    "harm_report",
+    "harmful_items",
+    "leader_posterior",
+    "majority_error_curve",
+    "margin",
+    "model_accuracy",
+    "pairwise_agreement",
+    "points_from_votes",
+    "recommend",
+    "reliability",
+    "vote_entropy",
+]
