@@ -1,0 +1,872 @@
+"""The store: one engine per database URL, its migrations, and every read and write Tally makes.
+
+The API is synchronous and thread-safe (SQLAlchemy's engine and pool); async code calls it
+through ``anyio.to_thread.run_sync`` or, for the hot path of a run, through ``StoreWriter``.
+
+SQLite runs in WAL mode with a busy timeout, and every write transaction starts with
+``BEGIN IMMEDIATE``: two processes writing at once (the dashboard's runner and a CLI batch) then
+wait for each other instead of failing on a read lock that cannot be upgraded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from pydantic import BaseModel
+from sqlalchemy import (
+    Connection,
+    Engine,
+    RowMapping,
+    Select,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.sql.dml import Insert
+
+from core.errors import InputError, NotFoundError, StoreError
+from core.panel import Panel
+from core.result import CallResult, DecisionStatus, RunResult
+from core.store import queries
+from core.store.queries import (
+    CostPoint,
+    MixPoint,
+    ModelCost,
+    PairAgreement,
+    RunFilter,
+    RunRow,
+)
+from core.store.tables import (
+    BATCH_STATUSES,
+    RUNNING,
+    as_json_dict,
+    batch_item_t,
+    batch_t,
+    call_from_row,
+    call_row,
+    call_t,
+    curve_t,
+    dumps,
+    finish_row,
+    loads,
+    result_from_row,
+    review_t,
+    run_t,
+    start_row,
+    sweep_t,
+)
+
+DEFAULT_URL = "sqlite:///data/tally.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+_UPGRADE_LOCK = 7_274_001  # PostgreSQL advisory lock: one migrating process at a time
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def mask_url(text: str) -> str:
+    """A URL-ish string with any password replaced, for messages about unparseable URLs."""
+    return re.sub(r"://([^:/@\s]*):[^@\s]*@", r"://\1:***@", text)
+
+
+def _first_line(err: BaseException) -> str:
+    orig = getattr(err, "orig", None) or err
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    return lines[0] if lines else type(orig).__name__
+
+
+@dataclass
+class WriteBatch:
+    """Rows to write in one transaction: run starts, finished runs, then calls."""
+
+    starts: list[dict[str, Any]] = field(default_factory=list)
+    finishes: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.starts) + len(self.finishes) + len(self.calls)
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    batch_id: str
+    created_at: float
+    name: str
+    source: str
+    task: dict[str, Any]
+    panel: Any  # the Panel as dumped (models and n), or a list of model names
+    policy: dict[str, Any]
+    columns: dict[str, Any]
+    concurrency: int
+    total: int
+    status: str
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    index: int
+    item_id: str | None
+    text: str
+    gold: str | None
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    review_id: int
+    run_id: str
+    reviewer: str
+    label: str
+    reason: str
+    created_at: float
+    previous_status: str
+    panel_plurality: str | None
+
+
+@dataclass(frozen=True)
+class SavedResult:
+    """A stored sweep (``name`` is its target) or curve (``name`` is its labelled set)."""
+
+    id: str
+    created_at: float
+    name: str
+    params: dict[str, Any]
+    result: dict[str, Any]
+
+
+def plurality(votes: Mapping[str, int]) -> str | None:
+    """The label with the most votes, or None when there is no single one."""
+    if not votes:
+        return None
+    best = max(votes.values())
+    leaders = [label for label, n in votes.items() if n == best]
+    return leaders[0] if len(leaders) == 1 else None
+
+
+class Store:
+    """Runs, calls, reviews, batches, sweeps and curves in SQLite or PostgreSQL."""
+
+    def __init__(self, url: str | None = None) -> None:
+        raw = url if url is not None else os.environ.get("TALLY_DATABASE_URL", DEFAULT_URL)
+        try:
+            parsed = make_url(raw)
+        except (ArgumentError, ValueError):
+            raise StoreError(f"not a database URL: {mask_url(raw)!r}") from None
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.safe_url = parsed.render_as_string(hide_password=True)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise StoreError(
+                f"unsupported database {self.safe_url}: use sqlite:///PATH or "
+                "postgresql+psycopg://USER@HOST/DB"
+            )
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:" and not db.startswith("file:"):
+                try:
+                    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                except OSError as err:
+                    raise StoreError(f"cannot create the folder of {db}: {err.strerror}") from None
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = create_engine(parsed, **kwargs)
+        except (ArgumentError, NoSuchModuleError, ImportError) as err:
+            raise StoreError(
+                f"cannot open the store at {self.safe_url}: {_first_line(err)}"
+            ) from None
+        if self.dialect == "sqlite":
+            _sqlite_events(self.engine)
+        self._upsert_cache: dict[str, Insert] = {}
+
+    def __repr__(self) -> str:
+        return f"Store({self.safe_url!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Database failures become one-line StoreErrors that never show a password."""
+        try:
+            yield
+        except SQLAlchemyError as err:
+            msg = _first_line(err)
+            if "no such table" in msg or ("relation" in msg and "does not exist" in msg):
+                msg += " (run `tally db upgrade`)"
+            raise StoreError(f"store {self.safe_url}: {msg}") from err
+        except CommandError as err:
+            raise StoreError(f"store {self.safe_url}: migrations: {_first_line(err)}") from None
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._errors(), self.engine.connect() as conn:
+            conn.execution_options(tally_write=True)
+            with conn.begin():
+                yield conn
+
+    def _upsert(self, name: str) -> Insert:
+        """Dialect-specific INSERT .. ON CONFLICT statements, built once per store."""
+        stmt = self._upsert_cache.get(name)
+        if stmt is not None:
+            return stmt
+        ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        if name == "start":
+            s = ins(run_t)
+            stmt = s.on_conflict_do_nothing(index_elements=["id"])
+        elif name == "finish":
+            s = ins(run_t)
+            keep = {"id", "created_at", "source", "item_index"}
+            merge = {"batch_id", "item_id", "gold"}
+            set_: dict[str, Any] = {
+                c.name: s.excluded[c.name] for c in run_t.c if c.name not in keep | merge
+            }
+            for col in merge:
+                set_[col] = func.coalesce(s.excluded[col], run_t.c[col])
+            stmt = s.on_conflict_do_update(index_elements=["id"], set_=set_)
+        elif name == "call":
+            s = ins(call_t)
+            key = {"id", "run_id", "phase", "slot"}
+            set_ = {c.name: s.excluded[c.name] for c in call_t.c if c.name not in key}
+            set_["cache_key"] = func.coalesce(s.excluded.cache_key, call_t.c.cache_key)
+            stmt = s.on_conflict_do_update(index_elements=["run_id", "phase", "slot"], set_=set_)
+        else:
+            raise KeyError(name)
+        self._upsert_cache[name] = stmt
+        return stmt
+
+    # -- migrations ----------------------------------------------------------------------------
+
+    def _alembic(self, conn: Connection) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+        cfg.attributes["connection"] = conn
+        return cfg
+
+    def upgrade(self) -> None:
+        """Apply every migration up to head (``tally db upgrade``), one process at a time."""
+        with self._write() as conn:
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK})")
+            command.upgrade(self._alembic(conn), "head")
+
+    def revision(self) -> str | None:
+        """The migration the database is at (None for an empty database)."""
+        with self._read() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def ensure_schema(self) -> None:
+        """Upgrade when the database is behind; a single cheap query when it is at head."""
+        if self.revision() != head_revision():
+            self.upgrade()
+
+    # -- writing runs and calls ----------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        """Write run starts, finished runs and calls in one transaction, with bulk statements.
+
+        Order inside the transaction keeps foreign keys satisfied: runs exist before their
+        calls. A start never overwrites an existing run; a finish and a call overwrite the
+        earlier state of the same run or the same (run, phase, slot). Duplicates within the
+        batch are collapsed first (the first start, the last finish and the last call win).
+        """
+        starts = list({r["id"]: r for r in reversed(batch.starts)}.values())
+        finishes = list({r["id"]: r for r in batch.finishes}.values())
+        calls = list({(r["run_id"], r["phase"], r["slot"]): r for r in batch.calls}.values())
+        with self._write() as conn:
+            if starts:
+                conn.execute(self._upsert("start"), starts)
+            if finishes:
+                conn.execute(self._upsert("finish"), finishes)
+            if calls:
+                conn.execute(self._upsert("call"), calls)
+
+    def save_run(self, result: RunResult, *, source: str) -> None:
+        """Store a finished run and all its calls in one transaction."""
+        self.write(
+            WriteBatch(
+                finishes=[finish_row(result, source=source, finished_at=time.time())],
+                calls=[call_row(result.run_id, c) for c in result.calls],
+            )
+        )
+
+    def start_run(
+        self,
+        run_id: str,
+        input: str,
+        task: BaseModel | Mapping[str, Any],
+        panel: Panel | Sequence[str],
+        policy: BaseModel | Mapping[str, Any],
+        *,
+        source: str,
+        batch_id: str | None = None,
+        item_id: str | None = None,
+        item_index: int | None = None,
+        gold: str | None = None,
+    ) -> None:
+        """Record a run as ``running``; a run id that already exists is left as it is."""
+        row = start_row(
+            run_id, input, task, panel, policy, source=source, batch_id=batch_id,
+            item_id=item_id, item_index=item_index, gold=gold, created_at=time.time(),
+        )  # fmt: skip
+        self.write(WriteBatch(starts=[row]))
+
+    def record_call(self, run_id: str, call: CallResult, cache_key: str | None = None) -> None:
+        self.write(WriteBatch(calls=[call_row(run_id, call, cache_key)]))
+
+    def finish_run(self, result: RunResult, *, source: str = "library") -> None:
+        """Write the decision of a run and its calls. ``source`` is used only when the run was
+        never started in the store; otherwise the run keeps the source it started with."""
+        self.save_run(result, source=source)
+
+    # -- reading runs --------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunResult:
+        """A finished run with its calls. An unknown id is a NotFoundError; a run still in
+        flight (or cut off by a crash) is an InputError that says so."""
+        with self._read() as conn:
+            row = conn.execute(select(run_t).where(run_t.c.id == run_id)).mappings().first()
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} in the store")
+            if row["status"] == RUNNING:
+                raise InputError(f"run {run_id} has not finished (status: running)")
+            calls = queries.calls_of(conn, [run_id])[run_id]
+        return result_from_row(row, calls)
+
+    def get_run_row(self, run_id: str) -> RunRow:
+        """The run's row whatever its status, ``running`` included."""
+        with self._read() as conn:
+            row = queries.run_row(conn, run_id)
+        if row is None:
+            raise NotFoundError(f"no run {run_id!r} in the store")
+        return row
+
+    def run_calls(self, run_id: str) -> list[CallResult]:
+        """Every stored call of a run, finished or not, in the engine's order."""
+        with self._read() as conn:
+            return queries.calls_of(conn, [run_id])[run_id]
+
+    def finished_calls(self, run_id: str) -> list[CallResult]:
+        """Calls of a run that reached a final state: what a resumed run need not pay again."""
+        with self._read() as conn:
+            return queries.calls_of(conn, [run_id], final_only=True)[run_id]
+
+    def list_runs(
+        self, f: RunFilter | None = None, *, offset: int = 0, limit: int = 50
+    ) -> tuple[list[RunRow], int]:
+        """One page of matching runs (newest first) and the number of matching runs."""
+        with self._read() as conn:
+            return queries.list_runs(conn, f, offset=offset, limit=limit)
+
+    def iter_chunks(
+        self, query: Select[Any], *, chunk_size: int = 1000
+    ) -> Iterator[list[RowMapping]]:
+        """The rows of a query a chunk at a time (server-side cursor on PostgreSQL), for
+        exports that must not hold the whole result in memory."""
+        with self._read() as conn:
+            result = conn.execute(query, execution_options={"yield_per": chunk_size})
+            for part in result.mappings().partitions():
+                yield list(part)
+
+    def models(self) -> list[str]:
+        """Every model name that has a stored call (for filter choices)."""
+        with self._read() as conn:
+            return queries.distinct_values(conn, call_t.c.model)
+
+    def task_names(self) -> list[str]:
+        with self._read() as conn:
+            return queries.distinct_values(conn, run_t.c.task_name)
+
+    # -- aggregates ----------------------------------------------------------------------------
+
+    def cost_over_time(self, f: RunFilter | None = None, bucket: str = "hour") -> list[CostPoint]:
+        with self._read() as conn:
+            return queries.cost_over_time(conn, self.dialect, f, bucket)
+
+    def cost_by_model(self, f: RunFilter | None = None) -> list[ModelCost]:
+        with self._read() as conn:
+            return queries.cost_by_model(conn, f)
+
+    def latency_sample_by_model(
+        self, f: RunFilter | None = None, per_model_limit: int = 2000, *, ok_only: bool = True
+    ) -> dict[str, list[float]]:
+        with self._read() as conn:
+            return queries.latency_sample_by_model(conn, f, per_model_limit, ok_only=ok_only)
+
+    def decision_mix_over_time(
+        self, f: RunFilter | None = None, bucket: str = "hour"
+    ) -> list[MixPoint]:
+        with self._read() as conn:
+            return queries.decision_mix_over_time(conn, self.dialect, f, bucket)
+
+    def status_counts(self, f: RunFilter | None = None) -> dict[str, int]:
+        with self._read() as conn:
+            return queries.status_counts(conn, f)
+
+    def pairwise_agreement(
+        self, f: RunFilter | None = None, limit_runs: int = 5000
+    ) -> list[PairAgreement]:
+        with self._read() as conn:
+            return queries.pairwise_agreement(conn, f, limit_runs)
+
+    # -- reviews -------------------------------------------------------------------------------
+
+    def review_queue(self, limit: int = 50) -> list[RunResult]:
+        """Runs waiting for a human, oldest first."""
+        q = (
+            select(run_t)
+            .where(run_t.c.status == DecisionStatus.NEEDS_REVIEW.value)
+            .order_by(run_t.c.created_at, run_t.c.id)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return queries.results_of(conn, q)
+
+    def resolve(self, run_id: str, *, reviewer: str, label: str, reason: str) -> RunResult:
+        """A reviewer's decision: the run becomes ``resolved`` with that label, and a review
+        row records who, when, what and why, in one transaction. Only a run waiting for
+        review can be resolved, so a resolved run never re-enters the queue."""
+        reviewer, label, reason = reviewer.strip(), label.strip(), reason.strip()
+        if not reviewer:
+            raise InputError("a review needs the reviewer's name")
+        if not label:
+            raise InputError("a review needs the final label")
+        if not reason:
+            raise InputError("a review needs a reason")
+        with self._write() as conn:
+            row = conn.execute(select(run_t).where(run_t.c.id == run_id)).mappings().first()
+            if row is None:
+                raise NotFoundError(f"no run {run_id!r} in the store")
+            status = row["status"]
+            if status != DecisionStatus.NEEDS_REVIEW.value:
+                raise InputError(f"run {run_id} is not waiting for review (status: {status})")
+            branches = [*loads(row["branches_json"], []), f"resolved by {reviewer}"]
+            now = time.time()
+            done = conn.execute(
+                update(run_t)
+                .where(run_t.c.id == run_id, run_t.c.status == status)
+                .values(
+                    status=DecisionStatus.RESOLVED.value,
+                    label=label,
+                    branches_json=dumps(branches),
+                    reason=reason,
+                )
+            )
+            if done.rowcount != 1:  # another reviewer got there first
+                raise InputError(f"run {run_id} is not waiting for review any more")
+            conn.execute(
+                insert(review_t).values(
+                    run_id=run_id,
+                    reviewer=reviewer,
+                    label=label,
+                    reason=reason,
+                    created_at=now,
+                    previous_status=status,
+                    panel_plurality=plurality(loads(row["votes_json"], {})),
+                )
+            )
+        return self.get_run(run_id)
+
+    def reviews(self, run_id: str) -> list[ReviewRow]:
+        """The audit trail of a run, oldest first."""
+        with self._read() as conn:
+            if conn.execute(select(run_t.c.id).where(run_t.c.id == run_id)).first() is None:
+                raise NotFoundError(f"no run {run_id!r} in the store")
+            rows = conn.execute(
+                select(review_t)
+                .where(review_t.c.run_id == run_id)
+                .order_by(review_t.c.created_at, review_t.c.id)
+            ).mappings()
+            return [
+                ReviewRow(
+                    review_id=r["id"],
+                    run_id=r["run_id"],
+                    reviewer=r["reviewer"],
+                    label=r["label"],
+                    reason=r["reason"],
+                    created_at=r["created_at"],
+                    previous_status=r["previous_status"],
+                    panel_plurality=r["panel_plurality"],
+                )
+                for r in rows
+            ]
+
+    def review_stats(self, since: float | None = None) -> dict[str, Any]:
+        """Waiting runs, reviews since ``since`` (default: local midnight today), and how often
+        reviewers chose the panel's plurality label (None before any such review)."""
+        if since is None:
+            midnight = (
+                datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+            )
+            since = midnight.timestamp()
+        agree = func.sum(case((review_t.c.label == review_t.c.panel_plurality, 1), else_=0))
+        with self._read() as conn:
+            waiting = conn.execute(
+                select(func.count())
+                .select_from(run_t)
+                .where(run_t.c.status == DecisionStatus.NEEDS_REVIEW.value)
+            ).scalar_one()
+            today = conn.execute(
+                select(func.count()).select_from(review_t).where(review_t.c.created_at >= since)
+            ).scalar_one()
+            with_plurality, agreed = conn.execute(
+                select(func.count(), agree).where(review_t.c.panel_plurality.is_not(None))
+            ).one()
+        return {
+            "waiting": int(waiting),
+            "resolved_today": int(today),
+            "agreement_with_plurality": (
+                int(agreed or 0) / int(with_plurality) if with_plurality else None
+            ),
+        }
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        *,
+        name: str,
+        source: str,
+        task: BaseModel | Mapping[str, Any],
+        panel: Panel | Sequence[str],
+        policy: BaseModel | Mapping[str, Any],
+        columns: Mapping[str, str | None] | None = None,
+        concurrency: int,
+        items: Sequence[tuple[int, str | None, str, str | None]] = (),
+        total: int | None = None,
+        batch_id: str | None = None,
+    ) -> str:
+        """Record a new batch as ``running`` with its inputs (index, id, text, gold), so an
+        interrupted batch can resume from the store alone. Returns the batch id."""
+        bid = batch_id or new_id()
+        panel_value: Any = (
+            panel.model_dump(mode="json") if isinstance(panel, Panel) else list(panel)
+        )
+        with self._write() as conn:
+            conn.execute(
+                insert(batch_t).values(
+                    id=bid,
+                    created_at=time.time(),
+                    name=name,
+                    source=source,
+                    task_json=dumps(as_json_dict(task)),
+                    panel_json=dumps(panel_value),
+                    policy_json=dumps(as_json_dict(policy)),
+                    columns_json=dumps(dict(columns or {})),
+                    concurrency=concurrency,
+                    total=len(items) if total is None else total,
+                    status="running",
+                    finished_at=None,
+                )
+            )
+            rows = [
+                {"batch_id": bid, "item_index": i, "item_id": iid, "input": text, "gold": gold}
+                for i, iid, text, gold in items
+            ]
+            for start in range(0, len(rows), 1000):
+                conn.execute(insert(batch_item_t), rows[start : start + 1000])
+        return bid
+
+    @staticmethod
+    def _batch_info(r: Mapping[Any, Any]) -> BatchInfo:
+        return BatchInfo(
+            batch_id=r["id"],
+            created_at=r["created_at"],
+            name=r["name"],
+            source=r["source"],
+            task=loads(r["task_json"], {}),
+            panel=loads(r["panel_json"], []),
+            policy=loads(r["policy_json"], {}),
+            columns=loads(r["columns_json"], {}),
+            concurrency=r["concurrency"],
+            total=r["total"],
+            status=r["status"],
+            finished_at=r["finished_at"],
+        )
+
+    def _need_batch(self, conn: Connection, batch_id: str) -> Mapping[Any, Any]:
+        row = conn.execute(select(batch_t).where(batch_t.c.id == batch_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"no batch {batch_id!r} in the store")
+        return row
+
+    def get_batch(self, batch_id: str) -> BatchInfo:
+        with self._read() as conn:
+            return self._batch_info(self._need_batch(conn, batch_id))
+
+    def list_batches(self, limit: int = 50) -> list[BatchInfo]:
+        """Newest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(batch_t).order_by(batch_t.c.created_at.desc()).limit(limit)
+            ).mappings()
+            return [self._batch_info(r) for r in rows]
+
+    def set_batch_status(self, batch_id: str, status: str) -> None:
+        """``running`` clears the finish time; any other status sets it to now."""
+        if status not in BATCH_STATUSES:
+            raise InputError(f"unknown batch status {status!r}: use {', '.join(BATCH_STATUSES)}")
+        finished = None if status == "running" else time.time()
+        with self._write() as conn:
+            done = conn.execute(
+                update(batch_t)
+                .where(batch_t.c.id == batch_id)
+                .values(status=status, finished_at=finished)
+            )
+            if done.rowcount != 1:
+                raise NotFoundError(f"no batch {batch_id!r} in the store")
+
+    def batch_items(self, batch_id: str) -> list[BatchItem]:
+        """The inputs of a batch in item order."""
+        with self._read() as conn:
+            self._need_batch(conn, batch_id)
+            rows = conn.execute(
+                select(batch_item_t)
+                .where(batch_item_t.c.batch_id == batch_id)
+                .order_by(batch_item_t.c.item_index)
+            ).mappings()
+            return [
+                BatchItem(
+                    index=r["item_index"], item_id=r["item_id"], text=r["input"], gold=r["gold"]
+                )
+                for r in rows
+            ]
+
+    def batch_counts(self, batch_id: str) -> dict[str, Any]:
+        """Progress and outcome of a batch, counted in SQL.
+
+        Keys: ``total``, ``started``, ``done``, ``running``, one per decision status, ``calls``,
+        ``cost_usd`` (known costs), ``unknown_cost_runs``, ``with_gold``, ``correct`` and
+        ``accuracy`` (None without gold). A label matches its gold ignoring case and spaces
+        around it.
+        """
+        rc = run_t.c
+        finished = rc.status != RUNNING
+        with_gold = finished & rc.gold.is_not(None)
+        correct = with_gold & (func.lower(func.trim(rc.label)) == func.lower(func.trim(rc.gold)))
+        with self._read() as conn:
+            batch = self._need_batch(conn, batch_id)
+            by_status: dict[str, int] = {
+                status: int(n)
+                for status, n in conn.execute(
+                    select(rc.status, func.count())
+                    .where(rc.batch_id == batch_id)
+                    .group_by(rc.status)
+                )
+            }
+            sums = conn.execute(
+                select(
+                    func.coalesce(func.sum(rc.cost_usd), 0.0),
+                    func.sum(case((rc.cost_usd.is_(None) & finished, 1), else_=0)),
+                    func.sum(case((with_gold, 1), else_=0)),
+                    func.sum(case((correct, 1), else_=0)),
+                ).where(rc.batch_id == batch_id)
+            ).one()
+            calls = conn.execute(
+                select(func.count())
+                .select_from(call_t.join(run_t, rc.id == call_t.c.run_id))
+                .where(rc.batch_id == batch_id)
+            ).scalar_one()
+        counts: dict[str, Any] = {"batch_id": batch_id, "total": batch["total"]}
+        running = int(by_status.get(RUNNING, 0))
+        counts["started"] = sum(by_status.values())
+        counts["done"] = counts["started"] - running
+        counts["running"] = running
+        for status in DecisionStatus:
+            counts[status.value] = int(by_status.get(status.value, 0))
+        n_gold, n_correct = int(sums[2] or 0), int(sums[3] or 0)
+        counts.update(
+            calls=int(calls),
+            cost_usd=float(sums[0]),
+            unknown_cost_runs=int(sums[1] or 0),
+            with_gold=n_gold,
+            correct=n_correct,
+            accuracy=n_correct / n_gold if n_gold else None,
+        )
+        return counts
+
+    def batch_runs(self, batch_id: str) -> list[RunRow]:
+        """Every run of a batch (finished or not) in item order."""
+        with self._read() as conn:
+            self._need_batch(conn, batch_id)
+            q = (
+                select(*queries.ROW_COLUMNS)
+                .where(run_t.c.batch_id == batch_id)
+                .order_by(run_t.c.item_index, run_t.c.id)
+            )
+            return [queries.row_to_run_row(r) for r in conn.execute(q)]
+
+    def batch_results(self, batch_id: str) -> list[RunResult]:
+        """The finished runs of a batch with their calls, in item order (for re-vote)."""
+        with self._read() as conn:
+            self._need_batch(conn, batch_id)
+            q = (
+                select(run_t)
+                .where(run_t.c.batch_id == batch_id)
+                .order_by(run_t.c.item_index, run_t.c.id)
+            )
+            return queries.results_of(conn, q)
+
+    def runs_done(self, batch_id: str) -> set[int]:
+        """Item indexes of the batch whose run has finished."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(run_t.c.item_index).where(
+                    run_t.c.batch_id == batch_id,
+                    run_t.c.status != RUNNING,
+                    run_t.c.item_index.is_not(None),
+                )
+            ).scalars()
+            return {int(i) for i in rows}
+
+    # -- cache ---------------------------------------------------------------------------------
+
+    def cache_lookup(self, keys: Sequence[str]) -> dict[str, CallResult]:
+        """The latest ``ok`` call stored under each key; keys with none are absent."""
+        wanted = list(dict.fromkeys(keys))
+        out: dict[str, CallResult] = {}
+        with self._read() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                latest = (
+                    select(func.max(call_t.c.id))
+                    .where(call_t.c.cache_key.in_(chunk), call_t.c.status == "ok")
+                    .group_by(call_t.c.cache_key)
+                )
+                rows = conn.execute(select(call_t).where(call_t.c.id.in_(latest))).mappings()
+                for r in rows:
+                    out[r["cache_key"]] = call_from_row(r)
+        return out
+
+    # -- sweeps and curves ---------------------------------------------------------------------
+
+    def save_sweep(self, target: str, params: Mapping[str, Any], result: Mapping[str, Any]) -> str:
+        return self._save_saved("sweep", target, params, result)
+
+    def list_sweeps(self, limit: int = 50) -> list[SavedResult]:
+        return self._list_saved("sweep", limit)
+
+    def get_sweep(self, sweep_id: str) -> SavedResult:
+        return self._get_saved("sweep", sweep_id)
+
+    def save_curve(
+        self, set_name: str, params: Mapping[str, Any], result: Mapping[str, Any]
+    ) -> str:
+        return self._save_saved("curve", set_name, params, result)
+
+    def list_curves(self, limit: int = 50) -> list[SavedResult]:
+        return self._list_saved("curve", limit)
+
+    def get_curve(self, curve_id: str) -> SavedResult:
+        return self._get_saved("curve", curve_id)
+
+    def _save_saved(
+        self, kind: str, name: str, params: Mapping[str, Any], result: Mapping[str, Any]
+    ) -> str:
+        t, name_col = (sweep_t, "target") if kind == "sweep" else (curve_t, "set_name")
+        sid = new_id()
+        with self._write() as conn:
+            conn.execute(
+                insert(t).values(
+                    {
+                        "id": sid,
+                        "created_at": time.time(),
+                        name_col: name,
+                        "params_json": dumps(dict(params)),
+                        "result_json": dumps(dict(result)),
+                    }
+                )
+            )
+        return sid
+
+    @staticmethod
+    def _saved(kind: str, r: Mapping[Any, Any]) -> SavedResult:
+        return SavedResult(
+            id=r["id"],
+            created_at=r["created_at"],
+            name=r["target" if kind == "sweep" else "set_name"],
+            params=loads(r["params_json"], {}),
+            result=loads(r["result_json"], {}),
+        )
+
+    def _list_saved(self, kind: str, limit: int) -> list[SavedResult]:
+        t = sweep_t if kind == "sweep" else curve_t
+        with self._read() as conn:
+            rows = conn.execute(select(t).order_by(t.c.created_at.desc()).limit(limit)).mappings()
+            return [self._saved(kind, r) for r in rows]
+
+    def _get_saved(self, kind: str, sid: str) -> SavedResult:
+        t = sweep_t if kind == "sweep" else curve_t
+        with self._read() as conn:
+            r = conn.execute(select(t).where(t.c.id == sid)).mappings().first()
+        if r is None:
+            raise NotFoundError(f"no {kind} {sid!r} in the store")
+        return self._saved(kind, r)
+
+
+_HEAD: list[str | None] = []
+
+
+def head_revision() -> str | None:
+    """The newest migration shipped with this code (read once)."""
+    if not _HEAD:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+        _HEAD.append(ScriptDirectory.from_config(cfg).get_current_head())
+    return _HEAD[0]
+
+
+def _sqlite_events(engine: Engine) -> None:
+    """WAL, busy timeout, foreign keys, and explicit BEGIN (IMMEDIATE for writes)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver leaves transactions to us
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("tally_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

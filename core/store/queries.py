@@ -1,0 +1,428 @@
+"""Reads for the dashboard, the CLI and the experiments: filters, pages and aggregates.
+
+Everything here is computed by the database (WHERE, GROUP BY, window functions, LIMIT/OFFSET)
+so a page stays fast with 100,000 runs: nothing loads a whole table into Python. Each function
+takes an open ``Connection``; ``Store`` owns the transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy.sql.elements import KeyedColumnElement
+
+from core.result import CallResult, DecisionStatus, RunResult
+from core.store.tables import (
+    FINAL_CALL_STATUSES,
+    PHASE_ORDER,
+    RUNNING,
+    call_from_row,
+    call_t,
+    loads,
+    result_from_row,
+    run_t,
+)
+
+Bucket = Literal["hour", "day"]
+BUCKET_SECONDS: dict[str, int] = {"hour": 3600, "day": 86400}
+TIE_STATUSES = (
+    DecisionStatus.TIE.value,
+    DecisionStatus.NEEDS_REVIEW.value,
+    DecisionStatus.RESOLVED.value,
+)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """What the History page (and exports) narrow runs by. Every field is optional.
+
+    ``since``/``until`` are unix seconds (``until`` exclusive); ``model`` keeps runs with at
+    least one call of that model; ``ties_only`` keeps runs that tied or took a tie-break branch;
+    a cost bound drops runs whose cost is unknown; ``text`` is a case-insensitive substring of
+    the input.
+    """
+
+    since: float | None = None
+    until: float | None = None
+    model: str | None = None
+    task_name: str | None = None
+    statuses: Sequence[str] = ()
+    ties_only: bool = False
+    batch_id: str | None = None
+    sources: Sequence[str] = ()
+    min_cost: float | None = None
+    max_cost: float | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One line of the History table: the run without its calls."""
+
+    run_id: str
+    created_at: float
+    finished_at: float | None
+    source: str
+    status: str
+    label: str | None
+    margin: float | None
+    branches: list[str]
+    tied: list[str]
+    task_name: str | None
+    panel: list[str]
+    input: str
+    n_calls: int
+    cost_usd: float | None
+    latency_ms: float | None
+    batch_id: str | None
+    item_id: str | None
+    item_index: int | None
+    gold: str | None
+
+
+@dataclass(frozen=True)
+class CostPoint:
+    bucket: float  # start of the bucket, unix seconds (UTC)
+    runs: int
+    cost_usd: float  # sum of the known costs
+    unknown_cost_runs: int  # runs whose cost is unknown: not counted as $0
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    model: str
+    calls: int
+    ok_calls: int
+    cost_usd: float  # sum of the known costs
+    unknown_cost_calls: int
+    tokens_in: int
+    tokens_out: int
+
+
+@dataclass(frozen=True)
+class MixPoint:
+    bucket: float
+    status: str
+    runs: int
+
+
+@dataclass(frozen=True)
+class PairAgreement:
+    """How often two models' ok answers agree within the same run.
+
+    Every pair of calls (one of each model, same run) counts once; when ``model_a`` equals
+    ``model_b`` the pairs are samples of the same model, the diagonal of the heatmap.
+    """
+
+    model_a: str
+    model_b: str
+    pairs: int
+    agree: int
+    runs: int
+    rate: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", self.agree / self.pairs if self.pairs else 0.0)
+
+
+# -- filters -----------------------------------------------------------------------------------
+
+
+def run_conditions(f: RunFilter | None) -> list[ColumnElement[bool]]:
+    if f is None:
+        return []
+    c = run_t.c
+    out: list[ColumnElement[bool]] = []
+    if f.since is not None:
+        out.append(c.created_at >= f.since)
+    if f.until is not None:
+        out.append(c.created_at < f.until)
+    if f.model:
+        out.append(exists().where(and_(call_t.c.run_id == c.id, call_t.c.model == f.model)))
+    if f.task_name:
+        out.append(c.task_name == f.task_name)
+    if f.statuses:
+        out.append(c.status.in_(list(f.statuses)))
+    if f.ties_only:
+        out.append(or_(c.status.in_(TIE_STATUSES), c.branches_json != "[]"))
+    if f.batch_id:
+        out.append(c.batch_id == f.batch_id)
+    if f.sources:
+        out.append(c.source.in_(list(f.sources)))
+    if f.min_cost is not None:
+        out.append(c.cost_usd >= f.min_cost)
+    if f.max_cost is not None:
+        out.append(c.cost_usd <= f.max_cost)
+    if f.text:
+        out.append(func.lower(c.input).contains(f.text.lower(), autoescape=True))
+    return out
+
+
+def bucket_of(dialect: str, column: KeyedColumnElement[Any], bucket: str) -> ColumnElement[Any]:
+    """The start of the hour or day (UTC) a unix time falls in, computed by the database.
+
+    The size is a literal, not a bound parameter, so the same expression can be grouped by.
+    """
+    if bucket not in BUCKET_SECONDS:
+        raise ValueError(f"bucket must be hour or day, not {bucket!r}")
+    size: ColumnElement[Any] = literal_column(str(BUCKET_SECONDS[bucket]))
+    if dialect == "sqlite":  # no floor() without the math extension; times are positive
+        return cast(cast(column / size, Integer) * size, Integer)
+    return cast(func.floor(column / size) * size, Integer)
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+
+def row_to_run_row(r: Any) -> RunRow:
+    return RunRow(
+        run_id=r.id,
+        created_at=r.created_at,
+        finished_at=r.finished_at,
+        source=r.source,
+        status=r.status,
+        label=r.label,
+        margin=r.margin,
+        branches=loads(r.branches_json, []),
+        tied=loads(r.tied_json, []),
+        task_name=r.task_name,
+        panel=loads(r.panel_json, []),
+        input=r.input,
+        n_calls=r.n_calls,
+        cost_usd=r.cost_usd,
+        latency_ms=r.latency_ms,
+        batch_id=r.batch_id,
+        item_id=r.item_id,
+        item_index=r.item_index,
+        gold=r.gold,
+    )
+
+
+ROW_COLUMNS = [
+    run_t.c[name]
+    for name in (
+        *("id", "created_at", "finished_at", "source", "status", "label", "margin"),
+        *("branches_json", "tied_json", "task_name", "panel_json", "input", "n_calls"),
+        *("cost_usd", "latency_ms", "batch_id", "item_id", "item_index", "gold"),
+    )
+]
+
+
+def list_runs(
+    conn: Connection, f: RunFilter | None, *, offset: int, limit: int
+) -> tuple[list[RunRow], int]:
+    """A page of runs, newest first, and how many match in all."""
+    conds = run_conditions(f)
+    total = conn.execute(select(func.count()).select_from(run_t).where(*conds)).scalar_one()
+    page = conn.execute(
+        select(*ROW_COLUMNS)
+        .where(*conds)
+        .order_by(run_t.c.created_at.desc(), run_t.c.id.desc())
+        .offset(max(0, offset))
+        .limit(max(0, limit))
+    )
+    return [row_to_run_row(r) for r in page], int(total)
+
+
+def run_row(conn: Connection, run_id: str) -> RunRow | None:
+    r = conn.execute(select(*ROW_COLUMNS).where(run_t.c.id == run_id)).first()
+    return None if r is None else row_to_run_row(r)
+
+
+def _call_order() -> list[ColumnElement[Any]]:
+    phase_rank = case(PHASE_ORDER, value=call_t.c.phase, else_=len(PHASE_ORDER))
+    return [call_t.c.run_id, phase_rank, call_t.c.slot]
+
+
+def calls_of(
+    conn: Connection, run_ids: Sequence[str], *, final_only: bool = False
+) -> dict[str, list[CallResult]]:
+    """The calls of some runs, each list in the engine's order: panel, expand, escalate, slot."""
+    out: dict[str, list[CallResult]] = {rid: [] for rid in run_ids}
+    ids = list(out)
+    for start in range(0, len(ids), 500):
+        q = select(call_t).where(call_t.c.run_id.in_(ids[start : start + 500]))
+        if final_only:
+            q = q.where(call_t.c.status.in_(FINAL_CALL_STATUSES))
+        for r in conn.execute(q.order_by(*_call_order())).mappings():
+            out[r["run_id"]].append(call_from_row(r))
+    return out
+
+
+def results_of(conn: Connection, query: Select[Any]) -> list[RunResult]:
+    """Full results (with calls) of the finished runs a query over ``run`` selects, in order."""
+    rows = [r for r in conn.execute(query).mappings() if r["status"] != RUNNING]
+    calls = calls_of(conn, [r["id"] for r in rows])
+    return [result_from_row(r, calls[r["id"]]) for r in rows]
+
+
+def distinct_values(conn: Connection, column: KeyedColumnElement[Any]) -> list[str]:
+    return [v for v in conn.execute(select(column).distinct().order_by(column)).scalars() if v]
+
+
+# -- aggregates for the charts -----------------------------------------------------------------
+
+
+def cost_over_time(
+    conn: Connection, dialect: str, f: RunFilter | None, bucket: str
+) -> list[CostPoint]:
+    b = bucket_of(dialect, run_t.c.created_at, bucket).label("bucket")
+    q = (
+        select(
+            b,
+            func.count().label("runs"),
+            func.coalesce(func.sum(run_t.c.cost_usd), 0.0).label("cost"),
+            func.sum(case((run_t.c.cost_usd.is_(None), 1), else_=0)).label("unknown"),
+        )
+        .where(*run_conditions(f))
+        .group_by(b)
+        .order_by(b)
+    )
+    return [
+        CostPoint(
+            bucket=float(r.bucket),
+            runs=int(r.runs),
+            cost_usd=float(r.cost),
+            unknown_cost_runs=int(r.unknown or 0),
+        )
+        for r in conn.execute(q)
+    ]
+
+
+def cost_by_model(conn: Connection, f: RunFilter | None) -> list[ModelCost]:
+    c = call_t.c
+    q = (
+        select(
+            c.model,
+            func.count().label("calls"),
+            func.sum(case((c.status == "ok", 1), else_=0)).label("ok_calls"),
+            func.coalesce(func.sum(c.cost_usd), 0.0).label("cost"),
+            func.sum(case((c.cost_usd.is_(None), 1), else_=0)).label("unknown"),
+            func.coalesce(func.sum(c.tokens_in), 0).label("tokens_in"),
+            func.coalesce(func.sum(c.tokens_out), 0).label("tokens_out"),
+        )
+        .select_from(call_t.join(run_t, run_t.c.id == c.run_id))
+        .where(*run_conditions(f))
+        .group_by(c.model)
+        .order_by(c.model)
+    )
+    return [
+        ModelCost(
+            model=r.model,
+            calls=int(r.calls),
+            ok_calls=int(r.ok_calls or 0),
+            cost_usd=float(r.cost),
+            unknown_cost_calls=int(r.unknown or 0),
+            tokens_in=int(r.tokens_in),
+            tokens_out=int(r.tokens_out),
+        )
+        for r in conn.execute(q)
+    ]
+
+
+def latency_sample_by_model(
+    conn: Connection, f: RunFilter | None, per_model_limit: int, *, ok_only: bool = True
+) -> dict[str, list[float]]:
+    """The latest ``per_model_limit`` call latencies of each model, for box plots."""
+    c = call_t.c
+    rn = func.row_number().over(partition_by=c.model, order_by=c.id.desc()).label("rn")
+    inner = (
+        select(c.model, c.latency_ms, rn)
+        .select_from(call_t.join(run_t, run_t.c.id == c.run_id))
+        .where(*run_conditions(f), c.latency_ms.is_not(None))
+    )
+    if ok_only:
+        inner = inner.where(c.status == "ok")
+    sub = inner.subquery()
+    q = (
+        select(sub.c.model, sub.c.latency_ms)
+        .where(sub.c.rn <= per_model_limit)
+        .order_by(sub.c.model, sub.c.rn)
+    )
+    out: dict[str, list[float]] = {}
+    for model, latency in conn.execute(q):
+        out.setdefault(model, []).append(float(latency))
+    return out
+
+
+def decision_mix_over_time(
+    conn: Connection, dialect: str, f: RunFilter | None, bucket: str
+) -> list[MixPoint]:
+    b = bucket_of(dialect, run_t.c.created_at, bucket).label("bucket")
+    q = (
+        select(b, run_t.c.status, func.count().label("runs"))
+        .where(*run_conditions(f))
+        .group_by(b, run_t.c.status)
+        .order_by(b, run_t.c.status)
+    )
+    return [
+        MixPoint(bucket=float(r.bucket), status=r.status, runs=int(r.runs)) for r in conn.execute(q)
+    ]
+
+
+def status_counts(conn: Connection, f: RunFilter | None) -> dict[str, int]:
+    q = select(run_t.c.status, func.count()).where(*run_conditions(f)).group_by(run_t.c.status)
+    return {status: int(n) for status, n in conn.execute(q)}
+
+
+def pairwise_agreement(
+    conn: Connection, f: RunFilter | None, limit_runs: int
+) -> list[PairAgreement]:
+    """Agreement of ok answers for each pair of models over the latest ``limit_runs`` runs."""
+    runs = (
+        select(run_t.c.id)
+        .where(*run_conditions(f))
+        .order_by(run_t.c.created_at.desc())
+        .limit(limit_runs)
+    )
+    a = call_t.alias("a")
+    b = call_t.alias("b")
+    pair = and_(
+        a.c.run_id == b.c.run_id,
+        or_(a.c.model < b.c.model, and_(a.c.model == b.c.model, a.c.id < b.c.id)),
+    )
+    q = (
+        select(
+            a.c.model.label("model_a"),
+            b.c.model.label("model_b"),
+            func.count().label("pairs"),
+            func.sum(case((a.c.answer == b.c.answer, 1), else_=0)).label("agree"),
+            func.count(a.c.run_id.distinct()).label("runs"),
+        )
+        .select_from(a.join(b, pair))
+        .where(
+            a.c.run_id.in_(runs),
+            a.c.status == "ok",
+            b.c.status == "ok",
+            a.c.answer.is_not(None),
+            b.c.answer.is_not(None),
+        )
+        .group_by(a.c.model, b.c.model)
+        .order_by(a.c.model, b.c.model)
+    )
+    return [
+        PairAgreement(
+            model_a=r.model_a,
+            model_b=r.model_b,
+            pairs=int(r.pairs),
+            agree=int(r.agree or 0),
+            runs=int(r.runs),
+        )
+        for r in conn.execute(q)
+    ]

@@ -1,0 +1,350 @@
+"""The SQL shape of what Tally keeps, and how runs and calls map onto it.
+
+Conventions, the same in every table so SQLite and PostgreSQL hold identical data:
+- every time is unix seconds as a float (``time.time()``), UTC by definition; buckets by hour
+  or day are computed on those numbers, so no timezone ever depends on the server;
+- structured values (task, policy, votes, branches...) are TEXT holding JSON, so the schema stays
+  portable and a row reads the same from either backend;
+- ids of runs, batches, sweeps and curves are short hex strings made by the caller or the store;
+  calls and reviews have integer ids.
+
+Indexes follow the dashboard's queries: recent runs by status, runs of a batch in item order,
+calls of a run, calls per model, and cache look-ups by key. An index already covered by the
+leading column of a composite one is not declared twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Double, Index, Table, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from core.panel import Panel
+from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+
+RUNNING = "running"
+"""The status of a run row while its calls are in flight (not a decision status)."""
+
+BATCH_STATUSES = ("running", "done", "cancelled", "interrupted", "failed")
+FINAL_CALL_STATUSES = tuple(s.value for s in CallStatus if s.final)
+PHASE_ORDER = {"panel": 0, "expand": 1, "escalate": 2}
+
+
+class BatchRecord(SQLModel, table=True):
+    __tablename__ = "batch"
+
+    id: str = Field(primary_key=True)
+    created_at: float = Field(sa_type=Double, index=True)
+    name: str
+    source: str
+    task_json: str = Field(sa_type=Text)
+    panel_json: str = Field(sa_type=Text)
+    policy_json: str = Field(sa_type=Text)
+    columns_json: str = Field(sa_type=Text)
+    concurrency: int
+    total: int
+    status: str
+    finished_at: float | None = Field(default=None, sa_type=Double)
+
+
+class BatchItemRecord(SQLModel, table=True):
+    """The inputs of a batch, kept so an interrupted batch can resume without its file."""
+
+    __tablename__ = "batch_item"
+
+    batch_id: str = Field(foreign_key="batch.id", primary_key=True, ondelete="CASCADE")
+    item_index: int = Field(primary_key=True)
+    item_id: str | None = None
+    input: str = Field(sa_type=Text)
+    gold: str | None = None
+
+
+class RunRecord(SQLModel, table=True):
+    __tablename__ = "run"
+    __table_args__ = (
+        Index("ix_run_status_created_at", "status", "created_at"),
+        Index("ix_run_batch_id_item_index", "batch_id", "item_index"),
+    )
+
+    id: str = Field(primary_key=True)
+    created_at: float = Field(sa_type=Double, index=True)
+    finished_at: float | None = Field(default=None, sa_type=Double)
+    source: str
+    batch_id: str | None = None
+    item_id: str | None = None
+    item_index: int | None = None
+    input: str = Field(sa_type=Text)
+    task_name: str | None = Field(default=None, index=True)
+    task_json: str = Field(sa_type=Text)
+    panel_json: str = Field(sa_type=Text)
+    policy_json: str = Field(sa_type=Text)
+    status: str
+    label: str | None = None
+    branches_json: str = Field(default="[]", sa_type=Text)
+    tied_json: str = Field(default="[]", sa_type=Text)
+    margin: float | None = Field(default=None, sa_type=Double)
+    reason: str = Field(default="", sa_type=Text)
+    fields_json: str | None = Field(default=None, sa_type=Text)
+    votes_json: str = Field(default="{}", sa_type=Text)
+    field_votes_json: str | None = Field(default=None, sa_type=Text)
+    n_calls: int = 0
+    cost_usd: float | None = Field(default=None, sa_type=Double)
+    latency_ms: float | None = Field(default=None, sa_type=Double)
+    gold: str | None = None
+
+
+class CallRecord(SQLModel, table=True):
+    __tablename__ = "call"
+    __table_args__ = (UniqueConstraint("run_id", "phase", "slot", name="uq_call_run_phase_slot"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", ondelete="CASCADE")
+    slot: int
+    model: str = Field(index=True)
+    sample: int = 0
+    phase: str
+    status: str
+    answer: str | None = Field(default=None, sa_type=Text)
+    raw: str | None = Field(default=None, sa_type=Text)
+    error: str | None = Field(default=None, sa_type=Text)
+    latency_ms: float | None = Field(default=None, sa_type=Double)
+    ttft_ms: float | None = Field(default=None, sa_type=Double)
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = Field(default=None, sa_type=Double)
+    retries: int = 0
+    cached: bool = False
+    started_at: float | None = Field(default=None, sa_type=Double)
+    ended_at: float | None = Field(default=None, sa_type=Double)
+    cache_key: str | None = Field(default=None, index=True)
+
+
+class ReviewRecord(SQLModel, table=True):
+    """One reviewer's decision on a run. Rows are only ever inserted: the audit trail."""
+
+    __tablename__ = "review"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run.id", index=True, ondelete="CASCADE")
+    reviewer: str
+    label: str
+    reason: str = Field(sa_type=Text)
+    created_at: float = Field(sa_type=Double, index=True)
+    previous_status: str
+    panel_plurality: str | None = None
+
+
+class SweepRecord(SQLModel, table=True):
+    __tablename__ = "sweep"
+
+    id: str = Field(primary_key=True)
+    created_at: float = Field(sa_type=Double, index=True)
+    target: str
+    params_json: str = Field(sa_type=Text)
+    result_json: str = Field(sa_type=Text)
+
+
+class CurveRecord(SQLModel, table=True):
+    __tablename__ = "curve"
+
+    id: str = Field(primary_key=True)
+    created_at: float = Field(sa_type=Double, index=True)
+    set_name: str
+    params_json: str = Field(sa_type=Text)
+    result_json: str = Field(sa_type=Text)
+
+
+metadata = SQLModel.metadata
+
+
+def table(name: str) -> Table:
+    """The Core table behind a record class: queries and bulk writes use Core, not the ORM."""
+    return metadata.tables[name]
+
+
+batch_t = table("batch")
+batch_item_t = table("batch_item")
+run_t = table("run")
+call_t = table("call")
+review_t = table("review")
+sweep_t = table("sweep")
+curve_t = table("curve")
+
+
+# -- JSON columns ------------------------------------------------------------------------------
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads(text: str | None, default: Any = None) -> Any:
+    return default if text is None else json.loads(text)
+
+
+def as_json_dict(value: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+    """A task or policy as stored: pydantic objects are dumped in their JSON mode."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return dict(value)
+
+
+def panel_names(panel: Panel | Sequence[str]) -> list[str]:
+    """The model name of every slot, as ``RunResult.panel`` holds it."""
+    if isinstance(panel, Panel):
+        return [s.model.name for s in panel.slots()]
+    return list(panel)
+
+
+# -- rows <-> results --------------------------------------------------------------------------
+
+
+def start_row(
+    run_id: str,
+    input: str,
+    task: BaseModel | Mapping[str, Any],
+    panel: Panel | Sequence[str],
+    policy: BaseModel | Mapping[str, Any],
+    *,
+    source: str,
+    batch_id: str | None,
+    item_id: str | None,
+    item_index: int | None,
+    gold: str | None,
+    created_at: float,
+) -> dict[str, Any]:
+    """The run row written when a run starts: status ``running``, no decision yet."""
+    task_dict = as_json_dict(task)
+    name = task_dict.get("name")
+    return {
+        "id": run_id,
+        "created_at": created_at,
+        "finished_at": None,
+        "source": source,
+        "batch_id": batch_id,
+        "item_id": item_id,
+        "item_index": item_index,
+        "input": input,
+        "task_name": name if isinstance(name, str) else None,
+        "task_json": dumps(task_dict),
+        "panel_json": dumps(panel_names(panel)),
+        "policy_json": dumps(as_json_dict(policy)),
+        "status": RUNNING,
+        "label": None,
+        "branches_json": "[]",
+        "tied_json": "[]",
+        "margin": None,
+        "reason": "",
+        "fields_json": None,
+        "votes_json": "{}",
+        "field_votes_json": None,
+        "n_calls": 0,
+        "cost_usd": None,
+        "latency_ms": None,
+        "gold": gold,
+    }
+
+
+def finish_row(
+    result: RunResult, *, source: str, finished_at: float, item_index: int | None = None
+) -> dict[str, Any]:
+    """The complete run row of a finished run."""
+    d = result.decision
+    name = result.task.get("name")
+    return {
+        "id": result.run_id,
+        "created_at": result.created_at,
+        "finished_at": finished_at,
+        "source": source,
+        "batch_id": result.batch_id,
+        "item_id": result.item_id,
+        "item_index": item_index,
+        "input": result.input,
+        "task_name": name if isinstance(name, str) else None,
+        "task_json": dumps(result.task),
+        "panel_json": dumps(result.panel),
+        "policy_json": dumps(result.policy),
+        "status": d.status.value,
+        "label": d.label,
+        "branches_json": dumps(d.branches),
+        "tied_json": dumps(d.tied),
+        "margin": d.margin,
+        "reason": d.reason,
+        "fields_json": None if d.fields is None else dumps(d.fields),
+        "votes_json": dumps(result.votes),
+        "field_votes_json": None if result.field_votes is None else dumps(result.field_votes),
+        "n_calls": len(result.calls),
+        "cost_usd": result.cost_usd,
+        "latency_ms": result.latency_ms,
+        "gold": result.gold,
+    }
+
+
+def call_row(run_id: str, call: CallResult, cache_key: str | None = None) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "slot": call.slot,
+        "model": call.model,
+        "sample": call.sample,
+        "phase": call.phase,
+        "status": call.status.value,
+        "answer": call.answer,
+        "raw": call.raw,
+        "error": call.error,
+        "latency_ms": call.latency_ms,
+        "ttft_ms": call.ttft_ms,
+        "tokens_in": call.tokens_in,
+        "tokens_out": call.tokens_out,
+        "cost_usd": call.cost_usd,
+        "retries": call.retries,
+        "cached": call.cached,
+        "started_at": call.started_at,
+        "ended_at": call.ended_at,
+        "cache_key": cache_key,
+    }
+
+
+CALL_FIELDS = tuple(CallResult.model_fields)
+
+
+def call_from_row(row: Mapping[Any, Any]) -> CallResult:
+    data = {k: row[k] for k in CALL_FIELDS}
+    data["cached"] = bool(data["cached"])
+    return CallResult.model_validate(data)
+
+
+def decision_from_row(row: Mapping[Any, Any]) -> Decision:
+    return Decision(
+        status=DecisionStatus(row["status"]),
+        label=row["label"],
+        branches=loads(row["branches_json"], []),
+        margin=row["margin"],
+        reason=row["reason"],
+        tied=loads(row["tied_json"], []),
+        fields=loads(row["fields_json"]),
+    )
+
+
+def result_from_row(row: Mapping[Any, Any], calls: list[CallResult]) -> RunResult:
+    """A finished run row and its calls, back into the result the engine returned."""
+    return RunResult(
+        run_id=row["id"],
+        input=row["input"],
+        task=loads(row["task_json"], {}),
+        panel=loads(row["panel_json"], []),
+        policy=loads(row["policy_json"], {}),
+        decision=decision_from_row(row),
+        votes=loads(row["votes_json"], {}),
+        field_votes=loads(row["field_votes_json"]),
+        calls=calls,
+        cost_usd=row["cost_usd"],
+        latency_ms=row["latency_ms"] if row["latency_ms"] is not None else 0.0,
+        batch_id=row["batch_id"],
+        item_id=row["item_id"],
+        gold=row["gold"],
+        created_at=row["created_at"],
+    )

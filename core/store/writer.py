@@ -1,0 +1,307 @@
+"""The one writer: the engine hands it runs and calls, it commits them in batches.
+
+A fan-out of 64 calls must never wait on the database, and 64 tasks each opening a transaction
+would serialise on SQLite's single write lock anyway. So every write is queued on a memory
+object stream and one background task owns the database side: it takes what is queued (up to
+``max_batch`` operations, lingering at most ``max_delay`` seconds for more) and writes it with
+bulk statements in a worker thread, in order: runs before their calls, calls before the
+decision. While one batch commits the next one gathers, so under load batches grow by
+themselves.
+
+The ``start_run``/``record_call``/``finish_run`` methods are coroutines but do not wait for the
+database: they convert the result into rows at once (a later mutation of the object cannot
+change what is stored) and queue them without yielding; only when the queue is full do they
+wait for room. ``flush()`` waits until everything queued so far is committed. Leaving the
+context, by normal exit, error or cancellation, commits everything queued first: the writer's
+task is shielded and stops only when its queue is closed and empty. Write failures are raised
+as one StoreError from ``flush()`` or from the exit, never swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+
+from core.errors import StoreError
+from core.panel import Panel
+from core.result import CallResult, RunResult
+from core.store.db import Store, WriteBatch
+from core.store.tables import call_row, finish_row, start_row
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Start:
+    row: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Call:
+    row: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Finish:
+    row: dict[str, Any]
+    calls: list[dict[str, Any]]
+
+
+@dataclass(slots=True)
+class _Flush:
+    done: anyio.Event
+
+
+_Op = _Start | _Call | _Finish | _Flush
+
+
+def _same_call(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal apart from the cache key (a finish carries none; the stored one is kept)."""
+    return all(a[k] == b[k] for k in a if k != "cache_key")
+
+
+class StoreWriter:
+    """Batched, ordered, non-blocking persistence of runs and calls (an async context manager)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 500,
+        max_delay: float = 0.05,
+        buffer: int = 100_000,
+    ) -> None:
+        self.store = store
+        self.max_batch = max(1, max_batch)
+        self.max_delay = max(0.0, max_delay)
+        self.buffer = max(1, buffer)
+        self.committed = 0  # operations written so far
+        self.batches = 0  # transactions used for them
+        self._send: MemoryObjectSendStream[_Op] | None = None
+        self._recv: MemoryObjectReceiveStream[_Op] | None = None
+        self._tg: TaskGroup | None = None
+        self._closed = False
+        self._queued = 0  # in the stream, not yet taken by the drain task
+        self._pending = 0  # queued or taken, not yet committed (flush markers excluded)
+        self._wake: anyio.Event | None = None
+        self._failed = 0
+        self._first_error: str | None = None
+        self._recorded: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> StoreWriter:
+        if self._tg is not None or self._closed:
+            raise RuntimeError("a StoreWriter can be entered once")
+        self._send, self._recv = anyio.create_memory_object_stream[_Op](self.buffer)
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        tg.start_soon(self._drain)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tg is not None and self._send is not None
+        self._closed = True
+        self._send.close()  # the drain task commits what is left, then ends
+        self._poke()
+        await self._tg.__aexit__(exc_type, exc, tb)
+        error = self._take_error()
+        if error is None:
+            return
+        if exc is None:
+            raise error
+        log.error("%s", error)  # the body's own exception wins; keep the write failure visible
+        exc.add_note(str(error))
+
+    # -- queueing ------------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        run_id: str,
+        input: str,
+        task: BaseModel | Mapping[str, Any],
+        panel: Panel | Sequence[str],
+        policy: BaseModel | Mapping[str, Any],
+        *,
+        source: str,
+        batch_id: str | None = None,
+        item_id: str | None = None,
+        item_index: int | None = None,
+        gold: str | None = None,
+    ) -> None:
+        """Queue the run's row (status ``running``); an existing run id is left as it is."""
+        row = start_row(
+            run_id, input, task, panel, policy, source=source, batch_id=batch_id,
+            item_id=item_id, item_index=item_index, gold=gold, created_at=time.time(),
+        )  # fmt: skip
+        await self._put(_Start(row))
+
+    async def record_call(
+        self, run_id: str, call: CallResult, cache_key: str | None = None
+    ) -> None:
+        """Queue a call in its current state; a later record of the same (phase, slot) of the
+        run replaces it."""
+        row = call_row(run_id, call, cache_key)
+        self._recorded.setdefault(run_id, {})[(call.phase, call.slot)] = row
+        await self._put(_Call(row))
+
+    async def finish_run(self, result: RunResult, *, source: str = "library") -> None:
+        """Queue the decision and any call not already recorded exactly as it ends."""
+        recorded = self._recorded.pop(result.run_id, {})
+        calls = []
+        for call in result.calls:
+            row = call_row(result.run_id, call)
+            seen = recorded.get((call.phase, call.slot))
+            if seen is None or not _same_call(row, seen):
+                calls.append(row)
+        await self._put(_Finish(finish_row(result, source=source, finished_at=time.time()), calls))
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed; raise the write failures since
+        the last flush as one StoreError."""
+        if self._pending or self._queued:
+            done = anyio.Event()
+            await self._put(_Flush(done), count=False)
+            await done.wait()
+        error = self._take_error()
+        if error is not None:
+            raise error
+
+    @property
+    def pending(self) -> int:
+        """Operations queued but not yet committed."""
+        return self._pending
+
+    async def _put(self, op: _Op, *, count: bool = True) -> None:
+        if self._send is None or self._closed:
+            raise StoreError("the store writer is not open")
+        if count:
+            self._pending += 1
+        self._queued += 1
+        try:
+            try:
+                self._send.send_nowait(op)
+            except anyio.WouldBlock:
+                await self._send.send(op)  # the queue is full: wait for room, not for a commit
+        except BaseException:
+            self._queued -= 1
+            self._pending -= count
+            raise
+        if isinstance(op, _Flush) or self._queued >= self.max_batch:
+            self._poke()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _take_error(self) -> StoreError | None:
+        if not self._failed:
+            return None
+        error = StoreError(f"{self._failed} store write(s) failed; first: {self._first_error}")
+        self._failed, self._first_error = 0, None
+        return error
+
+    # -- the drain task ------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        assert self._recv is not None
+        with anyio.CancelScope(shield=True):  # ends only when the queue is closed and empty
+            async with self._recv:
+                while True:
+                    try:
+                        first = await self._recv.receive()
+                    except anyio.EndOfStream:
+                        return
+                    self._queued -= 1
+                    ops = [first]
+                    await self._gather(ops)
+                    await self._commit(ops)
+
+    def _take_ready(self, ops: list[_Op]) -> None:
+        assert self._recv is not None
+        while len(ops) < self.max_batch and not isinstance(ops[-1], _Flush):
+            try:
+                ops.append(self._recv.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return
+            self._queued -= 1
+
+    async def _gather(self, ops: list[_Op]) -> None:
+        """Take what is queued; linger up to ``max_delay`` for more unless full or flushing."""
+        deadline = anyio.current_time() + self.max_delay
+        while True:
+            self._take_ready(ops)
+            if len(ops) >= self.max_batch or isinstance(ops[-1], _Flush) or self._closed:
+                return
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                return
+            self._wake = anyio.Event()
+            with anyio.move_on_after(remaining):
+                await self._wake.wait()
+            self._wake = None
+
+    async def _commit(self, ops: list[_Op]) -> None:
+        writes = [op for op in ops if not isinstance(op, _Flush)]
+        if writes:
+            try:
+                await anyio.to_thread.run_sync(self.store.write, _batch(writes))
+                self.batches += 1
+            except StoreError as err:
+                if isinstance(err.__cause__, IntegrityError) and len(writes) > 1:
+                    # one bad row must not take the others with it: retry one at a time
+                    for error in await anyio.to_thread.run_sync(self._one_by_one, writes):
+                        self._fail(1, error)
+                else:
+                    self._fail(len(writes), err)
+            except Exception as err:  # a bug must not kill the drain task and lose the queue
+                self._fail(len(writes), err)
+            self.committed += len(writes)
+            self._pending -= len(writes)
+        for op in ops:
+            if isinstance(op, _Flush):
+                op.done.set()
+
+    def _one_by_one(self, writes: list[_Start | _Call | _Finish]) -> list[StoreError]:
+        errors = []
+        for op in writes:
+            try:
+                self.store.write(_batch([op]))
+            except StoreError as err:
+                errors.append(err)
+        return errors
+
+    def _fail(self, n: int, err: BaseException) -> None:
+        self._failed += n
+        if self._first_error is None:
+            self._first_error = str(err)
+        log.warning("store write failed: %s", err)
+
+
+def _batch(ops: Sequence[_Op]) -> WriteBatch:
+    batch = WriteBatch()
+    for op in ops:
+        if isinstance(op, _Start):
+            batch.starts.append(op.row)
+        elif isinstance(op, _Call):
+            batch.calls.append(op.row)
+        elif isinstance(op, _Finish):
+            batch.finishes.append(op.row)
+            batch.calls.extend(op.calls)
+    return batch
