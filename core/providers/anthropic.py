@@ -1,0 +1,302 @@
+"""Anthropic's Messages API, spoken natively (not through a compatibility layer): the system
+prompt as its own field, ``max_tokens`` always sent, structured output as one forced tool,
+and the named SSE events of its stream.
+
+Like the OpenAI-compatible protocol, every request runs inside ``async with client.stream``
+so a cancelled call closes its connection at once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx2
+
+from core.errors import ProviderError
+from core.http import (
+    DEFAULT_READ_TIMEOUT_S,
+    aiter_sse,
+    error_from_exception,
+    error_from_response,
+    error_in_body,
+    host_of,
+    parse_json_body,
+    redact,
+    request_timeout,
+)
+from core.providers import ANSWER_TOOL, as_count, model_ids, object_schema, unwrap_answer
+from core.providers.base import Completion, CompletionRequest, Usage
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 1024
+"""The Messages API requires ``max_tokens``; a vote needs few, this leaves room for a reason."""
+
+OPENAI_ONLY_PARAMS = frozenset(
+    {
+        "seed",
+        "n",
+        "frequency_penalty",
+        "presence_penalty",
+        "response_format",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "stream_options",
+        "user",
+    }
+)
+"""Chat-completions knobs the Messages API refuses with a 400. A panel may set them for all
+its models; they are left out for Anthropic models rather than failing the call."""
+
+_MAX_LIST_PAGES = 20
+
+
+class AnthropicProvider:
+    """One Messages API endpoint. The key is held here only and never shown by ``repr``."""
+
+    kind: str = "anthropic"
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str = "https://api.anthropic.com/v1",
+        api_key: str | None = None,
+        *,
+        max_concurrency: int = 8,
+        stream: bool = False,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.max_concurrency = max_concurrency
+        self.supports_n = False  # the Messages API draws one sample per request
+        self.stream = stream
+        self.headers = dict(headers or {})
+        self.timeout_s = timeout_s
+        self._api_key = api_key or None
+
+    @property
+    def has_key(self) -> bool:
+        return self._api_key is not None
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "none"
+        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r}, key={key})"
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        headers = {**self.headers, "accept": accept, "anthropic-version": ANTHROPIC_VERSION}
+        if self._api_key:
+            headers["x-api-key"] = self._api_key
+        return headers
+
+    def build_body(self, request: CompletionRequest) -> tuple[dict[str, Any], bool, bool]:
+        """The JSON body, whether the schema was wrapped, and whether the reply streams."""
+        body: dict[str, Any] = {
+            k: v for k, v in request.params.items() if v is not None and k not in OPENAI_ONLY_PARAMS
+        }
+        if "stop" in body:
+            stop = body.pop("stop")
+            body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        if "max_completion_tokens" in body:
+            body.setdefault("max_tokens", body.pop("max_completion_tokens"))
+        body.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
+        body["model"] = request.model
+        system = [m["content"] for m in request.messages if m.get("role") == "system"]
+        if system:
+            body["system"] = "\n\n".join(system)
+        body["messages"] = [
+            {"role": m["role"], "content": m["content"]}
+            for m in request.messages
+            if m.get("role") != "system"
+        ]
+        wrapped = False
+        if request.schema is not None:
+            schema, wrapped = object_schema(request.schema)
+            body["tools"] = [
+                {
+                    "name": ANSWER_TOOL,
+                    "description": "Give the answer in the required structure.",
+                    "input_schema": schema,
+                }
+            ]
+            body["tool_choice"] = {"type": "tool", "name": ANSWER_TOOL}
+        streaming = request.stream or self.stream
+        if streaming:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+        return body, wrapped, streaming
+
+    async def complete(
+        self, client: httpx2.AsyncClient, request: CompletionRequest, usage: Usage
+    ) -> list[Completion]:
+        """One request, one completion whatever ``request.n`` asks (``supports_n`` is off)."""
+        body, wrapped, streaming = self.build_body(request)
+        secrets = (self._api_key,)
+        try:
+            async with client.stream(
+                "POST",
+                f"{self.base_url}/messages",
+                json=body,
+                headers=self._headers("text/event-stream" if streaming else "application/json"),
+                timeout=request_timeout(self.timeout_s),
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_response(response, secrets=secrets)
+                content_type = response.headers.get("content-type", "").lower()
+                if streaming and "json" not in content_type and "html" not in content_type:
+                    completion = await self._read_stream(response, usage)
+                else:
+                    await response.aread()
+                    data = parse_json_body(response, secrets=secrets)
+                    completion = self._parse_reply(data, host_of(response.url), usage)
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise error_from_exception(exc, secrets=secrets) from exc
+        completion.text = unwrap_answer(completion.text, wrapped)
+        return [completion]
+
+    def _parse_reply(self, data: Any, host: str, usage: Usage) -> Completion:
+        if not isinstance(data, dict):
+            raise ProviderError(f"unexpected reply from {host}: not a JSON object")
+        if data.get("type") == "error" or (data.get("error") and "content" not in data):
+            raise error_in_body(data, host, secrets=(self._api_key,))
+        blocks = data.get("content")
+        if not isinstance(blocks, list):
+            raise ProviderError(f"reply from {host} has no content")
+        raw_usage = data.get("usage")
+        counts: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
+        usage.tokens_in = as_count(counts.get("input_tokens"))
+        usage.tokens_out = as_count(counts.get("output_tokens"))
+        text_parts: list[str] = []
+        tool_input: str | None = None
+        for block in blocks:
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text":
+                text_parts.append(str(block.get("text", "")))
+            elif block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
+                tool_input = json.dumps(block.get("input"))
+        stop = data.get("stop_reason")
+        return Completion(
+            text=tool_input if tool_input is not None else "".join(text_parts),
+            finish_reason=stop if isinstance(stop, str) else None,
+            tokens_in=usage.tokens_in,
+            tokens_out=usage.tokens_out,
+        )
+
+    async def _read_stream(self, response: httpx2.Response, usage: Usage) -> Completion:
+        """Follow the event sequence ``message_start``, ``content_block_*``, ``message_delta``,
+        ``message_stop``. Deltas are counted into ``usage.tokens_out`` as an estimate until
+        ``message_delta`` reports the real count. A stream that stops before ``message_stop``
+        with a stop reason failed, whatever text it carried."""
+        host = host_of(response.url)
+        texts: list[str] = []
+        tool_json: list[str] = []
+        tool_blocks: set[int] = set()
+        deltas = 0
+        reported = False
+        stop_reason: str | None = None
+        stopped = False
+        async for event_name, data in aiter_sse(response):
+            if not data.strip():
+                continue
+            try:
+                event = json.loads(data)
+            except ValueError:
+                event = None
+            if not isinstance(event, dict):
+                snippet = redact(data[:60], (self._api_key,))
+                raise ProviderError(
+                    f"corrupted stream event from {host}: {snippet!r}", retryable=True
+                )
+            kind = event.get("type") or event_name
+            if kind == "error":
+                raise error_in_body(event, host, secrets=(self._api_key,))
+            if kind == "message_start":
+                message = event.get("message")
+                counts = message.get("usage") if isinstance(message, dict) else None
+                if isinstance(counts, dict):
+                    usage.tokens_in = as_count(counts.get("input_tokens"))
+            elif kind == "content_block_start":
+                block = event.get("content_block")
+                if (
+                    isinstance(block, dict)
+                    and block.get("type") == "tool_use"
+                    and block.get("name") == ANSWER_TOOL
+                ):
+                    tool_blocks.add(as_count(event.get("index")) or 0)
+            elif kind == "content_block_delta":
+                delta = event.get("delta")
+                if not isinstance(delta, dict):
+                    continue
+                piece: str | None = None
+                if delta.get("type") == "text_delta":
+                    piece = str(delta.get("text", ""))
+                    texts.append(piece)
+                elif (
+                    delta.get("type") == "input_json_delta"
+                    and (as_count(event.get("index")) or 0) in tool_blocks
+                ):
+                    piece = str(delta.get("partial_json", ""))
+                    tool_json.append(piece)
+                if piece:
+                    usage.mark_first_token()
+                    deltas += 1
+                    if not reported:
+                        usage.tokens_out = deltas
+            elif kind == "message_delta":
+                delta = event.get("delta")
+                reason = delta.get("stop_reason") if isinstance(delta, dict) else None
+                if isinstance(reason, str) and reason:
+                    stop_reason = reason
+                counts = event.get("usage")
+                if isinstance(counts, dict) and as_count(counts.get("output_tokens")) is not None:
+                    reported = True
+                    usage.tokens_out = as_count(counts.get("output_tokens"))
+            elif kind == "message_stop":
+                stopped = True
+                break
+        if not stopped or stop_reason is None:
+            raise ProviderError(f"stream from {host} ended without a finish reason", retryable=True)
+        if tool_blocks:
+            raw = "".join(tool_json)
+            try:
+                text = json.dumps(json.loads(raw or "{}"))
+            except ValueError:
+                text = raw  # the format will judge it invalid, with the raw text kept
+        else:
+            text = "".join(texts)
+        return Completion(
+            text=text,
+            finish_reason=stop_reason,
+            tokens_in=usage.tokens_in,
+            tokens_out=usage.tokens_out,
+        )
+
+    async def list_models(self, client: httpx2.AsyncClient) -> list[str]:
+        """``GET {base_url}/models``, following ``has_more`` pages."""
+        secrets = (self._api_key,)
+        ids: list[str] = []
+        params: dict[str, str | int] = {"limit": 1000}
+        for _ in range(_MAX_LIST_PAGES):
+            try:
+                response = await client.get(
+                    f"{self.base_url}/models",
+                    params=params,
+                    headers=self._headers("application/json"),
+                    timeout=request_timeout(self.timeout_s),
+                )
+            except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+                raise error_from_exception(exc, secrets=secrets) from exc
+            if response.status_code >= 400:
+                raise error_from_response(response, secrets=secrets)
+            data = parse_json_body(response, secrets=secrets)
+            ids += model_ids(data, host_of(response.url))
+            last = data.get("last_id") if isinstance(data, dict) else None
+            if not (isinstance(data, dict) and data.get("has_more") and isinstance(last, str)):
+                break
+            params = {"limit": 1000, "after_id": last}
+        return sorted(set(ids))

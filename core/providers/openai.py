@@ -1,0 +1,278 @@
+"""OpenAI-compatible chat completions: OpenAI, Ollama, vLLM, llama.cpp, OpenRouter, Groq, the
+sim server... Plain and streamed (SSE) replies, usage, ``response_format`` json_schema, and
+``n`` samples in one request with the prompt billed once.
+
+Every request goes through ``client.stream(...)`` inside ``async with``: a call cancelled by
+the engine (early stop, fastest-acceptable) closes its connection at once, so the server sees
+the disconnect and stops generating.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx2
+
+from core.errors import ProviderError
+from core.http import (
+    DEFAULT_READ_TIMEOUT_S,
+    aiter_sse,
+    error_from_exception,
+    error_from_response,
+    error_in_body,
+    host_of,
+    parse_json_body,
+    redact,
+    request_timeout,
+)
+from core.providers import (
+    ANSWER_TOOL,
+    as_count,
+    model_ids,
+    object_schema,
+    split_evenly,
+    unwrap_answer,
+)
+from core.providers.base import Completion, CompletionRequest, Usage
+
+
+class OpenAIProvider:
+    """One OpenAI-compatible endpoint. The key is held here only and never shown by ``repr``."""
+
+    kind: str = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        max_concurrency: int = 8,
+        supports_n: bool = True,
+        stream: bool = False,
+        headers: dict[str, str] | None = None,
+        timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.max_concurrency = max_concurrency
+        self.supports_n = supports_n
+        self.stream = stream
+        self.headers = dict(headers or {})
+        self.timeout_s = timeout_s
+        self._api_key = api_key or None
+
+    @property
+    def has_key(self) -> bool:
+        return self._api_key is not None
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "none"
+        return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r}, key={key})"
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        headers = {**self.headers, "accept": accept}
+        if self._api_key:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def build_body(self, request: CompletionRequest) -> tuple[dict[str, Any], bool, int, bool]:
+        """The JSON body, whether the schema was wrapped, the choices expected, and whether
+        the reply streams. Tally's own fields win over same-named params."""
+        body: dict[str, Any] = {k: v for k, v in request.params.items() if v is not None}
+        body["model"] = request.model
+        body["messages"] = request.messages
+        body.pop("n", None)
+        expected = 1
+        if request.n > 1 and self.supports_n:
+            body["n"] = expected = request.n
+        wrapped = False
+        if request.schema is not None:
+            schema, wrapped = object_schema(request.schema)
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": ANSWER_TOOL, "schema": schema, "strict": True},
+            }
+        streaming = request.stream or self.stream
+        if streaming:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        else:
+            body.pop("stream", None)
+            body.pop("stream_options", None)
+        return body, wrapped, expected, streaming
+
+    async def complete(
+        self, client: httpx2.AsyncClient, request: CompletionRequest, usage: Usage
+    ) -> list[Completion]:
+        """One request; ``request.n`` completions when ``n`` is honoured, else what came back
+        (fewer choices than asked turns ``supports_n`` off: the engine calls for the rest)."""
+        body, wrapped, expected, streaming = self.build_body(request)
+        secrets = (self._api_key,)
+        try:
+            async with client.stream(
+                "POST",
+                f"{self.base_url}/chat/completions",
+                json=body,
+                headers=self._headers("text/event-stream" if streaming else "application/json"),
+                timeout=request_timeout(self.timeout_s),
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_response(response, secrets=secrets)
+                content_type = response.headers.get("content-type", "").lower()
+                if streaming and "json" not in content_type and "html" not in content_type:
+                    completions = await self._read_stream(response, usage, expected)
+                else:  # plain, or a server that ignored ``stream`` and sent one JSON reply
+                    await response.aread()
+                    data = parse_json_body(response, secrets=secrets)
+                    completions = self._parse_reply(data, host_of(response.url), usage)
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise error_from_exception(exc, secrets=secrets) from exc
+        if expected > 1 and len(completions) < expected:
+            self.supports_n = False
+        if wrapped:
+            for completion in completions:
+                completion.text = unwrap_answer(completion.text, wrapped)
+        return completions
+
+    def _parse_reply(self, data: Any, host: str, usage: Usage) -> list[Completion]:
+        if not isinstance(data, dict):
+            raise ProviderError(f"unexpected reply from {host}: not a JSON object")
+        choices = data.get("choices")
+        if data.get("error") and not choices:
+            raise error_in_body(data, host, secrets=(self._api_key,))
+        if not isinstance(choices, list) or not choices:
+            raise ProviderError(f"reply from {host} has no choices")
+        raw_usage = data.get("usage")
+        counts: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
+        usage.tokens_in = as_count(counts.get("prompt_tokens"))
+        usage.tokens_out = as_count(counts.get("completion_tokens"))
+        ordered = sorted(
+            (c for c in choices if isinstance(c, dict)), key=lambda c: as_count(c.get("index")) or 0
+        )
+        if not ordered:
+            raise ProviderError(f"reply from {host} has no readable choices")
+        shares = split_evenly(usage.tokens_out, len(ordered))
+        out: list[Completion] = []
+        for i, choice in enumerate(ordered):
+            message = choice.get("message")
+            content = message.get("content") if isinstance(message, dict) else None
+            out.append(
+                Completion(
+                    text=_text(content),
+                    finish_reason=_reason(choice.get("finish_reason")),
+                    tokens_in=_prompt_share(usage.tokens_in, i),
+                    tokens_out=shares[i],
+                )
+            )
+        return out
+
+    async def _read_stream(
+        self, response: httpx2.Response, usage: Usage, expected: int
+    ) -> list[Completion]:
+        """Accumulate ``data:`` chunks per choice index until ``[DONE]``.
+
+        ``usage.tokens_out`` counts content chunks as an estimate while the reply streams (one
+        chunk is about one token), so a call cut short still shows what it used; the final
+        usage chunk (``stream_options.include_usage``) replaces the estimate with the real
+        numbers. Every choice must end with a finish reason, or the call failed.
+        """
+        host = host_of(response.url)
+        texts: dict[int, list[str]] = {}
+        finish: dict[int, str] = {}
+        chunks: dict[int, int] = {}
+        reported = False
+        async for _event, data in aiter_sse(response):
+            payload = data.strip()
+            if payload == "[DONE]":
+                break
+            if not payload:
+                continue
+            try:
+                chunk = json.loads(payload)
+            except ValueError:
+                chunk = None
+            if not isinstance(chunk, dict):
+                snippet = redact(payload[:60], (self._api_key,))
+                raise ProviderError(
+                    f"corrupted stream chunk from {host}: {snippet!r}", retryable=True
+                )
+            if chunk.get("error"):
+                raise error_in_body(chunk, host, secrets=(self._api_key,))
+            for choice in chunk.get("choices") or ():
+                if not isinstance(choice, dict):
+                    continue
+                index = as_count(choice.get("index")) or 0
+                parts = texts.setdefault(index, [])
+                delta = choice.get("delta")
+                content = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(content, str) and content:
+                    usage.mark_first_token()
+                    parts.append(content)
+                    chunks[index] = chunks.get(index, 0) + 1
+                    if not reported:
+                        usage.tokens_out = sum(chunks.values())
+                reason = _reason(choice.get("finish_reason"))
+                if reason:
+                    finish[index] = reason
+            counts = chunk.get("usage")
+            if isinstance(counts, dict):
+                reported = True
+                usage.tokens_in = as_count(counts.get("prompt_tokens"))
+                usage.tokens_out = as_count(counts.get("completion_tokens"))
+        unfinished = [i for i in sorted(texts) if i not in finish]
+        if not texts or unfinished:
+            raise ProviderError(f"stream from {host} ended without a finish reason", retryable=True)
+        indices = sorted(texts)[: max(expected, 1)]
+        if reported:
+            shares = split_evenly(usage.tokens_out, len(indices))
+        else:
+            shares = [chunks.get(i, 0) for i in indices]
+        return [
+            Completion(
+                text="".join(texts[index]),
+                finish_reason=finish[index],
+                tokens_in=_prompt_share(usage.tokens_in, i),
+                tokens_out=shares[i],
+            )
+            for i, index in enumerate(indices)
+        ]
+
+    async def list_models(self, client: httpx2.AsyncClient) -> list[str]:
+        """``GET {base_url}/models``: the ids the endpoint serves."""
+        secrets = (self._api_key,)
+        try:
+            response = await client.get(
+                f"{self.base_url}/models",
+                headers=self._headers("application/json"),
+                timeout=request_timeout(self.timeout_s),
+            )
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            raise error_from_exception(exc, secrets=secrets) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response, secrets=secrets)
+        data = parse_json_body(response, secrets=secrets)
+        return model_ids(data, host_of(response.url))
+
+
+def _prompt_share(tokens_in: int | None, index: int) -> int | None:
+    """The prompt is billed once per request: all of it on the first sample, none on the rest
+    (unknown stays unknown)."""
+    if tokens_in is None or index == 0:
+        return tokens_in
+    return 0
+
+
+def _reason(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _text(content: Any) -> str:
+    """Message content as text: a string, or the text parts of a content list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
