@@ -1,0 +1,167 @@
+"""What a call cost, from the tokens the provider reported.
+
+Prices come from, in order: a ``[prices."provider:model"]`` override in ``tally.toml``, the
+sim catalogue (``extra``), then ``genai-prices``. A model none of them knows has an unknown
+price: ``None``, never 0, so a total over unknown calls is not quietly too low.
+
+genai-prices is used from the snapshot bundled with the installed package. It only fetches
+newer prices when ``genai_prices.UpdatePrices`` is started, which Tally never does, so pricing
+never touches the network and a run costs the same today as when it is re-priced tomorrow
+with the same package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Literal
+
+from genai_prices import Usage, calc_price
+
+from core.config import PriceOverride, TallyConfig
+
+PriceSource = Literal["override", "sim", "genai-prices", "unknown"]
+
+_MTOK = 1_000_000
+
+
+@dataclass(frozen=True)
+class _Rates:
+    source: PriceSource
+    input_per_mtok: float | None = None  # flat rates (overrides, sim)
+    output_per_mtok: float | None = None
+    provider_id: str | None = None  # genai-prices lookup, when source is "genai-prices"
+    model_ref: str = ""
+
+
+class PriceBook:
+    """Prices per model named ``provider:model``.
+
+    Override keys may also be ``provider:*`` (every model of a provider, e.g. a local Ollama
+    at 0) or a bare model id (that model under any provider). Lookups are cached per model,
+    and prices per (model, tokens), since pricing is on every call's path.
+    """
+
+    def __init__(
+        self,
+        overrides: Mapping[str, PriceOverride] | None = None,
+        extra: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
+        self._overrides = {
+            key: (float(p.input_per_mtok), float(p.output_per_mtok))
+            for key, p in (overrides or {}).items()
+        }
+        self._extra = {key: (float(i), float(o)) for key, (i, o) in (extra or {}).items()}
+        self._rates = lru_cache(maxsize=1024)(self._find_rates)
+        self._price = lru_cache(maxsize=8192)(self._compute)
+
+    @classmethod
+    def from_config(cls, config: TallyConfig, *, sim: bool = True) -> PriceBook:
+        """Overrides from ``config`` and, with ``sim``, the sim catalogue's prices."""
+        extra: dict[str, tuple[float, float]] = {}
+        if sim:
+            from core.providers.registry import sim_prices
+
+            extra = sim_prices()
+        return cls(config.prices, extra)
+
+    def _find_rates(self, model: str) -> _Rates:
+        provider, sep, model_id = model.partition(":")
+        if not sep:
+            provider, model_id = "", model
+        for key in (model, f"{provider}:*", model_id):
+            if key in self._overrides:
+                rate_in, rate_out = self._overrides[key]
+                return _Rates("override", rate_in, rate_out)
+        if model in self._extra:
+            rate_in, rate_out = self._extra[model]
+            return _Rates("sim", rate_in, rate_out)
+        provider_id = provider or None
+        try:
+            calc_price(Usage(input_tokens=0, output_tokens=0), model_id, provider_id=provider_id)
+        except LookupError:
+            return _Rates("unknown")
+        return _Rates("genai-prices", provider_id=provider_id, model_ref=model_id)
+
+    def _compute(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
+        rates = self._rates(model)
+        if rates.source == "unknown":
+            return None
+        if rates.source != "genai-prices":
+            total = 0.0
+            if tokens_in is not None and rates.input_per_mtok is not None:
+                total += tokens_in * rates.input_per_mtok / _MTOK
+            if tokens_out is not None and rates.output_per_mtok is not None:
+                total += tokens_out * rates.output_per_mtok / _MTOK
+            return total
+        try:
+            result = calc_price(
+                Usage(input_tokens=tokens_in or 0, output_tokens=tokens_out or 0),
+                rates.model_ref,
+                provider_id=rates.provider_id,
+            )
+        except LookupError:
+            return None
+        return float(result.total_price)
+
+    def price(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
+        """USD for one call, or ``None`` when the model's price or all its tokens are unknown.
+
+        A call cut short may know one side only (the prompt, before any output was counted,
+        or streamed output before the usage chunk): the known side is priced, so a cancelled
+        call shows at least what it is known to have cost.
+        """
+        if tokens_in is None and tokens_out is None:
+            return None
+        return self._price(model, tokens_in, tokens_out)
+
+    def known(self, model: str) -> bool:
+        return self._rates(model).source != "unknown"
+
+    def source(self, model: str) -> PriceSource:
+        return self._rates(model).source
+
+    def rates(self, model: str) -> tuple[float | None, float | None]:
+        """(input, output) USD per million tokens; for tiered prices, the base tier."""
+        rates = self._rates(model)
+        if rates.source != "genai-prices":
+            return rates.input_per_mtok, rates.output_per_mtok
+        try:
+            result = calc_price(
+                Usage(input_tokens=0, output_tokens=0),
+                rates.model_ref,
+                provider_id=rates.provider_id,
+            )
+        except LookupError:
+            return None, None
+        prices = result.model_price
+        return _per_mtok(getattr(prices, "input_mtok", None)), _per_mtok(
+            getattr(prices, "output_mtok", None)
+        )
+
+    def table(self, models: Iterable[str]) -> list[dict[str, Any]]:
+        """One row per model for the dashboard: its rates and where they come from."""
+        rows: list[dict[str, Any]] = []
+        for model in dict.fromkeys(models):
+            rate_in, rate_out = self.rates(model)
+            rows.append(
+                {
+                    "model": model,
+                    "input_per_mtok": rate_in,
+                    "output_per_mtok": rate_out,
+                    "source": self.source(model),
+                }
+            )
+        return rows
+
+
+def _per_mtok(value: Any) -> float | None:
+    """A genai-prices rate: a ``Decimal``, or tiered prices whose base applies to small calls."""
+    if isinstance(value, Decimal | int | float):
+        return float(value)
+    base = getattr(value, "base", None)
+    if isinstance(base, Decimal | int | float):
+        return float(base)
+    return None
