@@ -603,7 +603,7 @@ def recommend(curve: Curve, *, min_gain: float = 0.1) -> Recommendation:
                 gain_text = f"going from {point.n} to {nxt.n} votes does not lower the error"
             else:
                 gain_text = (
-                    f"going from {point.n} to {nxt.n} votes removes {gain:.0%} of the error "
+                    f"going from {point.n} to {nxt.n} votes removes {gain:.1%} of the error "
                     f"(less than {min_gain:.0%})"
                 )
             break
