@@ -38,7 +38,7 @@ but removes every shared component: each call sees the difficulty of a random it
 set (a fresh hashed difficulty for other inputs), a fresh latent and a fresh wrong label. It is
 the Condorcet baseline the correlated panel is compared against.
 
-With ``ITEM_SHARE = 0.3`` and the default panel, majority-of-5 on the bundled regression set
+With ``ITEM_SHARE = 0.4`` and the default panel, majority-of-5 on the bundled regression set
 makes about half the errors of a single call, and the independent mode far fewer (the exact
 figures are measured in ``tests/core/sim/test_correlation.py``).
 
@@ -59,7 +59,7 @@ from core.sim.hashing import normal, normal_cdf, rng, unit
 from core.sim.items import Truth, canonical_json, format_number, hashed_difficulty, truth_for
 from core.sim.models import SKILL_SCALE, SimModel
 
-ITEM_SHARE = 0.3
+ITEM_SHARE = 0.4
 """Share of the latent's variance drawn once per item and shared by every model."""
 
 DISTRACTOR_PULL = 0.75
@@ -197,12 +197,11 @@ _PROSE_ENDINGS = (
     "and that is the gist of it.",
 )
 
-_MALFORMED = (
+_MALFORMED = (  # no label or synonym of the bundled sets hides in these
     "I cannot tell from this description alone.",
     "",
-    "It depends on what the change was meant to do.",
+    "I would need more context to decide.",
     "<|endoftext|>",
-    "Error: context window exceeded while reasoning.",
     "Both readings are possible here.",
 )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SKILL_SCALE = 4.0
+SKILL_SCALE = 5.0
 """Slope of the logistic link ``P(correct) = logistic(SKILL_SCALE * (skill - difficulty))``."""
 
 AVERAGE_DIFFICULTY = 0.5
