@@ -35,6 +35,7 @@ SIM_IN_PROCESS_URL = "http://sim.invalid/v1"
 resolve, so a request that misses the mount fails loudly instead of leaving the machine."""
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # Field names that would put a secret in the file. Refused with a pointer to api_key_env.
 _SECRET_FIELDS = ("api_key", "key", "token", "secret", "password", "authorization")
@@ -147,6 +148,18 @@ class TallyConfig(_Strict):
     prices: dict[str, PriceOverride] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     path: Path | None = None  # where it was loaded from; None: built-in defaults
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, value: dict[str, ProviderConfig]) -> dict[str, ProviderConfig]:
+        for name in value:
+            if not _PROVIDER_NAME.match(name):
+                raise _FieldProblem(
+                    name,
+                    "a provider name is letters, digits, '.', '_' or '-' "
+                    "(models are named provider:model)",
+                )
+        return value
 
 
 BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
@@ -266,7 +279,7 @@ def _locate(error: ErrorDetails) -> tuple[str, str]:
     ctx = error.get("ctx") or {}
     problem = ctx.get("error")
     if isinstance(problem, _FieldProblem):
-        return ".".join([*loc, problem.field]), problem.message
+        return ".".join([*loc, _quote_key(problem.field)]), problem.message
     kind = error["type"]
     if kind in _MESSAGES:
         message = _MESSAGES[kind]

@@ -76,6 +76,7 @@ class AnthropicProvider:
         self.headers = dict(headers or {})
         self.timeout_s = timeout_s
         self._api_key = api_key or None
+        self._timeout = request_timeout(timeout_s)  # built once: it is on every call's path
 
     @property
     def has_key(self) -> bool:
@@ -141,7 +142,7 @@ class AnthropicProvider:
                 f"{self.base_url}/messages",
                 json=body,
                 headers=self._headers("text/event-stream" if streaming else "application/json"),
-                timeout=request_timeout(self.timeout_s),
+                timeout=self._timeout,
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -287,7 +288,7 @@ class AnthropicProvider:
                     f"{self.base_url}/models",
                     params=params,
                     headers=self._headers("application/json"),
-                    timeout=request_timeout(self.timeout_s),
+                    timeout=self._timeout,
                 )
             except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
                 raise error_from_exception(exc, secrets=secrets) from exc

@@ -62,6 +62,7 @@ class OpenAIProvider:
         self.headers = dict(headers or {})
         self.timeout_s = timeout_s
         self._api_key = api_key or None
+        self._timeout = request_timeout(timeout_s)  # built once: it is on every call's path
 
     @property
     def has_key(self) -> bool:
@@ -116,7 +117,7 @@ class OpenAIProvider:
                 f"{self.base_url}/chat/completions",
                 json=body,
                 headers=self._headers("text/event-stream" if streaming else "application/json"),
-                timeout=request_timeout(self.timeout_s),
+                timeout=self._timeout,
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()
@@ -247,7 +248,7 @@ class OpenAIProvider:
             response = await client.get(
                 f"{self.base_url}/models",
                 headers=self._headers("application/json"),
-                timeout=request_timeout(self.timeout_s),
+                timeout=self._timeout,
             )
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise error_from_exception(exc, secrets=secrets) from exc

@@ -89,7 +89,10 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TALLY_DATABASE_URL", "postgresql+psycopg://u@h/db")
     monkeypatch.setenv("TALLY_SIM_URL", "http://127.0.0.1:8001/v1")
     monkeypatch.setenv("TALLY_CONFIG", "")
+    monkeypatch.setenv("TALLY_SIM_SEED", "42")
+    monkeypatch.setenv("TALLY_SIM_TIME_SCALE", "0")
     settings = Settings()
+    assert (settings.sim_seed, settings.sim_time_scale) == (42, 0.0)
     assert settings.database_url == "postgresql+psycopg://u@h/db"
     assert settings.sim_url == "http://127.0.0.1:8001/v1"
     assert settings.config is None
@@ -149,6 +152,10 @@ def test_not_utf8(tmp_path: Path) -> None:
             "providers.local.stream: must be true or false",
         ),
         ("providers = 3", "providers: must be a table"),
+        (
+            '[providers."a:b"]\nkind = "openai"\nbase_url = "http://x"',
+            'providers."a:b": a provider name is letters, digits',
+        ),
         ("verbose = true", "verbose: unknown key"),
         ("[defaults]\nn = 100", "defaults.n: must be at most 64"),
         ("[defaults]\ncall_timeout_s = 0", "defaults.call_timeout_s: must be more than 0"),
