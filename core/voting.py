@@ -247,7 +247,7 @@ def _race(votes: Sequence[tuple[str, Fraction]], denominator: int, policy: Polic
             f"not unanimous: {top} has {top_count} of {denominator} counted votes "
             "(invalid or failed calls count against)",
         )
-    if valid > 1 and len(standing.counts) == valid:
+    if valid > 2 and len(standing.counts) == valid:
         return _Race(
             DecisionStatus.NO_CONVERGENCE,
             None,

@@ -143,7 +143,8 @@ def test_majority_every_vote_differs_is_no_convergence() -> None:
     d = decide(calls("a", "b", "c"), policy(), ABC)
     assert outcome(d) == (DecisionStatus.NO_CONVERGENCE, None)
     assert sorted(d.tied) == ["a", "b", "c"]
-    assert decide(calls("a", "b"), policy(), ABC).status == DecisionStatus.NO_CONVERGENCE
+    # two votes that differ are a tie, not a failure to converge
+    assert decide(calls("a", "b"), policy(), ABC).status == DecisionStatus.TIE
 
 
 def test_majority_single_vote_decides() -> None:
@@ -273,7 +274,7 @@ def test_at_least_k_tie_above_k_is_a_tie() -> None:
 
 
 def test_at_least_one_with_all_different_is_no_convergence() -> None:
-    assert decide(calls("a", "b"), at_least(1), ABC).status == DecisionStatus.NO_CONVERGENCE
+    assert decide(calls("a", "b", "c"), at_least(1), ABC).status == DecisionStatus.NO_CONVERGENCE
 
 
 # -- weighted ---------------------------------------------------------------------------------
@@ -308,7 +309,7 @@ def test_weighted_tie_is_exact_in_decimal() -> None:
 
 
 def test_weighted_every_vote_differs_is_no_convergence() -> None:
-    votes = calls("a", "b", models=MODELS)
+    votes = calls("a", "b", "c", models=(*MODELS, "other:m"))
     d = decide(votes, policy(WEIGHTED), ABC, {"big:m": 5.0})
     assert d.status == DecisionStatus.NO_CONVERGENCE
 
@@ -612,7 +613,7 @@ def test_weighted_single_heavy_vote_does_not_settle() -> None:
     weights = {"big:m": 3.0}
     assert not is_settled(votes, [0.5], policy(WEIGHTED), ABC, weights)
     assert not is_settled(votes, [0.0], policy(WEIGHTED), ABC, weights)
-    both = votes + calls("b", models=("small:m",))
+    both = votes + calls("b", models=("small:m",)) + calls("c", models=("other:m",))
     assert decide(both, policy(WEIGHTED), ABC, weights).status == DecisionStatus.NO_CONVERGENCE
 
 
@@ -682,7 +683,7 @@ def test_conservative_without_a_ranked_tied_label_passes_on() -> None:
 def test_conservative_on_yes_no() -> None:
     fmt = YesNoFormat(conservative="no")
     tie = decide(calls("yes", "no"), policy(), fmt)
-    assert tie.status == DecisionStatus.NO_CONVERGENCE
+    assert tie.status == DecisionStatus.TIE
     d = apply_offline_branch(tie, TieBreak(kind="conservative"), [], fmt)
     assert d is not None and outcome(d) == (DecisionStatus.DECIDED, "no")
 
