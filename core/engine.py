@@ -1,0 +1,600 @@
+"""The fan-out: one run's slots as concurrent calls under global and per-provider ceilings,
+with deadlines, retries, early stop, fastest-acceptable cancellation and the tie-break chain.
+
+The engine is the only async orchestrator. It decides nothing itself: ``core.voting`` does,
+on the calls the engine collects. Every call ends in a recorded state, cancelled ones with the
+usage known when they were cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx2
+
+from core import voting
+from core.cost import PriceBook
+from core.errors import PolicyError, ProviderError
+from core.formats import AnswerFormat
+from core.panel import ModelSpec, Panel, Slot
+from core.policy import Aggregation, Policy, TieBreak
+from core.providers.base import Completion, CompletionRequest, Provider, Usage
+from core.providers.registry import Registry
+from core.result import (
+    CallPhase,
+    CallResult,
+    CallStatus,
+    Decision,
+    DecisionStatus,
+    Event,
+    RunResult,
+)
+from core.retry import RetryPolicy, call_with_retries
+from core.task import Task
+
+EventSink = Callable[[Event], None]
+
+
+class Recorder:
+    """Where the engine reports what must be stored. The default keeps nothing (a dry run)."""
+
+    async def run_started(self, request: RunRequest) -> None:
+        return None
+
+    async def call_finished(self, run_id: str, call: CallResult, cache_key: str | None) -> None:
+        return None
+
+    async def run_finished(self, result: RunResult, source: str) -> None:
+        return None
+
+    async def cache_lookup(self, keys: Sequence[str]) -> Mapping[str, CallResult]:
+        return {}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One input through one panel under one policy."""
+
+    run_id: str
+    input: str
+    task: Task
+    panel: Panel
+    policy: Policy
+    source: str = "library"
+    batch_id: str | None = None
+    item_id: str | None = None
+    item_index: int | None = None
+    gold: str | None = None
+    cache: bool | None = None  # None: on for temperature 0, off otherwise
+    stream: bool | None = None  # None: the provider's own setting
+
+
+class AdaptiveLimiter:
+    """A per-provider ceiling that backs off on 429s and creeps back up (AIMD).
+
+    Halves on a throttle, adds one slot per ``window`` successes, never above the configured
+    ceiling: a provider that says "slow down" gets fewer parallel calls, then its capacity back.
+    """
+
+    def __init__(self, ceiling: int, window: int = 8) -> None:
+        self.ceiling = max(1, ceiling)
+        self.limiter = anyio.CapacityLimiter(self.ceiling)
+        self.window = window
+        self._successes = 0
+
+    @property
+    def limit(self) -> int:
+        return int(self.limiter.total_tokens)
+
+    def on_throttle(self) -> int | None:
+        new = max(1, self.limit // 2)
+        self._successes = 0
+        if new == self.limit:
+            return None
+        self.limiter.total_tokens = new
+        return new
+
+    def on_success(self) -> int | None:
+        if self.limit >= self.ceiling:
+            return None
+        self._successes += 1
+        if self._successes < self.window:
+            return None
+        self._successes = 0
+        self.limiter.total_tokens = self.limit + 1
+        return self.limit
+
+
+@dataclass
+class Engine:
+    """Long-lived state shared by every run of a process: client, limiters, prices, recorder."""
+
+    registry: Registry
+    client: httpx2.AsyncClient
+    prices: PriceBook
+    concurrency: int = 8
+    call_timeout_s: float = 60.0
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(4, 0.5, 30.0))
+    recorder: Recorder = field(default_factory=Recorder)
+    _global: anyio.CapacityLimiter = field(init=False)
+    _providers: dict[str, AdaptiveLimiter] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise PolicyError(f"concurrency must be at least 1, got {self.concurrency}")
+        self._global = anyio.CapacityLimiter(self.concurrency)
+
+    def provider_limiter(self, provider: Provider) -> AdaptiveLimiter:
+        limiter = self._providers.get(provider.name)
+        if limiter is None:
+            limiter = AdaptiveLimiter(provider.max_concurrency)
+            self._providers[provider.name] = limiter
+        return limiter
+
+    def validate(self, request: RunRequest) -> None:
+        """Everything that can be refused before a call is made or a row is written."""
+        voting.check_policy(request.policy, request.task.format)
+        request.task.render(request.input)
+        for spec in request.panel.models:
+            self.registry.resolve(spec)
+        for branch in request.policy.tie_breaks:
+            if branch.model is not None:
+                self.registry.resolve(branch.model)
+
+    async def run(
+        self,
+        request: RunRequest,
+        *,
+        on_event: EventSink | None = None,
+        prior: Mapping[tuple[str, int], CallResult] | None = None,
+    ) -> RunResult:
+        """Fan out, decide, apply the tie-break chain, record. ``prior`` holds calls already
+        finished by an interrupted attempt of this run (resume): they are reused, not paid again."""
+        self.validate(request)
+        run = _Run(self, request, on_event, prior or {})
+        return await run.execute()
+
+
+def cache_key(spec: ModelSpec, request: CompletionRequest, sample: int) -> str:
+    """Identical requests, sample-aware: five samples of one model are five keys, not one."""
+    blob = json.dumps(
+        [spec.name, request.messages, request.params, request.schema, sample],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _Run:
+    """The state of one run while it executes."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        request: RunRequest,
+        on_event: EventSink | None,
+        prior: Mapping[tuple[str, int], CallResult],
+    ) -> None:
+        self.engine = engine
+        self.req = request
+        self.fmt: AnswerFormat = request.task.format
+        self.messages = request.task.render(request.input)
+        self.schema = self.fmt.response_schema()
+        self.on_event = on_event
+        self.prior = prior
+        self.calls: dict[tuple[str, int], CallResult] = {}
+        self.weights = {m.name: m.weight for m in request.panel.models}
+        self.started = time.monotonic()
+        self.next_slot = request.panel.n  # expand and escalate slots continue the numbering
+
+    # -- events -------------------------------------------------------------------------
+    def emit(self, kind: Any, **kwargs: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(Event(kind=kind, run_id=self.req.run_id, **kwargs))
+
+    # -- the run ------------------------------------------------------------------------
+    async def execute(self) -> RunResult:
+        req = self.req
+        await self.engine.recorder.run_started(req)
+        self.emit("run_started", message=f"{req.panel.n} slots, {req.policy.describe()}")
+        try:
+            await self.fan_out(req.panel.slots(), "panel")
+            decision = self.decide("panel")
+            if decision.status in (DecisionStatus.TIE, DecisionStatus.NO_CONVERGENCE):
+                decision = await self.break_tie(decision)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.record_unfinished()
+            raise
+        result = self.result(decision)
+        with anyio.CancelScope(shield=True):
+            await self.engine.recorder.run_finished(result, req.source)
+        self.emit("decision", decision=decision, message=decision.reason)
+        return result
+
+    async def record_unfinished(self) -> None:
+        """A run cancelled from outside (user, Ctrl-C) still leaves every started call recorded."""
+        for call in self.calls.values():
+            if not call.status.final:
+                call.status = CallStatus.CANCELLED
+                call.error = call.error or "run cancelled"
+                await self.engine.recorder.call_finished(self.req.run_id, call, None)
+
+    def panel_calls(self, phases: Sequence[str] = ("panel", "expand")) -> list[CallResult]:
+        return [c for (phase, _), c in sorted(self.calls.items()) if phase in phases]
+
+    def decide(self, *phases: str) -> Decision:
+        calls = self.panel_calls(phases or ("panel", "expand"))
+        return voting.decide(calls, self.req.policy, self.fmt, self.weights)
+
+    def result(self, decision: Decision) -> RunResult:
+        req = self.req
+        calls = sorted(self.calls.values(), key=lambda c: (_PHASE_ORDER[c.phase], c.slot))
+        voted = [c for c in calls if c.phase != "escalate"]
+        return RunResult(
+            run_id=req.run_id,
+            input=req.input,
+            task=req.task.model_dump(mode="json"),
+            panel=[s.model.name for s in req.panel.slots()],
+            policy=req.policy.model_dump(mode="json"),
+            decision=decision,
+            votes=voting.count_votes(voted, self.fmt),
+            field_votes=voting.field_votes(voted, self.fmt),
+            calls=calls,
+            cost_usd=run_cost(calls),
+            latency_ms=(time.monotonic() - self.started) * 1000,
+            batch_id=req.batch_id,
+            item_id=req.item_id,
+            gold=req.gold,
+        )
+
+    # -- fan-out ------------------------------------------------------------------------
+    async def fan_out(self, slots: Sequence[Slot], phase: CallPhase) -> None:
+        """Run ``slots`` concurrently; cancel the rest once the outcome is known."""
+        policy = self.req.policy
+        fastest = policy.aggregation == Aggregation.FASTEST
+        pending: dict[int, float] = {s.index: s.model.weight for s in slots}
+        for slot in slots:
+            self.calls[(phase, slot.index)] = CallResult(
+                slot=slot.index, model=slot.model.name, sample=slot.sample, phase=phase
+            )
+        won = anyio.Event()
+
+        async with anyio.create_task_group() as tg:
+
+            def landed(call: CallResult) -> None:
+                pending.pop(call.slot, None)
+                if fastest:
+                    if voting.acceptable(call, policy.accept, self.fmt):
+                        won.set()
+                        tg.cancel_scope.cancel()
+                elif policy.early_stop and pending and phase == "panel":
+                    done = [c for c in self.panel_calls() if c.status.final]
+                    remaining = list(pending.values())
+                    if voting.is_settled(done, remaining, policy, self.fmt, self.weights):
+                        self.emit(
+                            "tie_break", message=f"early stop: {len(pending)} calls cancelled"
+                        )
+                        tg.cancel_scope.cancel()
+
+            for group in self.request_groups(slots, phase):
+                delay = policy.hedge_delay_s * group[0].index if fastest else 0.0
+                tg.start_soon(self.call_group, group, phase, landed, delay, won)
+
+        for slot in slots:  # slots the early stop or the winner made unnecessary before they began
+            call = self.calls[(phase, slot.index)]
+            if not call.status.final:
+                call.status, call.error = (
+                    CallStatus.CANCELLED,
+                    "not needed: cancelled before it began",
+                )
+                call.tokens_in = call.tokens_out = 0
+                call.cost_usd = 0.0
+                await self.engine.recorder.call_finished(self.req.run_id, call, None)
+                self.emit("call_finished", slot=call.slot, call=call)
+
+    def request_groups(self, slots: Sequence[Slot], phase: str) -> list[list[Slot]]:
+        """Samples of one model go out as one request with ``n`` where the endpoint supports
+        it (the prompt is billed once). Fastest-acceptable keeps them apart so each can win."""
+        if self.req.policy.aggregation == Aggregation.FASTEST:
+            return [[s] for s in slots]
+        groups: dict[str, list[Slot]] = {}
+        singles: list[list[Slot]] = []
+        for slot in slots:
+            prior = self.prior.get((phase, slot.index))
+            provider = self.engine.registry.resolve(slot.model)
+            if prior is None and provider.supports_n and not self.use_cache(slot.model):
+                groups.setdefault(slot.model.name, []).append(slot)
+            else:
+                singles.append([slot])
+        return [g for g in groups.values()] + singles
+
+    def use_cache(self, spec: ModelSpec) -> bool:
+        if self.req.cache is not None:
+            return self.req.cache
+        return spec.params.get("temperature") == 0
+
+    def completion_request(self, spec: ModelSpec, provider: Provider, n: int) -> CompletionRequest:
+        stream = (
+            self.req.stream if self.req.stream is not None else getattr(provider, "stream", False)
+        )
+        return CompletionRequest(
+            model=spec.model,
+            messages=self.messages,
+            params=dict(spec.params),
+            schema=self.schema,
+            stream=bool(stream),
+            n=n,
+        )
+
+    async def call_group(
+        self,
+        group: list[Slot],
+        phase: CallPhase,
+        landed: Callable[[CallResult], None],
+        delay: float,
+        won: anyio.Event,
+    ) -> None:
+        if delay > 0:
+            with anyio.move_on_after(delay):
+                await won.wait()
+            if won.is_set():
+                return
+        remaining = await self.serve_without_calling(group, phase, landed)
+        while remaining:
+            spec = remaining[0].model
+            provider = self.engine.registry.resolve(spec)
+            n = len(remaining) if provider.supports_n else 1
+            batch, remaining = remaining[:n], remaining[n:]
+            got = await self.call_model(batch, phase, provider)
+            for slot in batch[:got]:
+                landed(self.calls[(phase, slot.index)])
+            # an endpoint that returned fewer choices than asked: the rest go out on their own
+            remaining = batch[got:] + remaining
+
+    async def serve_without_calling(
+        self, group: list[Slot], phase: CallPhase, landed: Callable[[CallResult], None]
+    ) -> list[Slot]:
+        """Reuse calls a resumed run already paid for, and cached answers; return the rest."""
+        todo: list[Slot] = []
+        keys: dict[int, str] = {}
+        for slot in group:
+            prior = self.prior.get((phase, slot.index))
+            if prior is not None:
+                self.calls[(phase, slot.index)] = prior
+                self.emit("call_finished", slot=slot.index, call=prior, message="reused")
+                landed(prior)
+            elif self.use_cache(slot.model):
+                provider = self.engine.registry.resolve(slot.model)
+                keys[slot.index] = cache_key(
+                    slot.model, self.completion_request(slot.model, provider, 1), slot.sample
+                )
+                todo.append(slot)
+            else:
+                todo.append(slot)
+        if keys:
+            hits = await self.engine.recorder.cache_lookup(list(keys.values()))
+            rest = []
+            for slot in todo:
+                hit = hits.get(keys.get(slot.index, ""))
+                if hit is None:
+                    rest.append(slot)
+                    continue
+                call = hit.model_copy(
+                    update={
+                        "slot": slot.index,
+                        "sample": slot.sample,
+                        "phase": phase,
+                        "cached": True,
+                        "cost_usd": 0.0 if hit.cost_usd is not None else None,
+                        "retries": 0,
+                    }
+                )
+                self.calls[(phase, slot.index)] = call
+                await self.engine.recorder.call_finished(self.req.run_id, call, keys[slot.index])
+                self.emit("call_finished", slot=slot.index, call=call, message="from cache")
+                landed(call)
+            todo = rest
+        return todo
+
+    async def call_model(self, slots: list[Slot], phase: CallPhase, provider: Provider) -> int:
+        """One request for ``slots`` (n samples of one model). Returns how many slots it filled.
+
+        A call counts as started, and its latency runs, once it holds both ceilings: time spent
+        queued behind the limiters is the fan-out's, not the model's.
+        """
+        engine = self.engine
+        spec = slots[0].model
+        request = self.completion_request(spec, provider, len(slots))
+        key = cache_key(spec, request, slots[0].sample) if len(slots) == 1 else None
+        calls = [self.calls[(phase, s.index)] for s in slots]
+        usage = Usage()
+        limiter = engine.provider_limiter(provider)
+        t0 = time.monotonic()
+
+        def on_retry(attempt: int, err: ProviderError, wait: float) -> None:
+            for call in calls:
+                call.retries = attempt
+                self.emit(
+                    "call_retry", slot=call.slot, call=call, message=f"{err}; retry in {wait:.1f}s"
+                )
+            if err.status == 429:
+                new = limiter.on_throttle()
+                if new is not None:
+                    self.emit(
+                        "concurrency", message=f"{provider.name}: throttled, ceiling cut to {new}"
+                    )
+
+        async def attempt() -> list[Completion]:
+            nonlocal t0
+            usage.tokens_in = usage.tokens_out = usage.first_token_at = None
+            async with limiter.limiter, engine._global:
+                if calls[0].status == CallStatus.PENDING:
+                    t0 = time.monotonic()
+                    for call in calls:
+                        call.status, call.started_at = CallStatus.RUNNING, time.time()
+                        self.emit("call_started", slot=call.slot, call=call)
+                try:
+                    with anyio.fail_after(engine.call_timeout_s):
+                        return await provider.complete(engine.client, request, usage)
+                except TimeoutError:
+                    raise ProviderError(
+                        f"no answer within {engine.call_timeout_s:g}s", timeout=True, retryable=True
+                    ) from None
+
+        try:
+            completions, retries = await call_with_retries(attempt, engine.retry, on_retry=on_retry)
+        except ProviderError as err:
+            status = CallStatus.TIMEOUT if err.timeout else CallStatus.ERROR
+            await self.finish(calls, status, str(err), usage, t0)
+            return len(calls)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                started = [c for c in calls if c.status == CallStatus.RUNNING]
+                await self.finish(started, CallStatus.CANCELLED, "cancelled", usage, t0)
+            raise
+        if not completions:
+            await self.finish(
+                calls, CallStatus.ERROR, f"{provider.name} returned no answer", usage, t0
+            )
+            return len(calls)
+
+        changed = limiter.on_success()
+        if changed is not None:
+            self.emit("concurrency", message=f"{provider.name}: ceiling restored to {changed}")
+        for i, (call, completion) in enumerate(zip(calls, completions, strict=False)):
+            call.retries = retries
+            self.fill(call, completion, usage, t0, first=(i == 0))
+            await engine.recorder.call_finished(self.req.run_id, call, key)
+            self.emit("call_finished", slot=call.slot, call=call)
+        for call in calls[len(completions) :]:
+            call.status = CallStatus.PENDING  # goes out again on its own
+        return min(len(calls), len(completions))
+
+    def fill(
+        self, call: CallResult, completion: Completion, usage: Usage, t0: float, *, first: bool
+    ) -> None:
+        parsed = self.fmt.parse(completion.text)
+        call.raw = completion.text
+        if parsed.ok:
+            call.status, call.answer = CallStatus.OK, parsed.value
+        else:
+            call.status, call.error = CallStatus.INVALID, parsed.error
+        # with n samples the prompt is billed once: the provider puts it on the first completion
+        call.tokens_in = (
+            completion.tokens_in
+            if completion.tokens_in is not None or not first
+            else usage.tokens_in
+        )
+        call.tokens_out = completion.tokens_out
+        self.stamp(call, usage, t0)
+
+    def stamp(self, call: CallResult, usage: Usage, t0: float) -> None:
+        now = time.monotonic()
+        call.latency_ms = (now - t0) * 1000
+        call.ended_at = time.time()
+        if usage.first_token_at is not None:
+            call.ttft_ms = (usage.first_token_at - t0) * 1000
+        call.cost_usd = self.engine.prices.price(call.model, call.tokens_in, call.tokens_out)
+
+    async def finish(
+        self,
+        calls: list[CallResult],
+        status: CallStatus,
+        error: str | None,
+        usage: Usage,
+        t0: float,
+    ) -> None:
+        """End calls that produced no answer, keeping whatever usage was known when they ended."""
+        for i, call in enumerate(calls):
+            call.status = status
+            call.error = error
+            call.tokens_in = usage.tokens_in if i == 0 else (0 if usage.tokens_in else None)
+            call.tokens_out = usage.tokens_out if i == 0 else None
+            self.stamp(call, usage, t0)
+            await self.engine.recorder.call_finished(self.req.run_id, call, None)
+            self.emit("call_finished", slot=call.slot, call=call)
+
+    # -- tie-break chain ----------------------------------------------------------------
+    async def break_tie(self, decision: Decision) -> Decision:
+        """Apply the declared chain in order; every branch taken is kept on the decision."""
+        branches: list[str] = []
+        for branch in self.req.policy.tie_breaks:
+            self.emit("tie_break", message=f"{decision.status.value}: trying {branch}")
+            if branch.kind == "expand":
+                assert branch.k is not None
+                slots = self.req.panel.slots(start=self.next_slot, count=branch.k)
+                self.next_slot += branch.k
+                await self.fan_out(slots, "expand")
+                branches.append(str(branch))
+                decision = self.decide()
+                decision = decision.model_copy(update={"branches": list(branches)})
+                if decision.status not in (DecisionStatus.TIE, DecisionStatus.NO_CONVERGENCE):
+                    return decision
+                continue
+            if branch.kind == "escalate":
+                branches.append(str(branch))
+                escalated = await self.escalate(branch, decision, branches)
+                if escalated is not None:
+                    return escalated
+                continue
+            out = voting.apply_offline_branch(
+                decision.model_copy(update={"branches": list(branches)}),
+                branch,
+                self.panel_calls(),
+                self.fmt,
+            )
+            if out is None:
+                branches.append(f"{branch} (not applicable)")
+                continue
+            return out
+        return decision.model_copy(update={"branches": branches})
+
+    async def escalate(
+        self, branch: TieBreak, decision: Decision, branches: list[str]
+    ) -> Decision | None:
+        assert branch.model is not None
+        slot_index = self.next_slot
+        self.next_slot += 1
+        slot = Slot(index=slot_index, model=branch.model, sample=0)
+        await self.fan_out([slot], "escalate")
+        call = self.calls[("escalate", slot_index)]
+        if call.status != CallStatus.OK:
+            branches[-1] = f"{branch} ({call.status.value})"
+            return None
+        tied = decision.tied
+        return Decision(
+            status=DecisionStatus.ESCALATED,
+            label=call.answer,
+            branches=list(branches),
+            tied=tied,
+            reason=(
+                f"tie between {' | '.join(tied) or 'all votes'} "
+                f"escalated to {branch.model}: {call.answer}"
+            ),
+        )
+
+
+_PHASE_ORDER = {"panel": 0, "expand": 1, "escalate": 2}
+
+
+def run_cost(calls: Sequence[CallResult]) -> float | None:
+    """The run's cost: every call's, retries, escalations and cancelled calls included.
+
+    Unknown when any call that consumed tokens has no price: a partial sum would read as a
+    real total. Calls that consumed nothing known (refused before any usage) add nothing.
+    """
+    total = 0.0
+    for call in calls:
+        if call.cost_usd is not None:
+            total += call.cost_usd
+        elif call.tokens_in or call.tokens_out:
+            return None
+    return total if math.isfinite(total) else None
