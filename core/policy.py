@@ -72,7 +72,8 @@ class TieBreak(BaseModel):
         if kind in ("conservative", "human", "abstain") and not arg:
             return cls(kind=kind)
         raise PolicyError(
-            f"unknown tie-break {text!r}: use escalate:MODEL, expand:K, conservative, human, abstain"
+            f"unknown tie-break {text!r}: "
+            "use escalate:MODEL, expand:K, conservative, human, abstain"
         )
 
     @classmethod

@@ -1,0 +1,391 @@
+"""The facade the CLI, the dashboard and library users call.
+
+``Tally.open()`` wires configuration, provider registry, prices, the HTTP client, the store and
+its writer into one engine; ``vote``/``vote_sync`` are the one-call library entry points.
+Every run made here is stored the same way, whoever made it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+
+from core.config import Settings, TallyConfig, load_config
+from core.cost import PriceBook
+from core.engine import Engine, EventSink, Recorder, RunRequest
+from core.errors import InputError
+from core.formats import parse_format
+from core.http import build_client
+from core.panel import ModelSpec, Panel
+from core.policy import Acceptance, Policy, Quorum, TieBreak
+from core.providers.registry import Registry, build_registry
+from core.result import CallResult, CallStatus, RunResult
+from core.retry import RetryPolicy
+from core.store import BatchItem, Store, StoreWriter
+from core.task import Task
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class StoreRecorder(Recorder):
+    """Sends what the engine reports to the store's single batched writer."""
+
+    def __init__(self, store: Store, writer: StoreWriter) -> None:
+        self.store = store
+        self.writer = writer
+
+    async def run_started(self, request: RunRequest) -> None:
+        await self.writer.start_run(
+            request.run_id,
+            request.input,
+            request.task,
+            request.panel,
+            request.policy,
+            source=request.source,
+            batch_id=request.batch_id,
+            item_id=request.item_id,
+            item_index=request.item_index,
+            gold=request.gold,
+        )
+
+    async def call_finished(self, run_id: str, call: CallResult, cache_key: str | None) -> None:
+        await self.writer.record_call(run_id, call, cache_key=cache_key)
+
+    async def run_finished(self, result: RunResult, source: str) -> None:
+        await self.writer.finish_run(result, source=source)
+
+    async def cache_lookup(self, keys: Sequence[str]) -> Mapping[str, CallResult]:
+        await self.writer.flush()
+        return await anyio.to_thread.run_sync(self.store.cache_lookup, list(keys))
+
+
+def build_task(
+    *,
+    labels: Sequence[str] | None = None,
+    synonyms: Mapping[str, str] | None = None,
+    conservative: Sequence[str] | None = None,
+    answer_format: str | Mapping[str, Any] | None = None,
+    template: str = "{input}",
+    system: str | None = None,
+    name: str = "classify",
+) -> Task:
+    """A task from the pieces a person names on the command line or in the Run form."""
+    if isinstance(answer_format, Mapping):
+        fmt = parse_format(dict(answer_format))
+    else:
+        kind = answer_format or ("label" if labels else None)
+        if kind is None:
+            raise InputError("give the labels to vote on (--labels a,b,c) or an answer format")
+        data: dict[str, Any] = {"kind": kind}
+        if kind == "label":
+            if not labels:
+                raise InputError("the label format needs --labels a,b,c")
+            data.update(
+                labels=list(labels),
+                synonyms=dict(synonyms or {}),
+                conservative_order=list(conservative or ()),
+            )
+        elif labels:
+            raise InputError(f"--labels only applies to the label format, not {kind}")
+        fmt = parse_format(data)
+    return Task(name=name, template=template, system=system, format=fmt)
+
+
+def build_policy(
+    *,
+    aggregate: str = "majority",
+    tie_break: str | Sequence[str] | None = None,
+    early_stop: bool = False,
+    accept: Sequence[str] = (),
+    min_valid: int = 1,
+    count_invalid: bool = False,
+    count_errors: bool = False,
+    hedge_delay_s: float = 0.0,
+) -> Policy:
+    agg, k = Policy.parse_aggregation(aggregate)
+    if isinstance(tie_break, str) or tie_break is None:
+        chain = TieBreak.parse_chain(tie_break)
+    else:
+        chain = tuple(TieBreak.parse(t) for t in tie_break)
+    acceptance = None
+    for text in accept:
+        part = Acceptance.parse(text)
+        acceptance = (
+            part
+            if acceptance is None
+            else acceptance.model_copy(
+                update={k2: v for k2, v in part.model_dump().items() if v is not None}
+            )
+        )
+    return Policy(
+        aggregation=agg,
+        k=k,
+        quorum=Quorum(min_valid=min_valid, count_invalid=count_invalid, count_errors=count_errors),
+        early_stop=early_stop,
+        tie_breaks=chain,
+        accept=acceptance,
+        hedge_delay_s=hedge_delay_s,
+    )
+
+
+ProgressSink = Callable[[RunResult], None]
+
+
+@dataclass
+class Tally:
+    """A configured session: one engine, one HTTP client, one store writer."""
+
+    config: TallyConfig
+    settings: Settings
+    registry: Registry
+    prices: PriceBook
+    engine: Engine
+    store: Store | None
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        *,
+        config: str | Path | None = None,
+        database_url: str | None = None,
+        persist: bool = True,
+        concurrency: int | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> AsyncIterator[Tally]:
+        settings = Settings()
+        cfg = load_config(config)
+        registry = build_registry(cfg, settings)
+        prices = PriceBook.from_config(cfg)
+        ceiling = concurrency or cfg.defaults.concurrency
+        if ceiling < 1:
+            raise InputError(f"concurrency must be at least 1, got {ceiling}")
+        sim_app = None
+        if registry.uses_in_process_sim:
+            from core.sim.server import create_app
+
+            sim_app = create_app(seed=settings.sim_seed, time_scale=settings.sim_time_scale)
+        store = None
+        if persist:
+            store = Store(database_url or settings.database_url)
+            await anyio.to_thread.run_sync(store.ensure_schema)
+        retry = RetryPolicy(
+            max_attempts=cfg.defaults.max_attempts,
+            base_s=cfg.defaults.backoff_base_s,
+            max_s=cfg.defaults.backoff_max_s,
+        )
+        async with build_client(
+            settings, max_connections=ceiling, sim_app=sim_app, transport=transport
+        ) as client:
+            engine = Engine(
+                registry=registry,
+                client=client,
+                prices=prices,
+                concurrency=ceiling,
+                call_timeout_s=cfg.defaults.call_timeout_s,
+                retry=retry,
+            )
+            if store is None:
+                yield cls(cfg, settings, registry, prices, engine, None)
+                return
+            async with StoreWriter(store) as writer:
+                engine.recorder = StoreRecorder(store, writer)
+                yield cls(cfg, settings, registry, prices, engine, store)
+
+    def panel(self, models: Sequence[str | ModelSpec], n: int | None = None) -> Panel:
+        panel = Panel.build(list(models), n)  # type: ignore[arg-type]
+        for spec in panel.models:
+            self.registry.resolve(spec)
+        return panel
+
+    async def vote(
+        self,
+        text: str,
+        *,
+        task: Task,
+        panel: Panel,
+        policy: Policy,
+        source: str = "library",
+        on_event: EventSink | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        request = RunRequest(
+            run_id=run_id or new_id(),
+            input=text,
+            task=task,
+            panel=panel,
+            policy=policy,
+            source=source,
+        )
+        return await self.engine.run(request, on_event=on_event)
+
+    async def revote(self, run_ids: Iterable[str], policy: Policy) -> list[RunResult]:
+        """Decide stored runs again under ``policy``: stored answers are reused (marked as
+        reused, costing nothing new); only escalate/expand branches call models."""
+        store = self._need_store()
+        results = []
+        for run_id in run_ids:
+            old = await anyio.to_thread.run_sync(store.get_run, run_id)
+            task = Task.model_validate(old.task)
+            models = [ModelSpec.parse(m) for m in dict.fromkeys(old.panel)]
+            panel = Panel.build(models, len(old.panel))
+            prior: dict[tuple[str, int], CallResult] = {
+                (c.phase, c.slot): c.model_copy(
+                    update={"cached": True, "cost_usd": 0.0 if c.cost_usd is not None else None}
+                )
+                for c in old.calls
+                if c.phase == "panel" and c.status.final
+            }
+            request = RunRequest(
+                run_id=new_id(),
+                input=old.input,
+                task=task,
+                panel=panel,
+                policy=policy,
+                source="revote",
+                batch_id=None,
+                item_id=old.item_id,
+                gold=old.gold,
+            )
+            results.append(await self.engine.run(request, prior=prior))
+        return results
+
+    def calls_needed(self, policy: Policy) -> bool:
+        """Whether re-voting under ``policy`` may call models (escalate/expand branches)."""
+        return any(b.kind in ("escalate", "expand") for b in policy.tie_breaks)
+
+    async def run_batch(
+        self,
+        items: Sequence[BatchItem],
+        *,
+        task: Task,
+        panel: Panel,
+        policy: Policy,
+        name: str = "batch",
+        source: str = "cli",
+        columns: Mapping[str, str | None] | None = None,
+        on_result: ProgressSink | None = None,
+        on_event: EventSink | None = None,
+        batch_id: str | None = None,
+    ) -> str:
+        """Every item a run, all sharing the engine's one global ceiling. With ``batch_id`` of
+        an interrupted batch, finished runs are skipped and finished calls reused."""
+        store = self._need_store()
+        if not items:
+            raise InputError("the batch has no rows")
+        for spec in panel.models:
+            self.registry.resolve(spec)
+        if batch_id is None:
+            batch_id = await anyio.to_thread.run_sync(
+                lambda: store.create_batch(
+                    name=name,
+                    source=source,
+                    task=task,
+                    panel=panel,
+                    policy=policy,
+                    columns=dict(columns or {}),
+                    concurrency=self.engine.concurrency,
+                    items=[(i.index, i.item_id, i.text, i.gold) for i in items],
+                )
+            )
+        else:
+            await anyio.to_thread.run_sync(store.set_batch_status, batch_id, "running")
+        done = await anyio.to_thread.run_sync(store.runs_done, batch_id)
+        # runs in flight at once: enough to keep every call slot busy, few enough to stay small
+        runs_at_once = anyio.CapacityLimiter(max(4, self.engine.concurrency * 2))
+
+        async def one(item: BatchItem) -> None:
+            async with runs_at_once:
+                run_id = batch_run_id(batch_id, item.index)
+                prior_calls = await anyio.to_thread.run_sync(store.finished_calls, run_id)
+                prior: dict[tuple[str, int], CallResult] = {
+                    (c.phase, c.slot): c for c in prior_calls if c.status != CallStatus.CANCELLED
+                }
+                request = RunRequest(
+                    run_id=run_id,
+                    input=item.text,
+                    task=task,
+                    panel=panel,
+                    policy=policy,
+                    source="batch",
+                    batch_id=batch_id,
+                    item_id=item.item_id,
+                    item_index=item.index,
+                    gold=item.gold,
+                )
+                result = await self.engine.run(request, on_event=on_event, prior=prior)
+                if on_result is not None:
+                    on_result(result)
+
+        status = "interrupted"
+        try:
+            async with anyio.create_task_group() as tg:
+                for item in items:
+                    if item.index not in done:
+                        tg.start_soon(one, item)
+            status = "done"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.flush()
+                await anyio.to_thread.run_sync(store.set_batch_status, batch_id, status)
+        return batch_id
+
+    async def flush(self) -> None:
+        recorder = self.engine.recorder
+        if isinstance(recorder, StoreRecorder):
+            await recorder.writer.flush()
+
+    def _need_store(self) -> Store:
+        if self.store is None:
+            raise InputError("this needs the store, but persistence is off")
+        return self.store
+
+
+def batch_run_id(batch_id: str, index: int) -> str:
+    """Stable per item, so a resumed batch finds the runs and calls it already has."""
+    return f"{batch_id}-{index:06d}"
+
+
+async def vote(
+    text: str,
+    *,
+    models: Sequence[str] = ("sim:sim-strong",),
+    n: int | None = None,
+    labels: Sequence[str] | None = None,
+    task: Task | None = None,
+    policy: Policy | None = None,
+    aggregate: str = "majority",
+    tie_break: str | None = None,
+    early_stop: bool = False,
+    config: str | Path | None = None,
+    database_url: str | None = None,
+    persist: bool = True,
+    on_event: EventSink | None = None,
+) -> RunResult:
+    """One vote, end to end.
+
+    ``await vote("...", labels=["a", "b"], models=["sim:sim-mid"], n=5)``
+    """
+    task = task or build_task(labels=labels)
+    policy = policy or build_policy(aggregate=aggregate, tie_break=tie_break, early_stop=early_stop)
+    async with Tally.open(config=config, database_url=database_url, persist=persist) as tally:
+        panel = tally.panel(models, n)
+        return await tally.vote(text, task=task, panel=panel, policy=policy, on_event=on_event)
+
+
+def vote_sync(text: str, **kwargs: Any) -> RunResult:
+    """The blocking form of :func:`vote`, for scripts and notebooks without an event loop."""
+
+    async def main() -> RunResult:
+        return await vote(text, **kwargs)
+
+    return anyio.run(main)

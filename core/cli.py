@@ -1,0 +1,605 @@
+"""The ``tally`` command: the same engine as the dashboard, headless.
+
+Exit codes: 0 ok, 1 the work failed, 2 bad usage or bad input (one line on stderr saying why).
+``--json`` prints exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from core.errors import InputError, TallyError
+from core.result import CallResult, Event, RunResult
+
+app = typer.Typer(
+    name="tally",
+    help="Fan one input out to N models, normalise and count the answers, decide on purpose.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The store: migrations.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="tally.toml (default: $TALLY_CONFIG, else built-ins)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ModelOpt = Annotated[
+    list[str], typer.Option("--model", "-m", help="provider:model; repeat for a mixed panel.")
+]
+LabelsOpt = Annotated[str | None, typer.Option("--labels", help="Comma-separated labels.")]
+SynonymOpt = Annotated[
+    list[str], typer.Option("--synonym", help="SYNONYM=LABEL, repeatable.", show_default=False)
+]
+ConservativeOpt = Annotated[
+    str | None, typer.Option("--conservative", help="Labels, most conservative first.")
+]
+FormatOpt = Annotated[
+    str | None, typer.Option("--format", help="label, yesno, number, json or text.")
+]
+TemplateOpt = Annotated[str, typer.Option("--template", help="Prompt template with {input}.")]
+NOpt = Annotated[int | None, typer.Option("-n", help="Votes: samples of one model, or panel size.")]
+AggOpt = Annotated[
+    str,
+    typer.Option("--aggregate", help="majority|strict|at-least:K|weighted|unanimous|fastest."),
+]
+TieOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tie-break", help="Chain, e.g. escalate:openai:gpt-4.1,expand:2,conservative,human."
+    ),
+]
+AcceptOpt = Annotated[
+    list[str],
+    typer.Option("--accept", help="fastest: regex:..., labels:a,b or schema:{...}; repeatable."),
+]
+EarlyOpt = Annotated[
+    bool, typer.Option("--early-stop", help="Cancel calls that cannot change the winner.")
+]
+MinValidOpt = Annotated[int, typer.Option("--min-valid", help="Quorum: fewest valid votes.")]
+CountInvalidOpt = Annotated[
+    bool, typer.Option("--count-invalid", help="Invalid replies count in the denominator.")
+]
+CountErrorsOpt = Annotated[
+    bool, typer.Option("--count-errors", help="Failed calls count in the denominator.")
+]
+DbOpt = Annotated[str | None, typer.Option("--database-url", help="Default: $TALLY_DATABASE_URL.")]
+NoStoreOpt = Annotated[bool, typer.Option("--no-store", help="Do not persist the run.")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"tally: {message}", highlight=False, markup=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn Tally's errors into one line and the right exit code."""
+    try:
+        return fn()
+    except TallyError as exc:
+        raise fail(
+            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, exc.exit_code
+        ) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def parse_synonyms(items: list[str]) -> dict[str, str]:
+    out_map: dict[str, str] = {}
+    for item in items:
+        word, sep, label = item.partition("=")
+        if not sep or not word.strip() or not label.strip():
+            raise InputError(f"--synonym takes SYNONYM=LABEL, got {item!r}")
+        out_map[word.strip()] = label.strip()
+    return out_map
+
+
+def split_list(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def read_text(text: str) -> str:
+    if text == "-":
+        text = sys.stdin.read()
+    if not text.strip():
+        raise InputError("input text is empty")
+    return text
+
+
+# -- live view ------------------------------------------------------------------------------
+
+STATUS_STYLE = {
+    "pending": "dim",
+    "running": "yellow",
+    "ok": "green",
+    "invalid": "magenta",
+    "error": "red",
+    "timeout": "red",
+    "cancelled": "dim",
+}
+
+
+class LiveCalls:
+    """The calls of one run as a table that updates as events arrive."""
+
+    def __init__(self) -> None:
+        self.calls: dict[tuple[str, int], CallResult] = {}
+        self.notes: list[str] = []
+
+    def on_event(self, event: Event) -> None:
+        if event.call is not None:
+            self.calls[(event.call.phase, event.call.slot)] = event.call.model_copy()
+        if event.kind in ("tie_break", "concurrency") and event.message:
+            self.notes.append(event.message)
+
+    def render(self) -> Table:
+        table = Table(title="calls", expand=False)
+        for col in ("slot", "model", "status", "answer", "latency", "tokens", "cost", "retries"):
+            table.add_column(col)
+        for (phase, slot), call in sorted(self.calls.items(), key=lambda kv: kv[0][1]):
+            tag = "" if phase == "panel" else f" ({phase})"
+            answer = call.answer if call.answer is not None else (call.error or "")
+            table.add_row(
+                f"{slot}{tag}",
+                Text(call.model),
+                Text(call.status.value, style=STATUS_STYLE.get(call.status.value, "")),
+                Text(answer[:60]),
+                f"{call.latency_ms:.0f} ms" if call.latency_ms is not None else "",
+                f"{call.tokens_in or 0}/{call.tokens_out or 0}"
+                if call.tokens_in is not None
+                else "",
+                money(call.cost_usd) if call.status.final else "",
+                str(call.retries),
+            )
+        for note in self.notes[-3:]:
+            table.add_row("", "", "", Text(note, style="cyan"), "", "", "", "")
+        return table
+
+
+def money(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:.6f}"
+
+
+def print_decision(result: RunResult) -> None:
+    d = result.decision
+    votes = ", ".join(f"{k}: {v}" for k, v in result.votes.items()) or "no valid votes"
+    out.print(Text(f"votes  {votes}"))
+    style = {"decided": "bold green", "escalated": "bold green", "tie": "bold yellow"}.get(
+        d.status.value, "bold red"
+    )
+    head = f"{d.status.value.upper()}"
+    if d.label is not None:
+        head += f"  {d.label}"
+    out.print(Text(head, style=style))
+    if d.branches:
+        out.print(Text("tie-break: " + " -> ".join(d.branches)))
+    if d.reason:
+        out.print(Text(d.reason, style="dim"))
+    out.print(
+        Text(
+            f"cost {money(result.cost_usd)}  latency {result.latency_ms:.0f} ms  "
+            f"run {result.run_id}"
+        )
+    )
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    text: Annotated[str, typer.Argument(help="The input; '-' reads it from stdin.")],
+    model: ModelOpt = [],  # noqa: B006
+    n: NOpt = None,
+    labels: LabelsOpt = None,
+    synonym: SynonymOpt = [],  # noqa: B006
+    conservative: ConservativeOpt = None,
+    answer_format: FormatOpt = None,
+    template: TemplateOpt = "{input}",
+    aggregate: AggOpt = "majority",
+    accept: AcceptOpt = [],  # noqa: B006
+    tie_break: TieOpt = None,
+    early_stop: EarlyOpt = False,
+    min_valid: MinValidOpt = 1,
+    count_invalid: CountInvalidOpt = False,
+    count_errors: CountErrorsOpt = False,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    no_store: NoStoreOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Vote once: TEXT to every slot of the panel, then the decision."""
+    from core.api import Tally, build_policy, build_task
+
+    def go() -> RunResult:
+        body = read_text(text)
+        if not model:
+            raise InputError("choose at least one model: --model sim:sim-strong")
+        task = build_task(
+            labels=split_list(labels) or None,
+            synonyms=parse_synonyms(synonym),
+            conservative=split_list(conservative),
+            answer_format=answer_format,
+            template=template,
+        )
+        policy = build_policy(
+            aggregate=aggregate,
+            tie_break=tie_break,
+            early_stop=early_stop,
+            accept=accept,
+            min_valid=min_valid,
+            count_invalid=count_invalid,
+            count_errors=count_errors,
+        )
+        live = LiveCalls()
+
+        async def main() -> RunResult:
+            async with Tally.open(
+                config=config, database_url=database_url, persist=not no_store
+            ) as tally:
+                panel = tally.panel(model, n)
+                if as_json or not out.is_terminal:
+                    return await tally.vote(
+                        body, task=task, panel=panel, policy=policy, source="cli"
+                    )
+                with Live(live.render(), console=out, refresh_per_second=8) as view:
+
+                    def on_event(event: Event) -> None:
+                        live.on_event(event)
+                        view.update(live.render())
+
+                    return await tally.vote(
+                        body, task=task, panel=panel, policy=policy, source="cli", on_event=on_event
+                    )
+
+        return anyio.run(main)
+
+    result = guarded(go)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        if not out.is_terminal:
+            out.print(calls_table(result))
+        print_decision(result)
+    if result.decision.status.value == "failed":
+        raise typer.Exit(1)
+
+
+def calls_table(result: RunResult) -> Table:
+    live = LiveCalls()
+    for call in result.calls:
+        live.calls[(call.phase, call.slot)] = call
+    return live.render()
+
+
+@app.command()
+def batch(
+    file: Annotated[Path | None, typer.Argument(help="CSV or JSONL; one run per row.")] = None,
+    text_column: Annotated[str, typer.Option("--text-column")] = "text",
+    gold_column: Annotated[str | None, typer.Option("--gold-column")] = None,
+    id_column: Annotated[str | None, typer.Option("--id-column")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="BATCH_ID to finish.")] = None,
+    model: ModelOpt = [],  # noqa: B006
+    n: NOpt = None,
+    labels: LabelsOpt = None,
+    synonym: SynonymOpt = [],  # noqa: B006
+    conservative: ConservativeOpt = None,
+    answer_format: FormatOpt = None,
+    template: TemplateOpt = "{input}",
+    aggregate: AggOpt = "majority",
+    accept: AcceptOpt = [],  # noqa: B006
+    tie_break: TieOpt = None,
+    early_stop: EarlyOpt = False,
+    min_valid: MinValidOpt = 1,
+    count_invalid: CountInvalidOpt = False,
+    count_errors: CountErrorsOpt = False,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Global ceiling.")
+    ] = None,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run every row of FILE through the panel (or finish an interrupted batch with --resume)."""
+    from core.api import Tally, build_policy, build_task
+    from core.batch import batch_summary, load_resume
+    from core.inputs import read_items
+
+    def go() -> dict[str, Any]:
+        async def main() -> dict[str, Any]:
+            async with Tally.open(
+                config=config, database_url=database_url, concurrency=concurrency
+            ) as tally:
+                assert tally.store is not None
+                if resume:
+                    if file is not None:
+                        raise InputError("give either FILE or --resume BATCH_ID, not both")
+                    items, task, panel, policy = await anyio.to_thread.run_sync(
+                        load_resume, tally.store, resume
+                    )
+                    batch_id: str | None = resume
+                else:
+                    if file is None:
+                        raise InputError("give a CSV or JSONL FILE, or --resume BATCH_ID")
+                    if not model:
+                        raise InputError("choose at least one model: --model sim:sim-strong")
+                    items = read_items(
+                        file, text_column=text_column, gold_column=gold_column, id_column=id_column
+                    )
+                    task = build_task(
+                        labels=split_list(labels) or None,
+                        synonyms=parse_synonyms(synonym),
+                        conservative=split_list(conservative),
+                        answer_format=answer_format,
+                        template=template,
+                    )
+                    policy = build_policy(
+                        aggregate=aggregate,
+                        tie_break=tie_break,
+                        early_stop=early_stop,
+                        accept=accept,
+                        min_valid=min_valid,
+                        count_invalid=count_invalid,
+                        count_errors=count_errors,
+                    )
+                    panel = tally.panel(model, n)
+                    batch_id = None
+                started = time.monotonic()
+                progress = BatchProgress(len(items), quiet=as_json)
+                with progress:
+                    batch_id = await tally.run_batch(
+                        items,
+                        task=task,
+                        panel=panel,
+                        policy=policy,
+                        name=file.name if file else "resume",
+                        source="cli",
+                        columns={"text": text_column, "gold": gold_column, "id": id_column},
+                        on_result=progress.advance,
+                        batch_id=batch_id,
+                    )
+                summary = await anyio.to_thread.run_sync(batch_summary, tally.store, batch_id)
+                summary["elapsed_s"] = round(time.monotonic() - started, 3)
+                summary["calls_made"] = progress.calls
+                summary["calls_per_s"] = round(progress.calls / max(summary["elapsed_s"], 1e-9), 2)
+                return summary
+
+        return anyio.run(main)
+
+    summary = guarded(go)
+    if as_json:
+        emit_json(summary)
+    else:
+        print_summary(summary)
+    if summary.get("failed", 0) and summary.get("failed") == summary.get("total"):
+        raise typer.Exit(1)
+
+
+class BatchProgress:
+    """A rich progress bar with rate and ETA, silent under --json."""
+
+    def __init__(self, total: int, *, quiet: bool) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]batch"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet,
+        )
+        self.task = self.progress.add_task("batch", total=total, rate="")
+        self.started = time.monotonic()
+        self.wall_start = time.time()
+        self.done = 0
+        self.calls = 0  # calls made by this invocation (not reused from an earlier attempt)
+
+    def __enter__(self) -> BatchProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def advance(self, result: RunResult) -> None:
+        self.done += 1
+        self.calls += sum(
+            1 for c in result.calls if c.started_at is not None and c.started_at >= self.wall_start
+        )
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        self.progress.update(self.task, advance=1, rate=f"{rate:.1f} runs/s")
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"batch {summary.get('batch_id')}", show_header=False)
+    for key, value in summary.items():
+        if key == "cost_usd":
+            value = money(value)
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
+def revote(
+    run_id: Annotated[str | None, typer.Argument(help="A stored run.")] = None,
+    batch_id: Annotated[str | None, typer.Option("--batch", help="Every run of a batch.")] = None,
+    aggregate: AggOpt = "majority",
+    tie_break: TieOpt = None,
+    min_valid: MinValidOpt = 1,
+    count_invalid: CountInvalidOpt = False,
+    count_errors: CountErrorsOpt = False,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decide stored runs again under another policy, from their stored answers."""
+    from core.api import Tally, build_policy
+
+    def go() -> list[RunResult]:
+        if (run_id is None) == (batch_id is None):
+            raise InputError("give a RUN_ID or --batch BATCH_ID")
+        policy = build_policy(
+            aggregate=aggregate,
+            tie_break=tie_break,
+            min_valid=min_valid,
+            count_invalid=count_invalid,
+            count_errors=count_errors,
+        )
+
+        async def main() -> list[RunResult]:
+            async with Tally.open(config=config, database_url=database_url) as tally:
+                assert tally.store is not None
+                store = tally.store
+                if batch_id is not None:
+                    await anyio.to_thread.run_sync(store.get_batch, batch_id)
+                    ids = [
+                        r.run_id for r in await anyio.to_thread.run_sync(store.batch_runs, batch_id)
+                    ]
+                else:
+                    ids = [run_id or ""]
+                if tally.calls_needed(policy) and not as_json:
+                    err.print("note: escalate/expand branches call models when a tie remains")
+                return await tally.revote(ids, policy)
+
+        return anyio.run(main)
+
+    results = guarded(go)
+    if as_json:
+        emit_json([r.to_json() for r in results] if batch_id else results[0].to_json())
+        return
+    for result in results:
+        print_decision(result)
+
+
+@app.command("sim-server")
+def sim_server(
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
+    seed: Annotated[int, typer.Option(help="Seed: same seed, same answers.")] = 0,
+    time_scale: Annotated[float, typer.Option(help="Multiply every simulated delay.")] = 1.0,
+    capacity: Annotated[
+        int | None, typer.Option(help="At most K requests in service; the rest queue.")
+    ] = None,
+    contention: Annotated[
+        int | None, typer.Option(help="Service slows once more than K are in flight.")
+    ] = None,
+    fault: Annotated[
+        list[str], typer.Option(help="[MODEL:]KIND:RATE, e.g. 429:0.1 or sim-flaky:cut:0.2.")
+    ] = [],  # noqa: B006
+    independent: Annotated[
+        bool, typer.Option(help="Independent errors (no shared item difficulty).")
+    ] = False,
+) -> None:
+    """Serve the simulated panel as an OpenAI-compatible endpoint."""
+    from core.sim.faults import FaultPlan
+    from core.sim.server import run_server
+
+    def go() -> None:
+        plan = FaultPlan.parse(fault) if fault else None
+        err.print(f"sim server on http://{host}:{port}/v1")
+        run_server(
+            host=host,
+            port=port,
+            seed=seed,
+            time_scale=time_scale,
+            capacity=capacity,
+            contention=contention,
+            faults=plan,
+            independent=independent,
+        )
+
+    guarded(go)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DbOpt = None) -> None:
+    """Apply the store's migrations up to the newest."""
+    from core.config import Settings
+    from core.store import Store
+
+    def go() -> str:
+        store = Store(database_url or Settings().database_url)
+        store.upgrade()
+        return store.safe_url
+
+    url = guarded(go)
+    out.print(f"store at {url} is up to date")
+
+
+@app.command()
+def export(
+    what: Annotated[str, typer.Argument(help="runs or calls")],
+    path: Annotated[Path, typer.Argument(help="Output file: .csv, .jsonl or .parquet")],
+    batch_id: Annotated[str | None, typer.Option("--batch")] = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Export stored runs or calls (CSV cells are escaped against formula injection)."""
+    from core.config import Settings
+    from core.store import RunFilter, Store
+    from core.store.export import export_calls, export_runs
+
+    def go() -> None:
+        fmt = path.suffix.lstrip(".").lower()
+        if fmt not in ("csv", "jsonl", "parquet"):
+            raise InputError(f"export to .csv, .jsonl or .parquet, not {path.name!r}")
+        if what not in ("runs", "calls"):
+            raise InputError(f"export runs or calls, not {what!r}")
+        store = Store(database_url or Settings().database_url)
+        store.ensure_schema()
+        f = RunFilter(batch_id=batch_id)
+        (export_runs if what == "runs" else export_calls)(store, path, fmt, f)  # type: ignore[arg-type]
+
+    guarded(go)
+    out.print(f"wrote {path}")
+
+
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option(help="Dashboard port.")] = 8501,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    sim_port: Annotated[int, typer.Option(help="Port of the sim server started with it.")] = 8001,
+) -> None:
+    """Start the dashboard, and the sim server on loopback when no provider key is set."""
+    from core.launch import launch_dashboard
+
+    guarded(lambda: launch_dashboard(host=host, port=port, sim_port=sim_port))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
