@@ -343,9 +343,18 @@ class Store:
     ) -> None:
         """Record a run as ``running``; a run id that already exists is left as it is."""
         row = start_row(
-            run_id, input, task, panel, policy, source=source, batch_id=batch_id,
-            item_id=item_id, item_index=item_index, gold=gold, created_at=time.time(),
-        )  # fmt: skip
+            run_id,
+            input,
+            task,
+            panel,
+            policy,
+            source=source,
+            batch_id=batch_id,
+            item_id=item_id,
+            item_index=item_index,
+            gold=gold,
+            created_at=time.time(),
+        )
         self.write(WriteBatch(starts=[row]))
 
     def record_call(self, run_id: str, call: CallResult, cache_key: str | None = None) -> None:

@@ -153,8 +153,9 @@ def run_conditions(f: RunFilter | None) -> list[ColumnElement[bool]]:
         out.append(c.created_at >= f.since)
     if f.until is not None:
         out.append(c.created_at < f.until)
-    if f.model:
-        out.append(exists().where(and_(call_t.c.run_id == c.id, call_t.c.model == f.model)))
+    if f.model:  # an alias, so a query that already reads ``call`` does not correlate it
+        other = call_t.alias("model_call")
+        out.append(exists().where(and_(other.c.run_id == c.id, other.c.model == f.model)))
     if f.task_name:
         out.append(c.task_name == f.task_name)
     if f.statuses:

@@ -120,14 +120,26 @@ class StoreWriter:
         self._closed = True
         self._send.close()  # the drain task commits what is left, then ends
         self._poke()
-        await self._tg.__aexit__(exc_type, exc, tb)
-        error = self._take_error()
-        if error is None:
+        try:
+            # the body's exception is not handed to the task group: it would cancel nothing
+            # (the drain task is shielded) and only come back wrapped in an ExceptionGroup
+            await self._tg.__aexit__(None, None, None)
+        except BaseException as waiting_cut:  # cancelled while the last batch committed
+            self._note_failure(waiting_cut)
+            raise
+        if exc is not None:
+            self._note_failure(exc)
             return
-        if exc is None:
+        error = self._take_error()
+        if error is not None:
             raise error
-        log.error("%s", error)  # the body's own exception wins; keep the write failure visible
-        exc.add_note(str(error))
+
+    def _note_failure(self, exc: BaseException) -> None:
+        """The body's own exception wins; a write failure rides along, and is logged."""
+        error = self._take_error()
+        if error is not None:
+            log.error("%s", error)
+            exc.add_note(str(error))
 
     # -- queueing ------------------------------------------------------------------------------
 
@@ -147,9 +159,18 @@ class StoreWriter:
     ) -> None:
         """Queue the run's row (status ``running``); an existing run id is left as it is."""
         row = start_row(
-            run_id, input, task, panel, policy, source=source, batch_id=batch_id,
-            item_id=item_id, item_index=item_index, gold=gold, created_at=time.time(),
-        )  # fmt: skip
+            run_id,
+            input,
+            task,
+            panel,
+            policy,
+            source=source,
+            batch_id=batch_id,
+            item_id=item_id,
+            item_index=item_index,
+            gold=gold,
+            created_at=time.time(),
+        )
         await self._put(_Start(row))
 
     async def record_call(
