@@ -38,7 +38,6 @@ import contextlib
 import json
 import math
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -643,20 +642,18 @@ def serve_in_thread(
         faults=faults,
         independent=independent,
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(_config(app, "127.0.0.1", port))
+    # Port 0: the kernel picks a free port when the server binds, so there is no window in
+    # which another process could take it.
+    server = uvicorn.Server(_config(app, "127.0.0.1", 0))
     failure: list[BaseException] = []
 
     def target() -> None:
         try:
-            server.run(sockets=[sock])
+            server.run()
         except BaseException as err:  # reported to the caller below
             failure.append(err)
 
-    thread = threading.Thread(target=target, name=f"sim-server-{port}", daemon=True)
+    thread = threading.Thread(target=target, name="sim-server", daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 10.0
@@ -668,11 +665,11 @@ def serve_in_thread(
             if time.monotonic() > deadline:
                 raise RuntimeError("the sim server did not start within 10 s")
             time.sleep(0.005)
+        port = server.servers[0].sockets[0].getsockname()[1]
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.should_exit = True
         thread.join(timeout=10.0)
-        sock.close()
 
 
 __all__ = ["SimStats", "create_app", "estimate_tokens", "run_server", "serve_in_thread"]
