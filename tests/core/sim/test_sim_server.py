@@ -238,3 +238,76 @@ async def test_stats_can_be_reset(url: str) -> None:
     async with httpx2.AsyncClient() as client:
         reset = await client.delete(f"{url}/stats")
     assert reset.json()["requests"] == 0 and reset.json()["served"] == 0
+
+
+async def test_the_app_serves_in_process_too() -> None:
+    # The library mounts the app on an in-process transport when no sim server runs.
+    from core.sim.server import create_app
+
+    app = create_app(seed=3, time_scale=0)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://sim.invalid/v1") as client:
+        plain = await client.post(
+            "/chat/completions", json={"model": "sim-mid", "messages": MESSAGES}
+        )
+        streamed = await client.post(
+            "/chat/completions", json={"model": "sim-mid", "messages": MESSAGES, "stream": True}
+        )
+        seen = (await client.get("/stats")).json()
+    assert FMT.parse(plain.json()["choices"][0]["message"]["content"]).ok
+    assert streamed.text.rstrip().endswith("data: [DONE]")
+    assert seen["served"] == 2 and seen["disconnects"] == 0
+
+
+def test_run_server_maps_the_command_line_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.sim.server as server_module
+
+    started: list[Any] = []
+
+    class FakeServer:
+        def __init__(self, config: Any) -> None:
+            self.config = config
+
+        def run(self) -> None:
+            started.append(self.config)
+
+    monkeypatch.setattr(server_module.uvicorn, "Server", FakeServer)
+    server_module.run_server(
+        host="127.0.0.1",
+        port=8123,
+        seed=9,
+        time_scale=0.5,
+        capacity=None,
+        contention=8,
+        fault=["429:0.1", "sim-flaky:cut:0.2"],
+        independent=True,
+    )
+    (config,) = started
+    assert (config.host, config.port, config.http, config.loop) == (
+        "127.0.0.1",
+        8123,
+        "httptools",
+        "asyncio",
+    )
+    assert config.access_log is False
+    settings = config.app.state.sim.settings
+    assert (settings.seed, settings.time_scale, settings.contention, settings.independent) == (
+        9,
+        0.5,
+        8,
+        True,
+    )
+    assert [str(rule) for rule in settings.faults.rules] == ["429:0.1", "sim-flaky:cut:0.2"]
+
+
+def test_impossible_settings_are_refused() -> None:
+    from core.sim.server import create_app
+
+    for kwargs in (
+        {"time_scale": -1.0},
+        {"capacity": 0},
+        {"contention": 0},
+        {"capacity": 1, "contention": 8},
+    ):
+        with pytest.raises(ValueError):
+            create_app(**kwargs)
