@@ -1,0 +1,70 @@
+"""The Models page's connection test: can Tally reach a provider, and what does it serve?
+
+It lists the provider's models over the session's own HTTP client, so it checks exactly the
+path a run takes (base URL, key header, proxy settings, the in-process sim mount). A missing
+key is reported without a request: the answer would only be a 401 that says less.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+
+from core.errors import TallyError
+
+if TYPE_CHECKING:
+    from core.api import Tally
+
+TIMEOUT_S = 15.0
+"""Long enough for a cold TLS handshake to a far region; a listing that takes longer is down
+as far as a person waiting at the page is concerned."""
+
+
+@dataclass(frozen=True)
+class ConnectionResult:
+    provider: str
+    ok: bool
+    models: list[str] = field(default_factory=list)
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+async def test_connection(
+    tally: Tally, provider_name: str, *, timeout_s: float = TIMEOUT_S
+) -> ConnectionResult:
+    """List ``provider_name``'s models; every failure becomes ``ok=False`` with one line.
+
+    Error lines come from the provider layer, which already strips keys from them.
+    """
+    try:
+        provider = tally.registry.provider(provider_name)
+        env = tally.registry.config(provider_name).api_key_env
+    except TallyError as err:
+        return ConnectionResult(provider_name, ok=False, error=str(err))
+    if env is not None and not tally.registry.key_status().get(provider_name):
+        return ConnectionResult(provider_name, ok=False, error=f"{env} is not set")
+    started = time.perf_counter()
+    try:
+        with anyio.fail_after(timeout_s):
+            models = await provider.list_models(tally.engine.client)
+    except TimeoutError:
+        return ConnectionResult(provider_name, ok=False, error=f"no answer within {timeout_s:g} s")
+    except TallyError as err:
+        return ConnectionResult(
+            provider_name,
+            ok=False,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            error=str(err),
+        )
+    return ConnectionResult(
+        provider_name,
+        ok=True,
+        models=sorted(models),
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+test_connection.__test__ = False  # type: ignore[attr-defined]  # a product function, not a test
