@@ -157,8 +157,12 @@ class LiveCalls:
 
     def render(self) -> Table:
         table = Table(title="calls", expand=False)
-        for col in ("slot", "model", "status", "answer", "latency", "tokens", "cost", "retries"):
-            table.add_column(col)
+        table.add_column("slot", no_wrap=True)
+        table.add_column("model", no_wrap=True)
+        table.add_column("status", no_wrap=True)
+        table.add_column("answer", max_width=40, overflow="ellipsis")
+        for col in ("latency", "tokens", "cost", "retries"):
+            table.add_column(col, no_wrap=True)
         for (phase, slot), call in sorted(self.calls.items(), key=lambda kv: kv[0][1]):
             tag = "" if phase == "panel" else f" ({phase})"
             answer = call.answer if call.answer is not None else (call.error or "")

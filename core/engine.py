@@ -321,14 +321,22 @@ class _Run:
             return self.req.cache
         return spec.params.get("temperature") == 0
 
-    def completion_request(self, spec: ModelSpec, provider: Provider, n: int) -> CompletionRequest:
+    def completion_request(
+        self, spec: ModelSpec, provider: Provider, n: int, sample: int = 0
+    ) -> CompletionRequest:
+        """The request for ``n`` samples starting at ``sample``. A model given a ``seed`` asks
+        sample k with seed+k: samples stay distinct, and a resumed or repeated run draws the
+        same ones where the endpoint honours seeds."""
         stream = (
             self.req.stream if self.req.stream is not None else getattr(provider, "stream", False)
         )
+        params = dict(spec.params)
+        if isinstance(params.get("seed"), int):
+            params["seed"] += sample
         return CompletionRequest(
             model=spec.model,
             messages=self.messages,
-            params=dict(spec.params),
+            params=params,
             schema=self.schema,
             stream=bool(stream),
             n=n,
@@ -374,7 +382,9 @@ class _Run:
             elif self.use_cache(slot.model):
                 provider = self.engine.registry.resolve(slot.model)
                 keys[slot.index] = cache_key(
-                    slot.model, self.completion_request(slot.model, provider, 1), slot.sample
+                    slot.model,
+                    self.completion_request(slot.model, provider, 1, slot.sample),
+                    slot.sample,
                 )
                 todo.append(slot)
             else:
@@ -412,7 +422,7 @@ class _Run:
         """
         engine = self.engine
         spec = slots[0].model
-        request = self.completion_request(spec, provider, len(slots))
+        request = self.completion_request(spec, provider, len(slots), slots[0].sample)
         key = cache_key(spec, request, slots[0].sample) if len(slots) == 1 else None
         calls = [self.calls[(phase, s.index)] for s in slots]
         usage = Usage()
@@ -512,11 +522,21 @@ class _Run:
         usage: Usage,
         t0: float,
     ) -> None:
-        """End calls that produced no answer, keeping whatever usage was known when they ended."""
+        """End calls that produced no answer, keeping whatever usage was known when they ended.
+
+        A request cut while in flight (cancelled, or past its deadline) has had its prompt read
+        and will be billed for it even though no usage came back: when the provider reported
+        none, the prompt is counted at the usual 4 characters per token and the
+        error says so, rather than the call reading as free.
+        """
+        prompt_in = usage.tokens_in
+        if prompt_in is None and status in (CallStatus.CANCELLED, CallStatus.TIMEOUT):
+            prompt_in = estimate_tokens(self.messages)
+            error = f"{error} (prompt tokens estimated)"
         for i, call in enumerate(calls):
             call.status = status
             call.error = error
-            call.tokens_in = usage.tokens_in if i == 0 else (0 if usage.tokens_in else None)
+            call.tokens_in = prompt_in if i == 0 else (0 if prompt_in else None)
             call.tokens_out = usage.tokens_out if i == 0 else None
             self.stamp(call, usage, t0)
             await self.engine.recorder.call_finished(self.req.run_id, call, None)
@@ -583,6 +603,11 @@ class _Run:
 
 
 _PHASE_ORDER = {"panel": 0, "expand": 1, "escalate": 2}
+
+
+def estimate_tokens(messages: Sequence[Mapping[str, str]]) -> int:
+    """A rough prompt size for calls cut before the provider reported usage."""
+    return max(1, sum(len(m.get("content", "")) for m in messages) // 4)
 
 
 def run_cost(calls: Sequence[CallResult]) -> float | None:
