@@ -107,3 +107,25 @@ def test_an_unknown_provider() -> None:
     result = check("nowhere")
     assert not result.ok
     assert result.error and "unknown provider 'nowhere'" in result.error
+
+
+def test_from_a_thread_without_a_loop_with_a_client_of_its_own() -> None:
+    async def main() -> connection.ConnectionResult:
+        async with Tally.open(persist=False) as tally:
+            return await anyio.to_thread.run_sync(connection.test_connection_blocking, tally, "sim")
+
+    result = anyio.run(main)
+    assert result.ok, result.error
+    assert "sim-oracle" in result.models
+
+
+def test_from_a_thread_a_missing_key_is_still_a_line() -> None:
+    async def main() -> connection.ConnectionResult:
+        async with Tally.open(persist=False) as tally:
+            return await anyio.to_thread.run_sync(
+                connection.test_connection_blocking, tally, "anthropic"
+            )
+
+    result = anyio.run(main)
+    assert not result.ok
+    assert result.error == "ANTHROPIC_API_KEY is not set"
