@@ -1,0 +1,320 @@
+"""Display pieces the pages share: the runner handle, number formats, and how a run is drawn.
+
+The Run page and History's run detail both call ``render_result`` so a stored run looks exactly
+as it did live. Model output is always shown as inert text: raw replies in ``st.code`` (no
+markdown, no HTML), tables in ``st.dataframe`` (cells are drawn as text), and any model-derived
+string that must sit inside markdown (a banner) or a chart label goes through ``md_text`` or
+``chart_text`` first.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.runner import Runner
+
+PROSE_WARNING = "Votes on prose are vibes: vote on classifications, structured outputs or yes/no."
+REVIEW_NOTE = "The tie went to the Review queue: a person will pick the final answer."
+
+FAILED_STATUSES = (CallStatus.INVALID, CallStatus.ERROR, CallStatus.TIMEOUT, CallStatus.CANCELLED)
+STATUS_COLOURS = {
+    "vote": "#4c78a8",
+    "winner": "#2e8540",
+    CallStatus.INVALID.value: "#f2a93b",
+    CallStatus.ERROR.value: "#d64541",
+    CallStatus.TIMEOUT.value: "#a83279",
+    CallStatus.CANCELLED.value: "#8c8c8c",
+}
+DECISION_COLOURS = {
+    DecisionStatus.DECIDED.value: "#2e8540",
+    DecisionStatus.ESCALATED.value: "#6a9f58",
+    DecisionStatus.RESOLVED.value: "#4c78a8",
+    DecisionStatus.TIE.value: "#f2a93b",
+    DecisionStatus.NEEDS_REVIEW.value: "#e17c05",
+    DecisionStatus.NO_CONVERGENCE.value: "#a83279",
+    DecisionStatus.FAILED.value: "#d64541",
+    "running": "#8c8c8c",
+}
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$=&^\"'@/%])")
+
+
+@st.cache_resource(show_spinner=False, on_release=lambda runner: runner.close())
+def get_runner() -> Runner:
+    """The one runner of this server process (its loop keeps jobs going across reruns)."""
+    return Runner()
+
+
+# -- formats -----------------------------------------------------------------------------------
+
+
+def money(value: float | None) -> str:
+    """Dollars with enough digits for fractions of a cent; ``unknown`` when no price is known."""
+    if value is None:
+        return "unknown"
+    if value == 0:
+        return "$0"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    if abs(value) >= 0.01:
+        return f"${value:.4f}"
+    return f"${value:.6f}"
+
+
+def latency(ms: float | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    return f"{ms / 1000:.2f} s"
+
+
+def when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def md_text(text: object, limit: int = 200) -> str:
+    """A string made safe to place inside markdown: one line, every markdown character escaped,
+    so a reply like ``![x](http://..)`` or ``<b>`` shows as those characters, nothing more."""
+    flat = " ".join(str(text).split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    return _MD_SPECIAL.sub(r"\\\1", flat)
+
+
+def chart_text(text: object, limit: int = 40) -> str:
+    """A string made safe for a plotly label: plotly reads a little HTML (links, bold) in
+    labels, so ``&``, ``<`` and ``>`` are written as entities and shown literally."""
+    flat = " ".join(str(text).split())
+    if len(flat) > limit:
+        flat = flat[: limit - 1] + "…"
+    return flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# -- calls -------------------------------------------------------------------------------------
+
+
+def call_state(call: CallResult, now: float | None = None) -> str:
+    """What a call is doing or how it ended, with the reason when it did not answer."""
+    status = call.status
+    if status == CallStatus.RUNNING and call.started_at is not None:
+        return f"running {(now or time.time()) - call.started_at:.1f} s"
+    if status in FAILED_STATUSES and call.error:
+        return f"{status.value}: {call.error}"
+    if status == CallStatus.OK and call.cached:
+        return "ok (reused)"
+    return status.value
+
+
+def calls_frame(calls: Sequence[CallResult]) -> pd.DataFrame:
+    """One row per call, every value already a display string (a table of text)."""
+    now = time.time()
+    rows = []
+    for call in calls:
+        final = call.status.final
+        tokens = "-"
+        if call.tokens_in is not None or call.tokens_out is not None:
+            tokens = f"{call.tokens_in if call.tokens_in is not None else '?'} / " + (
+                f"{call.tokens_out if call.tokens_out is not None else '?'}"
+            )
+        rows.append(
+            {
+                "slot": call.slot,
+                "phase": call.phase,
+                "model": call.model,
+                "state": call_state(call, now),
+                "answer": call.answer if call.answer is not None else "",
+                "latency": latency(call.latency_ms) if final else "-",
+                "tokens in / out": tokens,
+                "cost": money(call.cost_usd) if final else "-",
+                "retries": call.retries,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "slot",
+            "phase",
+            "model",
+            "state",
+            "answer",
+            "latency",
+            "tokens in / out",
+            "cost",
+            "retries",
+        ],
+    )
+
+
+def render_calls(calls: Sequence[CallResult], *, key: str | None = None) -> None:
+    """The calls as a table: slot, model, state (with the reason), answer, latency, tokens,
+    cost, retries. Cells are text; nothing a model wrote is interpreted."""
+    frame = calls_frame(calls)
+    st.dataframe(
+        frame,
+        hide_index=True,
+        width="stretch",
+        key=key,
+        column_config={
+            "slot": st.column_config.NumberColumn("slot", width="small"),
+            "phase": st.column_config.TextColumn("phase", width="small"),
+            "model": st.column_config.TextColumn("model", width="medium"),
+            "state": st.column_config.TextColumn("state", width="medium"),
+            "answer": st.column_config.TextColumn("answer", width="medium"),
+            "retries": st.column_config.NumberColumn("retries", width="small"),
+        },
+    )
+
+
+def render_raw(calls: Sequence[CallResult]) -> None:
+    """Every raw reply, exactly as received, as plain text."""
+    for call in calls:
+        st.caption(
+            f"slot {call.slot} · {md_text(call.phase)} · {md_text(call.model)} · "
+            f"{md_text(call.status.value)}"
+        )
+        st.code(call.raw if call.raw else "(no reply)", language=None, wrap_lines=True)
+
+
+# -- the vote and the decision -----------------------------------------------------------------
+
+
+def vote_bars(
+    votes: Mapping[str, int], calls: Sequence[CallResult], winner: str | None
+) -> list[tuple[str, int, str]]:
+    """(label, count, colour) per bar: every vote, then invalid and failed calls by status,
+    so a run where most calls failed never looks like a clean win."""
+    bars = [
+        (chart_text(label), count, STATUS_COLOURS["winner" if label == winner else "vote"])
+        for label, count in votes.items()
+    ]
+    voting = [c for c in calls if c.phase != "escalate"]
+    for status in FAILED_STATUSES:
+        n = sum(1 for c in voting if c.status == status)
+        if n:
+            bars.append((f"[{status.value}]", n, STATUS_COLOURS[status.value]))
+    return bars
+
+
+def vote_chart(
+    votes: Mapping[str, int], calls: Sequence[CallResult], winner: str | None
+) -> go.Figure:
+    bars = vote_bars(votes, calls, winner)
+    fig = go.Figure(
+        go.Bar(
+            x=[b[0] for b in bars],
+            y=[b[1] for b in bars],
+            marker_color=[b[2] for b in bars],
+            text=[str(b[1]) for b in bars],
+            textposition="outside",
+            hovertemplate="%{x}: %{y}<extra></extra>",
+            cliponaxis=False,
+        )
+    )
+    top = max((b[1] for b in bars), default=1)
+    fig.update_layout(
+        height=260,
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+        yaxis={"title": "calls", "dtick": 1 if top <= 10 else None, "range": [0, top * 1.25]},
+        xaxis={"type": "category"},
+        showlegend=False,
+        title={"text": "Votes (invalid and failed calls in brackets)", "font": {"size": 14}},
+    )
+    return fig
+
+
+def decision_banner(decision: Decision, votes: Mapping[str, int]) -> None:
+    """The outcome in one coloured line, then the branches the tie-break chain took."""
+    status = decision.status
+    total = sum(votes.values())
+    label = md_text(decision.label) if decision.label is not None else "-"
+    margin = f"{decision.margin:g}" if decision.margin is not None else "-"
+    tied = ", ".join(md_text(t, 60) for t in decision.tied) or "all votes"
+    branches = " → ".join(md_text(b, 80) for b in decision.branches)
+    if status == DecisionStatus.DECIDED:
+        head = f"**DECIDED: {label}**, margin {margin} ({total} votes)"
+        if branches:
+            head += f" after the tie-break {branches}"
+        st.success(head)
+    elif status == DecisionStatus.ESCALATED:
+        st.success(f"**ESCALATED: {label}**. TIE between {tied}, broken by {branches}")
+    elif status == DecisionStatus.RESOLVED:
+        st.success(f"**RESOLVED by a reviewer: {label}**. It had tied between {tied}")
+    elif status == DecisionStatus.TIE:
+        st.warning(
+            f"**TIE** between {tied}. "
+            + (f"Tie-break branches taken: {branches}." if branches else "No tie-break declared.")
+        )
+    elif status == DecisionStatus.NEEDS_REVIEW:
+        st.warning(
+            f"**NEEDS REVIEW**: TIE between {tied}. "
+            + (f"Branches taken: {branches}. " if branches else "")
+            + REVIEW_NOTE
+        )
+    elif status == DecisionStatus.NO_CONVERGENCE:
+        st.error(
+            f"**NO CONVERGENCE**: every vote differs. {PROSE_WARNING}"
+            + (f" Branches taken: {branches}." if branches else "")
+        )
+    else:
+        st.error(f"**FAILED**: {md_text(decision.reason, 300)}")
+    if decision.reason and status != DecisionStatus.FAILED:
+        st.caption(md_text(decision.reason, 300))
+
+
+def render_decision(
+    decision: Decision,
+    votes: Mapping[str, int],
+    calls: Sequence[CallResult],
+    *,
+    key: str | None = None,
+) -> None:
+    """The decision banner and the vote breakdown chart."""
+    decision_banner(decision, votes)
+    if decision.fields:
+        st.caption("Per-field winners")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"field": k, "winner": v if v is not None else "-"}
+                    for k, v in decision.fields.items()
+                ]
+            ),
+            hide_index=True,
+        )
+    st.plotly_chart(vote_chart(votes, calls, decision.label), key=key, width="stretch")
+
+
+def render_result(result: RunResult, *, key: str = "result") -> None:
+    """A finished run as the Run page shows it: decision, votes, calls, raw replies."""
+    cols = st.columns(4)
+    cols[0].metric("Cost", money(result.cost_usd))
+    cols[1].metric("Latency", latency(result.latency_ms))
+    cols[2].metric("Calls", len(result.calls))
+    cols[3].metric("Slots", len(result.panel))
+    render_decision(result.decision, result.votes, result.calls, key=f"{key}-votes")
+    st.subheader("Calls")
+    render_calls(result.calls, key=f"{key}-calls")
+    with st.expander("Raw replies (plain text)", expanded=False):
+        render_raw(result.calls)
+    with st.expander("Input, task and policy", expanded=False):
+        st.caption("Input")
+        st.code(result.input, language=None, wrap_lines=True)
+        st.caption("Task and policy")
+        st.json({"task": result.task, "policy": result.policy}, expanded=False)
+
+
+def status_counts_frame(counts: Mapping[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"status": k, "runs": int(v)} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+    )
