@@ -1,0 +1,200 @@
+"""End-to-end fixtures: the dashboard started the way ``make run`` starts it, and a headless
+Chromium driving it.
+
+``dashboard`` runs ``python -m core dashboard`` (the sim server plus Streamlit) on free loopback
+ports with a throw-away SQLite store; ``browser`` is Debian's Chromium (``/usr/bin/chromium``),
+never a downloaded build. Screenshots go to ``tests/artifacts/screenshots/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "tests" / "artifacts" / "screenshots"
+DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+START_TIMEOUT_S = 90.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    url: str
+    database_url: str
+    sim_url: str
+    log: Path
+
+
+def _get(url: str) -> str | None:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, no proxy
+    try:
+        with opener.open(url, timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """``python -m core dashboard`` on free loopback ports; stopped at the end of the session."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    port, sim_port = free_port(), free_port()
+    database_url = f"sqlite:///{tmp / 'e2e.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        env.pop(key, None)  # the simulated panel, whatever the machine has set
+    env.update(
+        TALLY_DATABASE_URL=database_url,
+        TALLY_SIM_TIME_SCALE="0.05",  # read by an in-process sim; the sim server runs at 1.0
+        TALLY_TRUST_ENV="0",
+        NO_PROXY="127.0.0.1,localhost",
+        STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+    )
+    log = tmp / "dashboard.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "core",
+                "dashboard",
+                "--port",
+                str(port),
+                "--sim-port",
+                str(sim_port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped together below
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _get(f"{url}/_stcore/health") != "ok":
+            if proc.poll() is not None:
+                pytest.fail(f"the dashboard exited early:\n{log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the dashboard did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield Dashboard(url, database_url, f"http://127.0.0.1:{sim_port}/v1", log)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """The system Chromium, headless; never a browser downloaded by Playwright."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    playwright = sync_playwright().start()
+    try:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture
+def page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def wait_idle(page: Page, timeout_ms: float = 30_000) -> None:
+    """Wait until the app has rendered and no script run is in progress."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            return app && app.getAttribute('data-test-script-state') === 'notRunning';
+        }""",
+        timeout=timeout_ms,
+    )
+
+
+def open_page(page: Page, dashboard: Dashboard, path: str = "") -> None:
+    """Go to a dashboard page (``run``, ``history``, ...) and wait for it to render."""
+    page.goto(f"{dashboard.url}/{path}")
+    wait_idle(page)
+
+
+def screenshot(page: Page, name: str, *, docs: bool = False) -> Path:
+    """Save a full-page screenshot as tests/artifacts/screenshots/<name>.png (and, for the
+    README, docs/screenshots/<name>.png)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if docs:
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SCREENSHOTS / f"{name}.png")
+    return path
+
+
+@pytest.fixture
+def goto(page: Page, dashboard: Dashboard) -> Callable[[str], Page]:
+    """``goto("history")`` opens a dashboard page and waits for it to render."""
+
+    def go(path: str = "") -> Page:
+        open_page(page, dashboard, path)
+        return page
+
+    return go
+
+
+@pytest.fixture
+def shoot(page: Page) -> Callable[..., Path]:
+    """``shoot("run", docs=True)`` saves a screenshot of the current page."""
+
+    def take(name: str, *, docs: bool = False) -> Path:
+        return screenshot(page, name, docs=docs)
+
+    return take
