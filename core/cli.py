@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from core.errors import InputError, TallyError
+from core.panel import ModelSpec
 from core.result import CallResult, Event, RunResult
 
 app = typer.Typer(
@@ -83,6 +84,24 @@ CountErrorsOpt = Annotated[
 ]
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="Default: $TALLY_DATABASE_URL.")]
 NoStoreOpt = Annotated[bool, typer.Option("--no-store", help="Do not persist the run.")]
+TemperatureOpt = Annotated[
+    float | None, typer.Option("--temperature", help="Sampling temperature for every model.")
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help="Sample k of each model asks seed S+k: repeatable samples."),
+]
+
+
+def model_specs(models: list[str], temperature: float | None, seed: int | None) -> list[ModelSpec]:
+    params: dict[str, Any] = {}
+    if temperature is not None:
+        if not 0 <= temperature <= 2:
+            raise InputError(f"--temperature must be between 0 and 2, got {temperature:g}")
+        params["temperature"] = temperature
+    if seed is not None:
+        params["seed"] = seed
+    return [ModelSpec.parse(m, params=params) for m in models]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -233,6 +252,8 @@ def run(
     config: ConfigOpt = None,
     database_url: DbOpt = None,
     no_store: NoStoreOpt = False,
+    temperature: TemperatureOpt = None,
+    seed: SeedOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Vote once: TEXT to every slot of the panel, then the decision."""
@@ -264,7 +285,7 @@ def run(
             async with Tally.open(
                 config=config, database_url=database_url, persist=not no_store
             ) as tally:
-                panel = tally.panel(model, n)
+                panel = tally.panel(model_specs(model, temperature, seed), n)
                 if as_json or not out.is_terminal:
                     return await tally.vote(
                         body, task=task, panel=panel, policy=policy, source="cli"
@@ -323,6 +344,8 @@ def batch(
     concurrency: Annotated[
         int | None, typer.Option("--concurrency", help="Global ceiling.")
     ] = None,
+    temperature: TemperatureOpt = None,
+    seed: SeedOpt = None,
     config: ConfigOpt = None,
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
@@ -369,7 +392,7 @@ def batch(
                         count_invalid=count_invalid,
                         count_errors=count_errors,
                     )
-                    panel = tally.panel(model, n)
+                    panel = tally.panel(model_specs(model, temperature, seed), n)
                     batch_id = None
                 started = time.monotonic()
                 progress = BatchProgress(len(items), quiet=as_json)

@@ -13,7 +13,6 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-
 from typer.testing import CliRunner
 
 from core.api import Tally, build_policy, build_task
