@@ -9,7 +9,8 @@ import anyio
 import httpx2
 import pytest
 
-StatsPoll = Callable[[str, str, int], Awaitable[dict[str, Any]]]
+Stats = dict[str, Any]
+StatsPoll = Callable[[str, Callable[[Stats], bool]], Awaitable[Stats]]
 
 
 @pytest.fixture
@@ -27,16 +28,16 @@ async def read_stats(base: str) -> dict[str, Any]:
 
 @pytest.fixture
 def poll_stats() -> StatsPoll:
-    """``await poll_stats(base, key, at_least)``: the server's stats once ``stats[key]`` has
-    reached ``at_least`` (the server notices a hang-up a moment after it happens)."""
+    """``await poll_stats(base, until)``: the server's stats once ``until(stats)`` holds (the
+    server notices a hang-up, and lets the request go, a moment after it happens)."""
 
-    async def poll(base: str, key: str, at_least: int) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
+    async def poll(base: str, until: Callable[[Stats], bool]) -> Stats:
+        seen: Stats = {}
         for _ in range(500):
             seen = await read_stats(base)
-            if seen[key] >= at_least:
+            if until(seen):
                 return seen
             await anyio.sleep(0.01)
-        raise AssertionError(f"stats[{key!r}] stayed below {at_least}: {seen}")
+        raise AssertionError(f"the sim server's stats never got there: {seen}")
 
     return poll

@@ -21,7 +21,7 @@ from core.sim.server import serve_in_thread
 
 pytestmark = pytest.mark.anyio
 
-StatsPoll = Callable[[str, str, int], Awaitable[dict[str, Any]]]  # the poll_stats fixture
+StatsPoll = Callable[[str, Callable[[dict[str, Any]], bool]], Awaitable[dict[str, Any]]]
 
 SYSTEM = 'Answer with exactly one label from this list: ["regression", "no regression"]'
 BODY: dict[str, Any] = {
@@ -62,14 +62,14 @@ async def fire(
 
 
 async def test_unlimited_serves_everything_at_once() -> None:
-    with serve_in_thread(time_scale=0.02) as base:
+    with serve_in_thread(time_scale=0.05) as base:
         statuses, seen = await fire(base, 8)
     assert len(statuses) == 8 and seen["served"] == 8
     assert seen["max_in_service"] >= 4 and seen["max_queued"] == 0
 
 
 async def test_capacity_one_serialises() -> None:
-    with serve_in_thread(time_scale=0.02, capacity=1) as base:
+    with serve_in_thread(time_scale=0.05, capacity=1) as base:
         statuses, seen = await fire(base, 8)
     assert len(statuses) == 8 and seen["served"] == 8
     assert seen["max_in_service"] == 1
@@ -78,27 +78,30 @@ async def test_capacity_one_serialises() -> None:
 
 
 async def test_capacity_k_bounds_the_requests_in_service() -> None:
-    with serve_in_thread(time_scale=0.02, capacity=3) as base:
+    with serve_in_thread(time_scale=0.05, capacity=3) as base:
         _, seen = await fire(base, 9)
     assert seen["max_in_service"] == 3 and seen["served"] == 9
 
 
-async def test_a_request_cancelled_in_the_queue_is_counted_and_leaves(
+async def test_requests_cancelled_in_service_and_in_the_queue_are_counted(
     poll_stats: StatsPoll,
 ) -> None:
-    with serve_in_thread(time_scale=0.05, capacity=1) as base:
+    # Real-time latency, so both are still waiting when their clients give up.
+    with serve_in_thread(time_scale=1.0, capacity=1) as base:
         async with httpx2.AsyncClient(timeout=30) as client:
 
-            async def first() -> None:
-                await client.post(f"{base}/chat/completions", json=body_for(1))
+            async def post(i: int) -> None:
+                await client.post(f"{base}/chat/completions", json=body_for(i))
 
             async with anyio.create_task_group() as tg:
-                tg.start_soon(first)
-                await poll_stats(base, "in_service", 1)
-                with anyio.move_on_after(0.02):
-                    await client.post(f"{base}/chat/completions", json=body_for(2))
-            seen = await poll_stats(base, "disconnects", 1)
-    assert seen["served"] == 1 and seen["queued"] == 0 and seen["max_in_service"] == 1
+                tg.start_soon(post, 1)
+                await poll_stats(base, lambda s: s["in_service"] >= 1)
+                tg.start_soon(post, 2)
+                await poll_stats(base, lambda s: s["queued"] >= 1)
+                tg.cancel_scope.cancel()
+            seen = await poll_stats(base, lambda s: s["disconnects"] >= 2 and not s["in_flight"])
+    assert seen["served"] == 0 and seen["max_in_service"] == 1
+    assert seen["in_flight"] == seen["in_service"] == seen["queued"] == 0
 
 
 async def throughput(client: httpx2.AsyncClient, base: str, concurrency: int, rounds: int) -> float:
@@ -116,14 +119,19 @@ async def throughput(client: httpx2.AsyncClient, base: str, concurrency: int, ro
 
 
 async def test_contention_throughput_rises_to_the_ceiling_then_falls() -> None:
-    with serve_in_thread(time_scale=0.1, contention=8) as base:
+    # Best of three passes per level: other work on the machine only ever slows a pass down.
+    levels = (2, 8, 32)
+    best = dict.fromkeys(levels, 0.0)
+    with serve_in_thread(time_scale=0.05, contention=8) as base:
         limits = httpx2.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx2.AsyncClient(timeout=30, limits=limits) as client:
-            at = {c: await throughput(client, base, c, 4) for c in (2, 8, 32)}
+            for _ in range(3):
+                for level in levels:
+                    best[level] = max(best[level], await throughput(client, base, level, 3))
             seen = await stats(client, base)
-    print(f"\ncompletions/s by concurrency: { {c: round(v, 1) for c, v in at.items()} }")
-    assert at[8] > 1.5 * at[2]  # below the ceiling, more in flight is more done
-    assert at[32] < 0.9 * at[8]  # past it, more in flight is less done
+    print(f"\ncompletions/s by concurrency: { {c: round(v, 1) for c, v in best.items()} }")
+    assert best[8] > 1.5 * best[2]  # below the ceiling, more in flight is more done
+    assert best[32] < 0.9 * best[8]  # past it, more in flight is less done
     assert seen["max_in_service"] >= 24  # all in service: the slowdown is contention, not a queue
 
 
@@ -172,7 +180,7 @@ async def test_stall_never_answers_and_the_hang_up_is_counted(poll_stats: StatsP
         async with httpx2.AsyncClient(timeout=0.3) as client:
             with pytest.raises(httpx2.ReadTimeout):
                 await client.post(f"{base}/chat/completions", json=BODY)
-        seen = await poll_stats(base, "disconnects", 1)
+        seen = await poll_stats(base, lambda s: s["disconnects"] >= 1 and not s["in_flight"])
     assert seen["served"] == 0 and seen["in_flight"] == 0
 
 
