@@ -1,0 +1,634 @@
+"""Batch: many inputs, each a run, in the background, with live progress, results and downloads.
+
+A file is checked whole before anything is stored (``core.inputs.read_items``): a missing
+column, a broken JSONL line, an empty or non-UTF-8 file is a message beside the widget it
+concerns, and no batch row is written. The batch runs in the background runner, so it keeps
+going when the page is left; a fragment polls its progress. A batch cut off (the server
+stopped, or cancelled) can be resumed: finished runs are skipped, finished calls reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import datasets
+from core.api import build_policy, build_task
+from core.errors import InputError, TallyError
+from core.formats import parse_format
+from core.inputs import read_items
+from core.panel import MAX_N, ModelSpec
+from core.policy import Aggregation
+from core.result import DecisionStatus
+from core.runner import BatchProgress, Runner
+from core.store import BatchInfo, BatchItem, RunFilter, Store
+from core.store.export import export_calls, export_runs
+from core.task import Task
+from pages import ui
+
+S = st.session_state
+UPLOAD, BUNDLED = "Upload CSV or JSONL", "A bundled labelled set"
+NONE = "(none)"
+FORMATS = {
+    "label": "labels (a closed set)",
+    "yesno": "yes / no",
+    "number": "number",
+    **{f"set:{name}": f"the {name} set's format" for name in datasets.list_sets()},
+}
+AGGREGATIONS = [a.value for a in Aggregation]
+TIE_BREAKS = {
+    "expand": "expand: draw k more votes",
+    "conservative": "take the most conservative tied label",
+    "human": "send to the Review queue",
+    "abstain": "abstain (record the tie as failed)",
+    "escalate": "escalate to a stronger model",
+}
+DEFAULT_PANEL = ["sim:sim-strong", "sim:sim-fast", "sim:sim-mid", "sim:sim-biased", "sim:sim-flaky"]
+TEXT_GUESSES = ("text", "input", "question", "prompt", "message")
+GOLD_GUESSES = ("gold", "label", "answer", "expected")
+ID_GUESSES = ("id", "item_id", "key")
+DEFAULTS: dict[str, Any] = {
+    "batch.source": UPLOAD,
+    "batch.set": datasets.list_sets()[0],
+    "batch.first": 50,
+    "batch.format": "label",
+    "batch.labels": "yes, no",
+    "batch.template": "{input}",
+    "batch.n": 5,
+    "batch.other_models": "",
+    "batch.aggregate": Aggregation.MAJORITY.value,
+    "batch.k": 3,
+    "batch.tie_breaks": [],
+    "batch.expand_k": 2,
+    "batch.early_stop": False,
+    "batch.name": "",
+    "batch.errors": {},
+}
+
+
+def val(key: str) -> Any:
+    return S.get(key, DEFAULTS.get(key))
+
+
+def error_here(field: str) -> None:
+    message = S.get("batch.errors", {}).get(field)
+    if message:
+        st.error(message)
+
+
+def split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def available_models(runner: Runner) -> list[str]:
+    names = [f"{p['name']}:{m}" for p in runner.tally.registry.describe() for m in p["models"]]
+    return sorted(names, key=lambda n: (not n.startswith("sim:"), n))
+
+
+# -- the uploaded file ---------------------------------------------------------------------------
+
+
+def upload_columns(data: bytes, name: str) -> list[str]:
+    """The columns of an upload, so the mapping can offer them. Only the header of a CSV is
+    read; a JSONL is read line by line for its keys, so a broken line shows at once (with its
+    number). ``read_items`` checks the whole file again, with the mapping, before a run."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"{name}: not UTF-8 (byte {err.start}); save the file as UTF-8 and try again"
+        ) from None
+    if not text.strip():
+        raise InputError(f"{name}: the file is empty")
+    if name.lower().endswith((".jsonl", ".ndjson")):
+        keys: dict[str, None] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InputError(f"{name}: line {number}: not valid JSON ({err.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{name}: line {number}: expected a JSON object")
+            keys.update(dict.fromkeys(str(k) for k in row))
+        return list(keys)
+    try:
+        header = next(csv.reader(io.StringIO(text, newline="")), [])
+    except csv.Error as err:
+        raise InputError(f"{name}: line 1: {err}") from None
+    return [h for h in header if h]
+
+
+def guess(columns: list[str], names: tuple[str, ...]) -> str | None:
+    lowered = {c.lower(): c for c in columns}
+    return next((lowered[n] for n in names if n in lowered), None)
+
+
+def mapping_widgets(columns: list[str], file_name: str) -> None:
+    """Selectboxes for the text, gold and id columns, filled from the file's columns."""
+    if S.get("batch.columns_of") != (file_name, tuple(columns)):
+        S["batch.columns_of"] = (file_name, tuple(columns))
+        S["batch.errors"] = {}  # a new file: messages about the last one no longer apply
+        S["batch.text_col"] = guess(columns, TEXT_GUESSES)
+        S["batch.gold_col"] = guess(columns, GOLD_GUESSES) or NONE
+        S["batch.id_col"] = guess(columns, ID_GUESSES) or NONE
+    c1, c2, c3 = st.columns(3)
+    c1.selectbox(
+        "Text column", columns, key="batch.text_col", index=None, placeholder="Choose a column"
+    )
+    c2.selectbox("Gold column (optional)", [NONE, *columns], key="batch.gold_col")
+    c3.selectbox("Id column (optional)", [NONE, *columns], key="batch.id_col")
+    if S.get("batch.text_col") is None:
+        st.warning(
+            f"{file_name} has no column named text or input: choose the column that holds the "
+            f"inputs (columns: {', '.join(columns)})."
+        )
+    error_here("columns")
+
+
+def upload_section() -> None:
+    upload = st.file_uploader(
+        "CSV or JSONL file (one run per row; UTF-8)",
+        type=["csv", "jsonl", "ndjson"],
+        key="batch.file",
+    )
+    if upload is None:
+        error_here("file")
+        return
+    try:
+        columns = upload_columns(upload.getvalue(), upload.name)
+    except InputError as err:
+        st.error(str(err))  # shown at once, before any press of Run
+        return
+    if not columns:
+        st.error(f"{upload.name}: the first line has no column names")
+        return
+    st.caption(f"{upload.name}: {len(upload.getvalue()):,} bytes, columns {', '.join(columns)}")
+    mapping_widgets(columns, upload.name)
+
+
+def set_title(name: str) -> str:
+    labelled = datasets.load_set(name)
+    return f"{name}: {labelled.title} ({len(labelled.items)} items)"
+
+
+def bundled_section() -> None:
+    sets = datasets.list_sets()
+    c1, c2 = st.columns([2, 1])
+    c1.selectbox(
+        "Bundled set",
+        sets,
+        key="batch.set",
+        format_func=lambda n: (
+            f"{n}: {datasets.load_set(n).title} ({len(datasets.load_set(n).items)} items)"
+        ),
+    )
+    size = len(datasets.load_set(val("batch.set")).items)
+    c2.number_input("First N items", key="batch.first", min_value=1, max_value=size, step=1)
+    st.caption(
+        "The set's own answer format, prompt template and gold labels are used, so the result "
+        "shows accuracy against gold."
+    )
+
+
+# -- task, panel and policy ----------------------------------------------------------------------
+
+
+def task_section() -> None:
+    st.markdown("**Task**")
+    st.selectbox("Answer format", list(FORMATS), key="batch.format", format_func=FORMATS.get)
+    kind = val("batch.format")
+    if kind == "label":
+        st.text_input("Labels (comma-separated)", key="batch.labels")
+    elif kind.startswith("set:"):
+        labelled = datasets.load_set(kind.removeprefix("set:"))
+        labels = ", ".join(labelled.labels) or "a JSON object per schema (voted per field)"
+        st.caption(f"Answers: {ui.md_text(labels, 300)}")
+    st.text_area("Prompt template ({input} is replaced by each row's text)", key="batch.template")
+    error_here("task")
+
+
+def panel_policy_section(models: list[str]) -> None:
+    st.markdown("**Panel and policy**")
+    if "batch.models" not in S:
+        S["batch.models"] = [m for m in DEFAULT_PANEL if m in models]
+    st.multiselect("Models (slots go round-robin over them)", models, key="batch.models")
+    st.text_input(
+        "Other models (provider:model, comma-separated)",
+        key="batch.other_models",
+        placeholder="openai:gpt-4.1-mini, ollama:llama3.2",
+    )
+    error_here("models")
+    c1, c2 = st.columns(2)
+    c1.number_input("N: votes per run", key="batch.n", step=1)
+    c2.selectbox("Aggregation", AGGREGATIONS, key="batch.aggregate")
+    error_here("n")
+    if val("batch.aggregate") == Aggregation.AT_LEAST.value:
+        st.number_input("k: votes the winner needs", key="batch.k", min_value=1, step=1)
+    st.multiselect(
+        "Tie-break chain (in the order chosen)",
+        list(TIE_BREAKS),
+        key="batch.tie_breaks",
+        format_func=TIE_BREAKS.__getitem__,
+    )
+    chain = val("batch.tie_breaks")
+    if "escalate" in chain:
+        if S.get("batch.escalate_model") not in models:
+            S["batch.escalate_model"] = (
+                "sim:sim-oracle" if "sim:sim-oracle" in models else models[0]
+            )
+        st.selectbox("Escalate to", models, key="batch.escalate_model")
+    if "expand" in chain:
+        st.number_input("Expand by k votes", key="batch.expand_k", min_value=1, step=1)
+    st.checkbox(
+        "Early stop",
+        key="batch.early_stop",
+        help="Cancel the remaining calls of a run once they cannot change its outcome.",
+    )
+    error_here("policy")
+
+
+# -- building the batch --------------------------------------------------------------------------
+
+
+def set_task(name: str) -> Task:
+    labelled = datasets.load_set(name)
+    return Task(name=name, template=labelled.template, format=parse_format(labelled.format))
+
+
+def form_task() -> Task:
+    kind = val("batch.format")
+    template = val("batch.template")
+    if kind.startswith("set:"):
+        name = kind.removeprefix("set:")
+        labelled = datasets.load_set(name)
+        return Task(name=name, template=template, format=parse_format(labelled.format))
+    if kind == "label":
+        labels = split_list(val("batch.labels"))
+        if not labels:
+            raise InputError("Give the labels to vote on, separated by commas (e.g. yes, no).")
+        return build_task(labels=labels, template=template)
+    return build_task(answer_format=kind, template=template)
+
+
+def bundled_items() -> tuple[list[BatchItem], dict[str, str | None], str]:
+    name = val("batch.set")
+    first = int(val("batch.first"))
+    items = [
+        BatchItem(index=i, item_id=item.id, text=item.text, gold=item.gold)
+        for i, item in enumerate(datasets.load_set(name).items[:first])
+    ]
+    return items, {"set": name}, f"{name}: first {len(items)}"
+
+
+def uploaded_items(
+    errors: dict[str, str],
+) -> tuple[list[BatchItem], dict[str, str | None], str]:
+    """The rows of the upload under the chosen mapping; a problem goes into ``errors`` under
+    the widget it concerns (the uploader, or the column mapping)."""
+    upload = S.get("batch.file")
+    if upload is None:
+        errors["file"] = "Upload a CSV or JSONL file first."
+        return [], {}, ""
+    data, name = upload.getvalue(), upload.name
+    try:
+        upload_columns(data, name)
+    except InputError as err:
+        errors["file"] = str(err)
+        return [], {}, ""
+    text_col = S.get("batch.text_col")
+    if not text_col:
+        errors["columns"] = "Choose the text column."
+        return [], {}, ""
+    gold, item_id = S.get("batch.gold_col"), S.get("batch.id_col")
+    columns = {
+        "text": text_col,
+        "gold": None if gold in (None, NONE) else gold,
+        "id": None if item_id in (None, NONE) else item_id,
+    }
+    try:
+        items = read_items(
+            data,
+            text_column=text_col,
+            gold_column=columns["gold"],
+            id_column=columns["id"],
+            name=name,
+        )
+    except InputError as err:
+        errors["columns"] = str(err)
+        return [], {}, ""
+    return items, columns, name
+
+
+def form_chain() -> list[str]:
+    chain = []
+    for kind in val("batch.tie_breaks"):
+        if kind == "escalate":
+            chain.append(f"escalate:{S.get('batch.escalate_model', '')}")
+        elif kind == "expand":
+            chain.append(f"expand:{int(val('batch.expand_k'))}")
+        else:
+            chain.append(kind)
+    return chain
+
+
+def submit() -> None:
+    """Run pressed: check every part, put each problem by its widget, or start the batch."""
+    runner = ui.get_runner()
+    errors: dict[str, str] = {}
+    bundled = val("batch.source") == BUNDLED
+    if bundled:
+        items, columns, default_name = bundled_items()
+    else:
+        items, columns, default_name = uploaded_items(errors)
+    task = panel = policy = None
+    try:
+        task = set_task(val("batch.set")) if bundled else form_task()
+    except InputError as err:
+        errors["task"] = str(err)
+    models = list(val("batch.models") or []) + split_list(val("batch.other_models"))
+    n = int(val("batch.n"))
+    if not models:
+        errors["models"] = "Choose at least one model."
+    elif not 1 <= n <= MAX_N:
+        errors["n"] = f"N must be between 1 and {MAX_N}; the handbook's default is 5."
+    else:
+        try:
+            panel = runner.tally.panel([ModelSpec.parse(m) for m in models], n)
+        except InputError as err:
+            errors["models"] = str(err)
+    aggregate = val("batch.aggregate")
+    if aggregate == Aggregation.AT_LEAST.value:
+        aggregate = f"at-least:{int(val('batch.k'))}"
+    try:
+        policy = build_policy(
+            aggregate=aggregate, tie_break=form_chain(), early_stop=bool(val("batch.early_stop"))
+        )
+    except InputError as err:
+        errors["policy"] = str(err)
+    if not errors and task is not None and panel is not None and policy is not None:
+        try:
+            S["batch.current"] = runner.submit_batch(
+                items,
+                task=task,
+                panel=panel,
+                policy=policy,
+                name=val("batch.name").strip() or default_name,
+                columns=columns,
+            )
+        except TallyError as err:
+            errors["submit"] = str(err)
+    S["batch.errors"] = errors
+
+
+# -- progress, results, resume -------------------------------------------------------------------
+
+
+def active_ids(runner: Runner) -> set[str]:
+    return {j.job_id for j in runner.jobs() if j.kind == "batch" and not j.finished}
+
+
+def eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def counts_line(counts: dict[str, Any]) -> str:
+    order = [s.value for s in DecisionStatus]
+    parts = [f"{counts[s]} {s}" for s in order if counts.get(s)]
+    return ", ".join(parts) or "no run finished yet"
+
+
+def progress_view(progress: BatchProgress) -> None:
+    st.progress(
+        progress.done / max(1, progress.total),
+        text=f"{progress.done} of {progress.total} runs finished",
+    )
+    cols = st.columns(4)
+    rate = progress.rate
+    cols[0].metric("Rate", "-" if rate is None else f"{rate:.2f} runs/s")
+    cols[1].metric("ETA", eta(progress.eta_s))
+    cost = ui.money(progress.cost_usd)
+    if progress.unknown_cost_runs:
+        cost += f" + {progress.unknown_cost_runs} unknown"
+    cols[2].metric("Cost so far", cost)
+    cols[3].metric("Finished", f"{progress.done}/{progress.total}")
+    st.caption(f"Outcomes so far: {counts_line(progress.counts)}")
+
+
+@st.fragment(run_every=1)
+def live(batch_id: str) -> None:
+    """Polls the runner while the batch goes on; a full rerun shows the results at the end."""
+    runner = ui.get_runner()
+    progress = runner.batch_progress(batch_id)
+    if progress is None or progress.finished:
+        st.rerun(scope="app")
+        return
+    progress_view(progress)
+    if st.button("Cancel batch", key=f"batch.cancel.{batch_id}"):
+        runner.cancel(batch_id)
+        st.rerun(scope="app")
+
+
+def result_rows(store: Store, batch_id: str) -> pd.DataFrame:
+    rows = []
+    for r in store.batch_runs(batch_id):
+        correct = ""
+        if r.gold is not None and r.status != "running":
+            match = (r.label or "").strip().lower() == r.gold.strip().lower()
+            correct = "yes" if match else "no"
+        rows.append(
+            {
+                "item": r.item_id or "",
+                "input": " ".join(r.input.split()),
+                "label": r.label or "",
+                "gold": r.gold or "",
+                "correct": correct,
+                "status": r.status,
+                "margin": "" if r.margin is None else f"{r.margin:g}",
+                "cost": ui.money(r.cost_usd),
+                "latency": ui.latency(r.latency_ms),
+                "run": r.run_id,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def exporter(store: Store, batch_id: str, fmt: str, what: str) -> Callable[[], bytes]:
+    """The file is written only when the button is pressed (a large batch is not exported on
+    every rerun). CSV cells a spreadsheet would run as formulas are escaped by the exporter."""
+
+    def make() -> bytes:
+        buffer = io.BytesIO()
+        export = export_runs if what == "runs" else export_calls
+        export(store, buffer, fmt, RunFilter(batch_id=batch_id))
+        return buffer.getvalue()
+
+    return make
+
+
+def results_view(store: Store, info: BatchInfo) -> None:
+    counts = store.batch_counts(info.batch_id)
+    cols = st.columns(5)
+    cols[0].metric("Runs", f"{counts['done']}/{counts['total']}")
+    cols[1].metric("Decided", counts["decided"] + counts["escalated"] + counts["resolved"])
+    ties = counts["tie"] + counts["needs_review"]
+    cols[2].metric("Ties left", ties, help="tie, or waiting in the Review queue")
+    accuracy = counts["accuracy"]
+    cols[3].metric(
+        "Accuracy vs gold",
+        "no gold" if accuracy is None else f"{accuracy:.1%}",
+        help=None if accuracy is None else f"{counts['correct']} of {counts['with_gold']} rows",
+    )
+    cost = ui.money(counts["cost_usd"])
+    if counts["unknown_cost_runs"]:
+        cost += f" + {counts['unknown_cost_runs']} unknown"
+    cols[4].metric("Cost", cost)
+    st.caption(f"Outcomes: {counts_line(counts)} · {counts['calls']} calls")
+    frame = result_rows(store, info.batch_id)
+    if frame.empty:
+        st.info("No run of this batch has been stored yet.")
+        return
+    st.dataframe(frame, hide_index=True, width="stretch", key=f"batch.table.{info.batch_id}")
+    stem = f"tally-batch-{info.batch_id}"
+    c1, c2, c3 = st.columns(3)
+    c1.download_button(
+        "Runs as CSV",
+        exporter(store, info.batch_id, "csv", "runs"),
+        file_name=f"{stem}-runs.csv",
+        mime="text/csv",
+        key=f"batch.dl.csv.{info.batch_id}",
+    )
+    c2.download_button(
+        "Runs as JSONL",
+        exporter(store, info.batch_id, "jsonl", "runs"),
+        file_name=f"{stem}-runs.jsonl",
+        mime="application/jsonl",
+        key=f"batch.dl.jsonl.{info.batch_id}",
+    )
+    c3.download_button(
+        "Calls as CSV",
+        exporter(store, info.batch_id, "csv", "calls"),
+        file_name=f"{stem}-calls.csv",
+        mime="text/csv",
+        key=f"batch.dl.calls.{info.batch_id}",
+    )
+
+
+def resume(batch_id: str) -> None:
+    try:
+        S["batch.current"] = ui.get_runner().resume_batch(batch_id)
+        S["batch.resume_error"] = None
+    except TallyError as err:
+        S["batch.resume_error"] = str(err)
+
+
+def batch_label(info: BatchInfo, active: set[str]) -> str:
+    status = "running" if info.batch_id in active else info.status
+    if info.status == "running" and info.batch_id not in active:
+        status = "interrupted"
+    return f"{info.name} · {status} · {info.total} rows · {ui.when(info.created_at)}"
+
+
+def batches_section(runner: Runner) -> None:
+    store = runner.store
+    batches = store.list_batches(limit=50)
+    st.subheader("Batches")
+    if not batches:
+        st.caption("No batch yet.")
+        return
+    active = active_ids(runner)
+    by_id = {b.batch_id: b for b in batches}
+    current = S.get("batch.current")
+    if current in by_id and S.get("batch.shown_current") != current:
+        S["batch.view"] = current  # a batch just started (or resumed) is the one shown
+        S["batch.shown_current"] = current
+    if S.get("batch.view") not in by_id:
+        S["batch.view"] = batches[0].batch_id
+    batch_id = st.selectbox(
+        "Batch",
+        list(by_id),
+        key="batch.view",
+        format_func=lambda b: batch_label(by_id[b], active),
+    )
+    info = by_id[batch_id]
+    if batch_id in active:
+        live(batch_id)
+        return
+    progress = runner.batch_progress(batch_id)
+    if progress is not None and progress.error:
+        st.error(f"The batch stopped with an error: {progress.error}")
+    resumable = info.status in ("interrupted", "cancelled", "failed") or (
+        info.status == "running" and batch_id not in active
+    )
+    if resumable:
+        done = store.batch_counts(batch_id)["done"]
+        st.warning(
+            f"This batch stopped after {done} of {info.total} runs ({info.status}). Resuming "
+            "skips finished runs and reuses finished calls, so nothing is paid twice."
+        )
+        st.button(
+            "Resume batch",
+            key=f"batch.resume.{batch_id}",
+            on_click=resume,
+            args=(batch_id,),
+            type="primary",
+        )
+        if S.get("batch.resume_error"):
+            st.error(S["batch.resume_error"])
+    elif info.status == "done":
+        st.success(f"Done: {info.total} runs.")
+    results_view(store, info)
+
+
+def main() -> None:
+    for key, value in DEFAULTS.items():
+        if key not in S:
+            S[key] = value if not isinstance(value, (list, dict)) else type(value)(value)
+    st.title("Batch")
+    st.caption(
+        "Many inputs, each a run through the same panel and policy: the throughput case. "
+        "It runs in the background; leaving the page does not stop it."
+    )
+    try:
+        runner = ui.get_runner()
+        models = available_models(runner)
+    except TallyError as err:
+        st.error(f"The runner could not start: {err}")
+        return
+    with st.expander("New batch", expanded=S.get("batch.current") is None):
+        st.radio("Inputs", [UPLOAD, BUNDLED], key="batch.source", horizontal=True)
+        left, right = st.columns(2, gap="large")
+        with left:
+            if val("batch.source") == UPLOAD:
+                upload_section()
+                task_section()
+            else:
+                bundled_section()
+                error_here("file")
+        with right:
+            panel_policy_section(models)
+            st.text_input("Batch name (optional)", key="batch.name")
+        st.button("Run batch", type="primary", on_click=submit, key="batch.submit")
+        error_here("submit")
+        if S.get("batch.errors"):
+            st.caption("Nothing was stored: fix the fields marked above.")
+    try:
+        batches_section(runner)
+    except TallyError as err:
+        st.error(str(err))
+
+
+main()

@@ -1,0 +1,218 @@
+"""The Batch page under AppTest: bad files refused beside the widget with nothing stored, a small
+upload and a bundled set run to the end with accuracy against gold, and an interrupted batch
+resumed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.api import build_policy, build_task
+from core.panel import Panel
+from core.store import Store
+
+PAGE = "pages/batch.py"
+Rerun = Callable[[AppTest, Callable[[AppTest], bool]], AppTest]
+
+GOOD_CSV = (
+    b"id,text,label\n"
+    b"a1,The checkout button no longer responds,yes\n"
+    b"a2,The page looks exactly as before,no\n"
+    b'a3,=HYPERLINK("http://127.0.0.1:9"),no\n'
+)
+
+
+def open_page(page_test: Callable[[str], AppTest]) -> AppTest:
+    at = page_test(PAGE).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def upload(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.file_uploader(key="batch.file").set_value((name, data, "text/plain")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def fast_panel(at: AppTest) -> None:
+    """Two quick sim models, N=3: a small batch finishes in moments."""
+    at.multiselect(key="batch.models").set_value(["sim:sim-fast", "sim:sim-mid"])
+    at.number_input(key="batch.n").set_value(3)
+    at.run()
+
+
+def test_smoke(page_test: Callable[[str], AppTest], store: Store) -> None:
+    at = open_page(page_test)
+    assert at.title[0].value == "Batch"
+    assert at.file_uploader(key="batch.file").allowed_type == [".csv", ".jsonl", ".ndjson"]
+    assert "sim:sim-strong" in at.multiselect(key="batch.models").options
+    assert at.number_input(key="batch.n").value == 5
+    assert any("No batch yet" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("empty.csv", b"", "empty.csv: the file is empty"),
+        ("blank.csv", b"  \n\n", "blank.csv: the file is empty"),
+        ("latin.csv", "text\ncafé crème\n".encode("latin-1"), "latin.csv: not UTF-8 (byte"),
+        (
+            "broken.jsonl",
+            b'{"text": "fine"}\n{"text": "cut off\n{"text": "also fine"}\n',
+            "broken.jsonl: line 2: not valid JSON",
+        ),
+        ("list.jsonl", b'{"text": "fine"}\n[1, 2]\n', "list.jsonl: line 2: expected a JSON object"),
+    ],
+)
+def test_a_bad_file_is_refused_at_once_and_nothing_is_stored(
+    page_test: Callable[[str], AppTest], store: Store, name: str, data: bytes, message: str
+) -> None:
+    at = upload(open_page(page_test), name, data)
+    assert any(e.startswith(message) for e in errors(at)), errors(at)
+    at.button(key="batch.submit").click().run()
+    assert any(e.startswith(message) for e in errors(at)), errors(at)
+    assert store.list_batches() == []
+    assert store.list_runs()[1] == 0
+
+
+def test_a_csv_without_a_text_column_asks_for_one(
+    page_test: Callable[[str], AppTest], store: Store
+) -> None:
+    at = upload(open_page(page_test), "odd.csv", b"body,verdict\nhello,yes\nbye,no\n")
+    assert at.selectbox(key="batch.text_col").value is None
+    assert at.selectbox(key="batch.text_col").options == ["body", "verdict"]
+    assert any("odd.csv has no column named text" in w.value for w in at.warning)
+    at.button(key="batch.submit").click().run()
+    assert "Choose the text column." in errors(at)
+    assert store.list_batches() == []
+
+
+def test_a_row_with_an_empty_text_cell_names_its_line(
+    page_test: Callable[[str], AppTest], store: Store
+) -> None:
+    at = upload(open_page(page_test), "gap.csv", b"text,label\nfirst,yes\n,no\nthird,no\n")
+    at.button(key="batch.submit").click().run()
+    assert "gap.csv: line 3: the 'text' cell is empty" in errors(at)
+    assert store.list_batches() == []
+
+
+def test_a_jsonl_column_that_is_not_in_every_row(
+    page_test: Callable[[str], AppTest], store: Store
+) -> None:
+    data = b'{"text": "one", "gold": "yes"}\n{"text": "two"}\n{"prompt": "three"}\n'
+    at = upload(open_page(page_test), "rows.jsonl", data)
+    assert at.selectbox(key="batch.text_col").options == ["text", "gold", "prompt"]
+    at.button(key="batch.submit").click().run()
+    assert "rows.jsonl: line 3: the 'text' cell is empty" in errors(at)
+    assert store.list_batches() == []
+
+
+def test_no_model_and_no_labels_are_refused_by_their_widgets(
+    page_test: Callable[[str], AppTest], store: Store
+) -> None:
+    at = upload(open_page(page_test), "good.csv", GOOD_CSV)
+    at.multiselect(key="batch.models").set_value([])
+    at.text_input(key="batch.labels").input(" , ")
+    at.run()
+    at.button(key="batch.submit").click().run()
+    assert "Choose at least one model." in errors(at)
+    assert any("Give the labels" in e for e in errors(at))
+    assert store.list_batches() == []
+
+
+def test_a_small_upload_runs_to_the_end_with_accuracy_and_downloads(
+    page_test: Callable[[str], AppTest], store: Store, rerun_until: Rerun
+) -> None:
+    at = upload(open_page(page_test), "good.csv", GOOD_CSV)
+    assert at.selectbox(key="batch.text_col").value == "text"  # guessed from the names
+    assert at.selectbox(key="batch.gold_col").value == "label"
+    assert at.selectbox(key="batch.id_col").value == "id"
+    fast_panel(at)
+    at.text_input(key="batch.name").input("three rows").run()
+    at.button(key="batch.submit").click().run()
+    assert not errors(at), errors(at)
+
+    (info,) = store.list_batches()
+    assert (info.name, info.total, info.source) == ("three rows", 3, "ui")
+    assert info.columns == {"text": "text", "gold": "label", "id": "id"}
+
+    at = rerun_until(at, lambda a: any(s.value.startswith("Done: 3 runs") for s in a.success))
+    counts = store.batch_counts(info.batch_id)
+    assert counts["done"] == 3 and counts["with_gold"] == 3
+    accuracy = next(m.value for m in at.metric if m.label == "Accuracy vs gold")
+    assert accuracy == f"{counts['accuracy']:.1%}"
+    table = at.dataframe[0].value
+    assert list(table["item"]) == ["a1", "a2", "a3"]
+    assert table["input"][2] == '=HYPERLINK("http://127.0.0.1:9")'  # shown as text, as given
+    assert set(table["correct"]) <= {"yes", "no"}
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["Runs as CSV", "Runs as JSONL", "Calls as CSV"]
+
+
+def test_a_bundled_set_as_a_ready_made_batch(
+    page_test: Callable[[str], AppTest], store: Store, rerun_until: Rerun
+) -> None:
+    at = open_page(page_test)
+    at.radio(key="batch.source").set_value("A bundled labelled set").run()
+    at.selectbox(key="batch.set").select("regression").run()
+    at.number_input(key="batch.first").set_value(4).run()
+    fast_panel(at)
+    at.button(key="batch.submit").click().run()
+    assert not errors(at), errors(at)
+    (info,) = store.list_batches()
+    assert (info.name, info.total) == ("regression: first 4", 4)
+    assert info.task["format"]["labels"] == ["regression", "no regression"]
+    at = rerun_until(at, lambda a: any(s.value.startswith("Done: 4 runs") for s in a.success))
+    assert [i.item_id for i in store.batch_items(info.batch_id)] == [
+        "reg-0001",
+        "reg-0002",
+        "reg-0003",
+        "reg-0004",
+    ]
+    assert store.batch_counts(info.batch_id)["with_gold"] == 4
+
+
+def test_an_interrupted_batch_is_offered_for_resume_and_finishes(
+    page_test: Callable[[str], AppTest], store: Store, rerun_until: Rerun
+) -> None:
+    task = build_task(labels=["yes", "no"])
+    batch_id = store.create_batch(
+        name="cut off",
+        source="cli",
+        task=task,
+        panel=Panel.build(["sim:sim-fast"], 3),
+        policy=build_policy(),
+        concurrency=4,
+        items=[(0, "1", "first input", "yes"), (1, "2", "second input", "no")],
+    )
+    store.set_batch_status(batch_id, "interrupted")
+    at = open_page(page_test)
+    assert at.selectbox(key="batch.view").value == batch_id
+    assert any("stopped after 0 of 2 runs (interrupted)" in w.value for w in at.warning)
+    at.button(key=f"batch.resume.{batch_id}").click().run()
+    at = rerun_until(at, lambda a: any(s.value.startswith("Done: 2 runs") for s in a.success))
+    assert store.get_batch(batch_id).status == "done"
+    assert store.batch_counts(batch_id)["done"] == 2
+
+
+def test_a_batch_left_running_by_a_dead_process_counts_as_interrupted(
+    page_test: Callable[[str], AppTest], store: Store
+) -> None:
+    batch_id = store.create_batch(
+        name="orphan",
+        source="cli",
+        task=build_task(labels=["yes", "no"]),
+        panel=Panel.build(["sim:sim-fast"], 1),
+        policy=build_policy(),
+        concurrency=4,
+        items=[(0, "1", "only input", None)],
+    )
+    at = open_page(page_test)
+    assert "orphan · interrupted · 1 rows" in at.selectbox(key="batch.view").format_func(batch_id)
+    assert any("Resume" in b.label for b in at.button)
