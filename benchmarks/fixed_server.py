@@ -1,13 +1,17 @@
-"""A minimal OpenAI-compatible endpoint with a fixed service time, for the fan-out benchmark.
+"""A minimal OpenAI-compatible endpoint with a known mean service time, for the fan-out
+benchmark.
 
 Run as its own process so the server does not share the clients' interpreter: the ideal
-throughput at concurrency C is then C / latency, and anything below it is the client's.
+throughput at concurrency C is then C / mean latency, and anything below it is the client's.
+Service times are spread uniformly around the mean (``--jitter``), as real model latencies
+are; a fixed time would make every call of a wave land at once and measure the burst.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 
 import anyio
 import uvicorn
@@ -17,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 LATENCY_S = 0.2
+JITTER = 0.0
 REPLY = {
     "id": "chatcmpl-bench",
     "object": "chat.completion",
@@ -36,7 +41,7 @@ BODY = json.dumps(REPLY).encode()
 
 async def completions(request: Request) -> Response:
     await request.body()
-    await anyio.sleep(LATENCY_S)
+    await anyio.sleep(LATENCY_S * (1 + JITTER * (2 * random.random() - 1)))
     return Response(BODY, media_type="application/json")
 
 
@@ -46,8 +51,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency", type=float, default=LATENCY_S)
+    parser.add_argument("--jitter", type=float, default=JITTER)
     args = parser.parse_args()
-    LATENCY_S = args.latency
+    LATENCY_S, JITTER = args.latency, args.jitter
     uvicorn.run(
         app,
         host="127.0.0.1",
