@@ -246,7 +246,7 @@ def run_row(conn: Connection, run_id: str) -> RunRow | None:
     return None if r is None else row_to_run_row(r)
 
 
-def _call_order() -> list[ColumnElement[Any]]:
+def call_order() -> list[ColumnElement[Any]]:
     phase_rank = case(PHASE_ORDER, value=call_t.c.phase, else_=len(PHASE_ORDER))
     return [call_t.c.run_id, phase_rank, call_t.c.slot]
 
@@ -261,7 +261,7 @@ def calls_of(
         q = select(call_t).where(call_t.c.run_id.in_(ids[start : start + 500]))
         if final_only:
             q = q.where(call_t.c.status.in_(FINAL_CALL_STATUSES))
-        for r in conn.execute(q.order_by(*_call_order())).mappings():
+        for r in conn.execute(q.order_by(*call_order())).mappings():
             out[r["run_id"]].append(call_from_row(r))
     return out
 

@@ -115,6 +115,10 @@ def test_counts_runs_done_and_accuracy(
     assert counts["accuracy"] == pytest.approx(1 / 3)
 
     assert store.runs_done(bid) == {0, 1, 2, 3}
+    finished = store.batch_finished_calls(bid)
+    assert sorted(finished) == [f"{bid}-{i}" for i in range(4)]  # run 4's call is in flight
+    assert finished[f"{bid}-2"] == store.finished_calls(f"{bid}-2")
+    assert store.batch_finished_calls("other") == {}
     assert store.runs_done("other") == set()
     rows = store.batch_runs(bid)
     assert [r.item_index for r in rows] == [0, 1, 2, 3, 4]

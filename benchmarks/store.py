@@ -1,0 +1,437 @@
+"""Store throughput: call rows persisted per second through ``StoreWriter``, next to the obvious
+alternatives, on SQLite and PostgreSQL; then a batch at concurrency 64 against the sim server
+with persistence on and off.
+
+Part 1 feeds synthetic runs (a start, N calls, a decision) from 64 concurrent tasks the way a
+fan-out does, and compares
+  - ``StoreWriter``: one writer task, batched bulk upserts;
+  - one transaction per run (``Store.save_run`` at the end of each run);
+  - per-row ORM ``session.add`` + ``commit`` (the obvious first implementation).
+Part 2 runs the engine over a batch against ``tally sim-server`` on loopback (a subprocess),
+once recording every run and call through the store and once recording nothing.
+
+Run: ``.venv/bin/python benchmarks/store.py`` (``--help`` for sizes; ``--no-postgres`` when
+no server runs on 127.0.0.1:5432).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from sqlmodel import Session  # noqa: E402
+
+from core.errors import StoreError  # noqa: E402
+from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult  # noqa: E402
+from core.store import Store, StoreWriter  # noqa: E402
+from core.store.tables import CallRecord, RunRecord, call_row, start_row  # noqa: E402
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+VOTES = 5
+FANOUT = 64
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_database(backend: str, pg_url: str) -> Iterator[Store]:
+    """An empty, migrated database that is thrown away afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Store(f"sqlite:///{tmp}/bench.db")
+            store.upgrade()
+            try:
+                yield store
+            finally:
+                store.close()
+        return
+    base = make_url(pg_url)
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    name = f"tally_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    store = Store(base.set(database=name).render_as_string(hide_password=False))
+    try:
+        store.upgrade()
+        yield store
+    finally:
+        store.close()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# -- synthetic runs ----------------------------------------------------------------------------
+
+
+def synthetic_runs(n_runs: int) -> list[RunResult]:
+    """Runs of VOTES calls each, with realistic field sizes (a reply, tokens, times, cost)."""
+    now = time.time()
+    runs = []
+    for r in range(n_runs):
+        calls = [
+            CallResult(
+                slot=s,
+                model=f"sim:sim-{'abcde'[s]}",
+                sample=0,
+                status=CallStatus.OK,
+                answer="regression" if (r + s) % 3 else "no regression",
+                raw=f'{{"answer": "regression", "why": "layout shift in item {r}, vote {s}"}}',
+                latency_ms=300.0 + s,
+                ttft_ms=80.0,
+                tokens_in=412,
+                tokens_out=18,
+                cost_usd=0.00012,
+                started_at=now,
+                ended_at=now + 0.3,
+            )
+            for s in range(VOTES)
+        ]
+        runs.append(
+            RunResult(
+                run_id=f"bench-{r:07d}",
+                input=f"Item {r}: does this page contain a regression? " + "x" * 200,
+                task={"name": "regression", "format": {"kind": "label"}},
+                panel=[c.model for c in calls],
+                policy={"aggregation": "majority"},
+                decision=Decision(status=DecisionStatus.DECIDED, label="regression", margin=1.0),
+                votes={"regression": 3, "no regression": 2},
+                calls=calls,
+                cost_usd=0.0006,
+                latency_ms=310.0,
+            )
+        )
+    return runs
+
+
+async def through_writer(store: Store, runs: list[RunResult]) -> tuple[float, float]:
+    """Wall time until everything is committed, and event-loop CPU per queued operation."""
+    gate = anyio.CapacityLimiter(FANOUT)
+    enqueue_cpu = 0.0
+
+    async def one(run: RunResult) -> None:
+        nonlocal enqueue_cpu
+        async with gate:
+            c0 = time.process_time()
+            await writer.start_run(
+                run.run_id, run.input, run.task, run.panel, run.policy, source="batch"
+            )
+            enqueue_cpu += time.process_time() - c0
+            for call in run.calls:
+                await anyio.lowlevel.checkpoint()  # calls land one by one, interleaved
+                c0 = time.process_time()
+                await writer.record_call(run.run_id, call, cache_key=f"{run.run_id}/{call.slot}")
+                enqueue_cpu += time.process_time() - c0
+            c0 = time.process_time()
+            await writer.finish_run(run, source="batch")
+            enqueue_cpu += time.process_time() - c0
+
+    t0 = time.perf_counter()
+    async with StoreWriter(store) as writer:
+        async with anyio.create_task_group() as tg:
+            for run in runs:
+                tg.start_soon(one, run)
+        await writer.flush()
+    elapsed = time.perf_counter() - t0
+    ops = len(runs) * (VOTES + 2)
+    return elapsed, enqueue_cpu / ops
+
+
+def per_run_transactions(store: Store, runs: list[RunResult]) -> float:
+    t0 = time.perf_counter()
+    for run in runs:
+        store.save_run(run, source="batch")
+    return time.perf_counter() - t0
+
+
+def per_row_commits(store: Store, runs: list[RunResult]) -> float:
+    t0 = time.perf_counter()
+    with Session(store.engine) as session:
+        for run in runs:
+            row = start_row(
+                run.run_id,
+                run.input,
+                run.task,
+                run.panel,
+                run.policy,
+                source="batch",
+                batch_id=None,
+                item_id=None,
+                item_index=None,
+                gold=None,
+                created_at=time.time(),
+            )
+            session.add(RunRecord(**row))
+            session.commit()
+            for call in run.calls:
+                session.add(CallRecord(**call_row(run.run_id, call)))
+                session.commit()
+            stored = session.get(RunRecord, run.run_id)
+            assert stored is not None
+            stored.status, stored.label = run.decision.status.value, run.decision.label
+            session.add(stored)
+            session.commit()
+    return time.perf_counter() - t0
+
+
+def count_calls(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM call")).scalar_one())
+
+
+def part_one(backends: list[str], pg_url: str, rows: int, baseline_rows: int) -> None:
+    print(f"== call rows persisted per second ({VOTES} calls per run, fed by {FANOUT} tasks)")
+    print(f"{'backend':<10} {'method':<28} {'rows':>7} {'seconds':>8} {'rows/s':>9} {'ratio':>7}")
+    for backend in backends:
+        results: list[tuple[str, int, float]] = []
+        methods: list[tuple[str, int, Callable[[Store, list[RunResult]], float]]] = [
+            ("per-row add+commit (ORM)", baseline_rows, per_row_commits),
+            ("one transaction per run", min(rows, baseline_rows * 5), per_run_transactions),
+        ]
+        for name, n, fn in methods:
+            runs = synthetic_runs(n // VOTES)
+            with fresh_database(backend, pg_url) as store:
+                seconds = fn(store, runs)
+                assert count_calls(store) == len(runs) * VOTES
+            results.append((name, len(runs) * VOTES, seconds))
+        runs = synthetic_runs(rows // VOTES)
+        with fresh_database(backend, pg_url) as store:
+            seconds, cpu_per_op = anyio.run(through_writer, store, runs)
+            assert count_calls(store) == len(runs) * VOTES
+        results.append(("StoreWriter (batched)", len(runs) * VOTES, seconds))
+        base_rate = results[0][1] / results[0][2]
+        for name, n, secs in results:
+            rate = n / secs
+            print(
+                f"{backend:<10} {name:<28} {n:>7} {secs:>8.2f} {rate:>9.0f} "
+                f"{rate / base_rate:>6.1f}x"
+            )
+        print(
+            f"{backend:<10} StoreWriter event-loop CPU per queued write: {cpu_per_op * 1e6:.1f} us"
+        )
+
+
+# -- part two: a batch against the sim server ----------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def sim_server(time_scale: float) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "sim-server",
+            "--port",
+            str(port),
+            "--time-scale",
+            str(time_scale),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if proc.poll() is not None:
+                raise RuntimeError("the sim server exited at start")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the sim server did not start")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+Mode = str  # "off" | "on" (one resume read per batch) | "on-per-run" (one per item)
+MODES = ("off", "on", "on-per-run")
+
+
+async def batch_throughput(
+    base_url: str, model: str, items: int, concurrency: int, store: Store | None, mode: Mode
+) -> tuple[float, float]:
+    """Calls per second of a batch of ``items`` runs (N=VOTES) sharing one ceiling, and the
+    process CPU time per call (all threads: the event loop and the store's worker)."""
+    from core.api import StoreRecorder
+    from core.config import ProviderConfig, TallyConfig
+    from core.cost import PriceBook
+    from core.engine import Engine, RunRequest
+    from core.formats import parse_format
+    from core.http import build_client
+    from core.panel import Panel
+    from core.policy import Policy
+    from core.providers.registry import build_registry
+    from core.retry import RetryPolicy
+    from core.task import Task
+
+    config = TallyConfig(
+        providers={
+            "bench": ProviderConfig(
+                kind="openai", base_url=base_url, max_concurrency=concurrency, supports_n=False
+            )
+        }
+    )
+    registry = build_registry(config)
+    labels = ["regression", "no regression"]
+    task = Task(format=parse_format({"kind": "label", "labels": labels}))
+    panel = Panel.build([f"bench:{model}"], VOTES)
+    policy = Policy()
+    texts = [f"Item {i}: the header moved 4px after the deploy" for i in range(items)]
+    async with build_client(None, max_connections=concurrency) as client:
+        engine = Engine(
+            registry=registry,
+            client=client,
+            prices=PriceBook(),
+            concurrency=concurrency,
+            retry=RetryPolicy(max_attempts=1, base_s=0.1, max_s=1.0),
+        )
+        runs_at_once = anyio.CapacityLimiter(max(4, concurrency * 2))
+        prior: dict[str, list[CallResult]] = {}
+
+        async def one(i: int, batch_id: str | None) -> None:
+            async with runs_at_once:
+                run_id = f"{batch_id or 'nostore'}-{i:06d}"
+                done = prior.get(run_id, [])
+                if store is not None and mode == "on-per-run":
+                    done = await anyio.to_thread.run_sync(store.finished_calls, run_id)
+                req = RunRequest(
+                    run_id=run_id,
+                    input=texts[i],
+                    task=task,
+                    panel=panel,
+                    policy=policy,
+                    source="batch",
+                    batch_id=batch_id,
+                    item_index=i,
+                )
+                await engine.run(req, prior={(c.phase, c.slot): c for c in done})
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        if store is None:
+            async with anyio.create_task_group() as tg:
+                for i in range(items):
+                    tg.start_soon(one, i, None)
+        else:
+            batch_id = store.create_batch(
+                name="bench",
+                source="library",
+                task=task,
+                panel=panel,
+                policy=policy,
+                concurrency=concurrency,
+                items=[(i, None, t, None) for i, t in enumerate(texts)],
+            )
+            if mode == "on":  # what a resumed batch needs, read once
+                prior = await anyio.to_thread.run_sync(store.batch_finished_calls, batch_id)
+            async with StoreWriter(store) as writer:
+                engine.recorder = StoreRecorder(store, writer)
+                async with anyio.create_task_group() as tg:
+                    for i in range(items):
+                        tg.start_soon(one, i, batch_id)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if store is not None:
+            assert count_calls(store) == items * VOTES
+        return items * VOTES / wall, cpu / (items * VOTES)
+
+
+def part_two(
+    backends: list[str], pg_url: str, items: int, concurrency: int, time_scale: float, rounds: int
+) -> None:
+    model = "sim-fast"
+    print(
+        f"\n== batch of {items} runs x {VOTES} votes at concurrency {concurrency} against the "
+        f"sim server ({model}, time scale {time_scale}); median of {rounds} rounds"
+    )
+    print(
+        "   on: runs and calls recorded through StoreWriter, the batch's finished calls read "
+        "once;\n   on-per-run: the same with one finished-calls read per item"
+    )
+    with sim_server(time_scale) as url:
+        anyio.run(batch_throughput, url, model, max(8, items // 10), concurrency, None, "off")
+        print(
+            f"{'backend':<10} {'mode':<11} {'calls/s':>8} {'loss':>7} {'cpu/call':>10} {'+cpu':>8}"
+        )
+        for backend in backends:
+            got: dict[str, list[tuple[float, float]]] = {m: [] for m in MODES}
+            for _ in range(rounds):  # interleaved, so load drift hits every mode alike
+                for mode in MODES:
+                    if mode == "off":
+                        got[mode].append(
+                            anyio.run(batch_throughput, url, model, items, concurrency, None, mode)
+                        )
+                        continue
+                    with fresh_database(backend, pg_url) as store:
+                        got[mode].append(
+                            anyio.run(batch_throughput, url, model, items, concurrency, store, mode)
+                        )
+            rate = {m: statistics.median(r for r, _ in got[m]) for m in MODES}
+            cpu = {m: statistics.median(c for _, c in got[m]) for m in MODES}
+            for mode in MODES:
+                loss = 100 * (1 - rate[mode] / rate["off"])
+                extra = 1e3 * (cpu[mode] - cpu["off"])
+                print(
+                    f"{backend:<10} {mode:<11} {rate[mode]:>8.0f} {loss:>6.1f}% "
+                    f"{1e3 * cpu[mode]:>7.3f} ms {extra:>+6.3f}"
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=20_000, help="call rows via StoreWriter")
+    parser.add_argument("--baseline-rows", type=int, default=2_000, help="rows for per-row ORM")
+    parser.add_argument("--items", type=int, default=600, help="runs in the sim batch")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--time-scale", type=float, default=0.2, help="sim latency multiplier")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--postgres-url", default=PG_URL)
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true", help="only the store part")
+    args = parser.parse_args()
+    backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgresql"]
+    try:
+        part_one(backends, args.postgres_url, args.rows, args.baseline_rows)
+        if not args.skip_batch:
+            part_two(
+                backends,
+                args.postgres_url,
+                args.items,
+                args.concurrency,
+                args.time_scale,
+                args.rounds,
+            )
+    except StoreError as err:
+        sys.exit(f"store: {err}")
+
+
+if __name__ == "__main__":
+    main()
