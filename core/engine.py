@@ -20,6 +20,7 @@ import anyio
 import httpx2
 
 from core import voting
+from core.analysis.sweeps import AIMD
 from core.cost import PriceBook
 from core.errors import PolicyError, ProviderError
 from core.formats import AnswerFormat
@@ -77,39 +78,37 @@ class RunRequest:
 
 
 class AdaptiveLimiter:
-    """A per-provider ceiling that backs off on 429s and creeps back up (AIMD).
+    """A per-provider ceiling that backs off on 429s and creeps back up.
 
-    Halves on a throttle, adds one slot per ``window`` successes, never above the configured
-    ceiling: a provider that says "slow down" gets fewer parallel calls, then its capacity back.
+    The arithmetic is :class:`core.analysis.AIMD`'s: a throttle halves the ceiling (one burst
+    of 429s from calls already in flight is one cut), and every full round of successes at the
+    current ceiling adds one slot back, never above the configured ceiling. This class only
+    applies the result to the capacity limiter and says when it changed, so the engine can
+    report it as an event.
     """
 
-    def __init__(self, ceiling: int, window: int = 8) -> None:
+    def __init__(self, ceiling: int) -> None:
         self.ceiling = max(1, ceiling)
+        self.aimd = AIMD(self.ceiling, maximum=self.ceiling)
         self.limiter = anyio.CapacityLimiter(self.ceiling)
-        self.window = window
-        self._successes = 0
 
     @property
     def limit(self) -> int:
         return int(self.limiter.total_tokens)
 
-    def on_throttle(self) -> int | None:
-        new = max(1, self.limit // 2)
-        self._successes = 0
+    def _apply(self, new: int) -> int | None:
         if new == self.limit:
             return None
         self.limiter.total_tokens = new
         return new
 
+    def on_throttle(self) -> int | None:
+        """A 429: the new ceiling, or None when it did not change."""
+        return self._apply(self.aimd.on_throttle())
+
     def on_success(self) -> int | None:
-        if self.limit >= self.ceiling:
-            return None
-        self._successes += 1
-        if self._successes < self.window:
-            return None
-        self._successes = 0
-        self.limiter.total_tokens = self.limit + 1
-        return self.limit
+        """A call that was not throttled: the new ceiling, or None when it did not change."""
+        return self._apply(self.aimd.on_success())
 
 
 @dataclass
