@@ -40,6 +40,10 @@ from core.store.tables import call_row, finish_row, start_row
 
 log = logging.getLogger(__name__)
 
+_TRACKED_RUNS = 10_000
+"""Runs whose recorded calls are remembered, so their finish need not write them again. An
+older run dropped from this memory only costs its calls being written twice."""
+
 
 @dataclass(slots=True)
 class _Start:
@@ -179,7 +183,12 @@ class StoreWriter:
         """Queue a call in its current state; a later record of the same (phase, slot) of the
         run replaces it."""
         row = call_row(run_id, call, cache_key)
-        self._recorded.setdefault(run_id, {})[(call.phase, call.slot)] = row
+        recorded = self._recorded.get(run_id)
+        if recorded is None:
+            if len(self._recorded) >= _TRACKED_RUNS:  # runs that never finish must not pile up
+                del self._recorded[next(iter(self._recorded))]
+            recorded = self._recorded[run_id] = {}
+        recorded[(call.phase, call.slot)] = row
         await self._put(_Call(row))
 
     async def finish_run(self, result: RunResult, *, source: str = "library") -> None:

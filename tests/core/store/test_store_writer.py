@@ -203,3 +203,21 @@ async def test_a_closed_writer_refuses_writes(store: Store, make_call: MakeCall)
     with pytest.raises(RuntimeError):
         async with writer:
             pass
+
+
+async def test_runs_left_unfinished_are_not_remembered_forever(
+    store: Store, make_call: MakeCall, make_result: MakeResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.store.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_TRACKED_RUNS", 2)
+    async with StoreWriter(store) as writer:
+        for i in range(5):
+            await writer.start_run(f"r{i}", "x", {}, [], {}, source="library")
+            await writer.record_call(f"r{i}", make_call(0, answer=f"first {i}"))
+        assert len(writer._recorded) == 2
+        for i in range(5):  # forgotten runs write their calls again: same result
+            await writer.finish_run(make_result(f"r{i}", [make_call(0, answer=f"final {i}")]))
+    assert [store.get_run(f"r{i}").calls[0].answer for i in range(5)] == [
+        f"final {i}" for i in range(5)
+    ]
