@@ -530,6 +530,269 @@ def revote(
         print_decision(result)
 
 
+# -- experiments ----------------------------------------------------------------------------
+
+
+def fmt_rate(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}%}"
+
+
+def fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+@app.command()
+def curve(
+    set_name: Annotated[
+        str, typer.Option("--set", help="regression, tickets, or a CSV/JSONL file with gold.")
+    ] = "regression",
+    text_column: Annotated[str, typer.Option("--text-column", help="A file's input column.")] = (
+        "text"
+    ),
+    gold_column: Annotated[
+        str | None, typer.Option("--gold-column", help="A file's gold column (default: label).")
+    ] = None,
+    id_column: Annotated[str | None, typer.Option("--id-column")] = None,
+    labels: LabelsOpt = None,
+    template: TemplateOpt = "{input}",
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="provider:model to sample K times; repeat. Default: the sim panel.",
+        ),
+    ] = [],  # noqa: B006
+    panel: Annotated[
+        list[str],
+        typer.Option("--panel", help='A panel to curve too, e.g. "sim:a,sim:a,sim:b"; repeat.'),
+    ] = [],  # noqa: B006
+    k: Annotated[int, typer.Option("-k", "--k", help="Answers drawn per item per model.")] = 7,
+    ns: Annotated[str, typer.Option("--n", help="The N to estimate, e.g. 1,3,5,7.")] = "1,3,5,7",
+    items: Annotated[
+        int | None, typer.Option("--items", help="Items drawn at random from the set.")
+    ] = 200,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the item pick and resampling.")] = 0,
+    min_gain: Annotated[
+        float, typer.Option("--min-gain", help="Recommend the N where two more votes gain less.")
+    ] = 0.1,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", help="Global ceiling.")
+    ] = None,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Error against N: draw K answers per item per model once, then estimate every N."""
+    from core.api import Tally
+    from core.experiments import (
+        CurveReport,
+        load_labelled,
+        parse_ints,
+        parse_panel,
+        plan_draw,
+        run_curve,
+    )
+    from core.sim.models import DEFAULT_PANEL
+
+    def go() -> CurveReport:
+        wanted = parse_ints(ns, "--n")
+        panels = [parse_panel(p) for p in panel]
+        models = list(model) + [m for p in panels for m in p]
+        if not models:
+            models = [f"sim:{name}" for name in DEFAULT_PANEL]
+        labelled = load_labelled(
+            set_name,
+            text_column=text_column,
+            gold_column=gold_column,
+            id_column=id_column,
+            labels=split_list(labels) or None,
+            template=template,
+        )
+        plan = plan_draw(labelled, models, k, wanted, items=items, seed=seed)
+
+        async def main() -> CurveReport:
+            async with Tally.open(
+                config=config, database_url=database_url, concurrency=concurrency
+            ) as tally:
+                for name in plan.models:
+                    tally.panel([name])
+                progress = BatchProgress(len(plan.items), quiet=as_json)
+                with progress:
+                    return await run_curve(
+                        tally,
+                        plan,
+                        wanted,
+                        panels=panels,
+                        seed=seed,
+                        min_gain=min_gain,
+                        on_result=progress.advance,
+                    )
+
+        return anyio.run(main)
+
+    report = guarded(go)
+    if as_json:
+        emit_json(report.model_dump(mode="json"))
+    else:
+        print_curve(report)
+
+
+def print_curve(report: Any) -> None:
+    from core.experiments import halving_sentence
+
+    head = report.panel()
+    table = Table(title=f"error against N: {head.name} ({report.items} items, K={report.k})")
+    for col in ("N", "error", "95% interval", "independent", "cost/item", "latency"):
+        table.add_column(col, justify="right")
+    for p in head.curve.points:
+        table.add_row(
+            str(p.n),
+            fmt_rate(p.error),
+            f"{fmt_rate(p.ci_low)} - {fmt_rate(p.ci_high)}",
+            fmt_rate(p.independent_error),
+            money(p.cost_per_item),
+            fmt_ms(p.latency_ms),
+        )
+    out.print(table)
+    rec = head.recommendation
+    rho = head.curve.rho
+    out.print(
+        Text(
+            f"N=1 is {head.one_call}; error correlation between slots: "
+            + ("-" if rho is None else f"{rho:.2f}")
+        )
+    )
+    reason = rec.reason.removeprefix(f"N={rec.n}: ")
+    out.print(Text(f"recommended N={rec.n}: {reason}", style="bold"))
+    out.print(Text(halving_sentence(rec)))
+    if head.harm.message:
+        out.print(Text(f"warning: {head.harm.message}", style="yellow"))
+    panels = Table(title="every panel")
+    for col in ("panel", "error at N=1", "at largest N", "recommended N", "error(5)/error(1)"):
+        panels.add_column(col)
+    for entry in report.panels:
+        first, last = entry.curve.points[0], entry.curve.points[-1]
+        check = entry.recommendation.halving_check
+        panels.add_row(
+            Text(entry.name),
+            fmt_rate(first.error) if first.n == 1 else "-",
+            f"{fmt_rate(last.error)} (N={last.n})",
+            str(entry.recommendation.n),
+            "-" if check is None else f"{check:.2f}",
+        )
+    out.print(panels)
+    early = Table(title=f"early stop, up to N={head.early_stop.max_n}")
+    for col in ("rule", "calls/item", "accuracy", "saving", "as accurate"):
+        early.add_column(col)
+    for rule in head.early_stop.rules:
+        early.add_row(
+            Text(f"{rule.rule}: {rule.description}"),
+            f"{rule.calls_per_item:.2f}",
+            fmt_rate(rule.accuracy),
+            fmt_rate(rule.saving, 0),
+            "yes" if rule.equal_or_better else f"no ({rule.accuracy_delta:+.1%})",
+        )
+    out.print(early)
+    out.print(
+        Text(
+            f"draw cost {money(report.cost_usd)}; curve {report.curve_id}, "
+            f"draw batch {report.batch_id}"
+        )
+    )
+
+
+@app.command()
+def sweep(
+    model: Annotated[str, typer.Option("--model", "-m", help="provider:model to load.")],
+    levels: Annotated[
+        str, typer.Option("--levels", help="Concurrency levels, e.g. 1,2,4,8,16,32,64.")
+    ] = "1,2,4,8,16,32,64",
+    calls_per_level: Annotated[
+        int,
+        typer.Option(
+            "--calls-per-level", help="Calls per level (at least four rounds of the level)."
+        ),
+    ] = 16,
+    save_ceiling: Annotated[
+        bool,
+        typer.Option("--save-ceiling", help="Write the ceiling as max_concurrency in tally.toml."),
+    ] = False,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The throughput wall: calls/s and latency against concurrency; finds the ceiling.
+
+    Exits 1 when the endpoint does not answer the first call (nothing was measured), 2 for
+    bad input (levels, an unknown provider, --save-ceiling without a tally.toml).
+    """
+    from core.analysis import SweepPoint
+    from core.experiments import SweepReport, parse_ints
+    from core.experiments.sweep import sweep_and_store
+
+    def go() -> SweepReport:
+        wanted = parse_ints(levels, "--levels")
+
+        def on_level(point: SweepPoint) -> None:
+            if not as_json:
+                err.print(
+                    f"concurrency {point.concurrency}: {point.throughput:.2f} calls/s, "
+                    f"p50 {fmt_ms(point.p50_ms)}, {point.errors} errors",
+                    highlight=False,
+                    markup=False,
+                )
+
+        async def main() -> SweepReport:
+            return await sweep_and_store(
+                model,
+                wanted,
+                calls_per_level=calls_per_level,
+                config=config,
+                database_url=database_url,
+                save=save_ceiling,
+                on_level=on_level,
+            )
+
+        return anyio.run(main)
+
+    report = guarded(go)
+    if as_json:
+        emit_json(report.model_dump(mode="json"))
+        return
+    verdict = report.verdict
+    table = Table(title=f"sweep of {report.model}")
+    for col in ("concurrency", "calls", "errors", "calls/s", "p50", "p95"):
+        table.add_column(col, justify="right")
+    for p in verdict.points:
+        table.add_row(
+            str(p.concurrency),
+            str(p.calls),
+            str(p.errors),
+            f"{p.throughput:.2f}",
+            fmt_ms(p.p50_ms),
+            fmt_ms(p.p95_ms),
+        )
+    out.print(table)
+    out.print(Text(f"{verdict.shape}: {verdict.message}", style="bold"))
+    if verdict.warning:
+        out.print(Text(f"handbook: {verdict.warning}", style="yellow"))
+    ceiling = "none yet" if verdict.ceiling is None else str(verdict.ceiling)
+    out.print(
+        Text(f"ceiling: {ceiling} (peak {verdict.peak_throughput:.2f} calls/s at {verdict.peak})")
+    )
+    if report.saved is not None:
+        out.print(
+            Text(
+                f"saved max_concurrency = {report.saved.max_concurrency} for "
+                f"[providers.{report.saved.provider}] in {report.saved.path}"
+            )
+        )
+    elif save_ceiling:
+        out.print(Text("no ceiling found, so nothing was saved: sweep higher levels"))
+    out.print(Text(f"sweep {report.sweep_id}: {report.calls} calls, cost {money(report.cost_usd)}"))
+
+
 @app.command("sim-server")
 def sim_server(
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
