@@ -288,3 +288,32 @@ def test_cli_bad_config_file_is_one_line(tmp_path: Path) -> None:
     done = cli("run", "x", "--labels", "a,b", "--model", "sim:sim-mid", "--config", str(config))
     assert done.returncode == 2
     assert "max_concurrency" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_store_cache_serves_temperature_zero_and_five_samples_stay_five(
+    tmp_path: Path, sim_url: str
+) -> None:
+    config = write_config(tmp_path, sim_url)
+    db = f"sqlite:///{tmp_path / 'cache.db'}"
+    before = stats(sim_url)
+
+    async def once() -> list[tuple[int, str | None, bool]]:
+        async with Tally.open(config=config, database_url=db) as tally:
+            spec = ModelSpec(provider="local", model="sim-flaky", params={"temperature": 0})
+            result = await tally.vote(
+                TEXT,
+                task=build_task(labels=LABELS),
+                panel=tally.panel([spec], 5),
+                policy=build_policy(),
+            )
+            return [(c.sample, c.raw, c.cached) for c in result.calls]
+
+    first = anyio.run(once)
+    paid = int(stats(sim_url)["requests"]) - int(before["requests"])  # type: ignore[call-overload]
+    second = anyio.run(once)
+    assert int(stats(sim_url)["requests"]) - int(before["requests"]) == paid  # type: ignore[call-overload]
+    assert [s for s, _, _ in second] == [0, 1, 2, 3, 4]
+    assert all(cached for _, _, cached in second) and not any(c for _, _, c in first)
+    # each sample comes back as its own stored answer, not one answer five times
+    assert [raw for _, raw, _ in second] == [raw for _, raw, _ in first]
+    assert paid == 5
