@@ -64,6 +64,8 @@ def find_bundled(text: str) -> tuple[Any, Any] | None:
 
 
 _POOLS: dict[int, tuple[Any, tuple[float, ...]]] = {}
+_POOL_SETS = 32
+"""Sets whose pools are kept: the bundled sets are a handful of long-lived objects."""
 
 
 def _pool(labelled_set: Any) -> tuple[float, ...]:
@@ -74,6 +76,8 @@ def _pool(labelled_set: Any) -> tuple[float, ...]:
     items = getattr(labelled_set, "items", None) or ()
     pool = tuple(float(item.hardness) for item in items)
     _POOLS[id(labelled_set)] = (labelled_set, pool)
+    while len(_POOLS) > _POOL_SETS:
+        _POOLS.pop(next(iter(_POOLS)))
     return pool
 
 

@@ -42,7 +42,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -462,12 +462,12 @@ def _bad_request(message: str, param: str | None = None) -> Response:
     return _error(400, message, "invalid_request_error", "invalid_request", param)
 
 
-def _model_list() -> dict[str, Any]:
+def _model_list(catalogue: Mapping[str, SimModel]) -> dict[str, Any]:
     return {
         "object": "list",
         "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "tally-sim"}
-            for name in SIM_MODELS
+            for name in catalogue
         ],
     }
 
@@ -480,8 +480,13 @@ def create_app(
     contention: int | None = None,
     faults: FaultPlan | Iterable[str] | str | None = None,
     independent: bool = False,
+    models: Mapping[str, SimModel] | None = None,
 ) -> Starlette:
-    """The sim server as an ASGI app (see the module docstring for what each knob does)."""
+    """The sim server as an ASGI app (see the module docstring for what each knob does).
+
+    ``models`` replaces the catalogue ``SIM_MODELS`` (a measurement may want a model whose
+    latency does not vary)."""
+    catalogue: Mapping[str, SimModel] = SIM_MODELS if models is None else dict(models)
     if time_scale < 0:
         raise ValueError("time_scale must be >= 0")
     if capacity is not None and capacity < 1:
@@ -493,12 +498,12 @@ def create_app(
     plan = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults)
     state = _State(_Settings(seed, time_scale, capacity, contention, plan, independent))
 
-    async def models(request: Request) -> Response:
-        return JSONResponse(_model_list())
+    async def list_models(request: Request) -> Response:
+        return JSONResponse(_model_list(catalogue))
 
-    async def model(request: Request) -> Response:
+    async def get_model(request: Request) -> Response:
         name = request.path_params["model"]
-        if name not in SIM_MODELS:
+        if name not in catalogue:
             return _error(
                 404,
                 f"The model `{name}` does not exist.",
@@ -527,7 +532,7 @@ def create_app(
         name = body.get("model")
         if not isinstance(name, str) or not name:
             return _bad_request("you must provide a model parameter", "model")
-        sim_model = SIM_MODELS.get(name)
+        sim_model = catalogue.get(name)
         if sim_model is None:
             return _error(
                 404,
@@ -574,8 +579,8 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/health", health),
-            Route("/v1/models", models),
-            Route("/v1/models/{model:path}", model),
+            Route("/v1/models", list_models),
+            Route("/v1/models/{model:path}", get_model),
             Route("/v1/stats", stats, methods=["GET", "DELETE"]),
             Route("/v1/chat/completions", chat, methods=["POST"]),
         ]
@@ -633,6 +638,7 @@ def serve_in_thread(
     contention: int | None = None,
     faults: FaultPlan | Iterable[str] | str | None = None,
     independent: bool = False,
+    models: Mapping[str, SimModel] | None = None,
 ) -> Iterator[str]:
     """Run the sim server on a free loopback port in a background thread; yield its base URL
     (``http://127.0.0.1:PORT/v1``) and stop it cleanly on exit."""
@@ -643,6 +649,7 @@ def serve_in_thread(
         contention=contention,
         faults=faults,
         independent=independent,
+        models=models,
     )
     # Port 0: the kernel picks a free port when the server binds, so there is no window in
     # which another process could take it.

@@ -35,10 +35,15 @@ class FakeSet:
 def fake_items(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, FakeItem]]:
     """Bundled items the test defines: ``fake_items[text] = FakeItem(...)``."""
     table: dict[str, FakeItem] = {}
+    current: list[FakeSet] = [FakeSet(())]
 
     def find(text: str) -> tuple[FakeSet, FakeItem] | None:
         item = table.get(text)
-        return (FakeSet(tuple(table.values())), item) if item is not None else None
+        if item is None:
+            return None
+        if len(current[0].items) != len(table):  # one set object per state, as real sets are
+            current[0] = FakeSet(tuple(table.values()))
+        return current[0], item
 
     sim_items._truth.cache_clear()
     monkeypatch.setattr(sim_items, "find_bundled", find)
