@@ -64,7 +64,7 @@ async def fire(
 
 
 async def test_unlimited_serves_everything_at_once() -> None:
-    with serve_in_thread(time_scale=0.05) as base:
+    with serve_in_thread(time_scale=0.1) as base:
         statuses, seen = await fire(base, 8)
     assert len(statuses) == 8 and seen["served"] == 8
     assert seen["max_in_service"] >= 4 and seen["max_queued"] == 0
