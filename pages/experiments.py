@@ -1,0 +1,966 @@
+"""Experiments: how many votes a set needs, who disagrees with whom, and where throughput stops.
+
+Layout only. The draw behind a curve is an ordinary batch run by the background runner (so it
+keeps going when the page is left); once it is done the page asks ``core.experiments`` to curve
+it and store the result. Sweeps run while the page waits, with a spinner: they are bounded and
+take seconds. Every chart is plotly; every model-derived string in a chart or in markdown goes
+through ``ui.chart_text`` or ``ui.md_text``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import datasets
+from core.analysis import SweepVerdict
+from core.errors import TallyError
+from core.experiments import (
+    DEFAULT_CALLS,
+    DEFAULT_LEVELS,
+    CurveReport,
+    Disagreement,
+    PanelCurve,
+    SweepReport,
+    analyse_batch,
+    curve_from_batch,
+    halving_sentence,
+    load_labelled,
+    parse_ints,
+    parse_panel,
+    plan_draw,
+    save_ceiling,
+)
+from core.experiments.curve import load_report as load_curve
+from core.experiments.sweep import DEMO_MODES, demo_sweep, sweep_sync
+from core.experiments.sweep import load_report as load_sweep
+from core.runner import Runner
+from core.sim.models import DEFAULT_PANEL
+from core.store import Store
+from pages import ui
+
+S = st.session_state
+SIM_PANEL = [f"sim:{name}" for name in DEFAULT_PANEL]
+DEFAULTS: dict[str, Any] = {
+    "exp.set": "regression",
+    "exp.k": 5,
+    "exp.ns": "1,3,5",
+    "exp.items": 60,
+    "exp.seed": 0,
+    "exp.panels": "",
+    "exp.levels": ",".join(str(level) for level in DEFAULT_LEVELS),
+    "exp.calls": DEFAULT_CALLS,
+    "exp.demo_mode": "capacity-1",
+}
+DEMO_TITLES = {
+    "unlimited": "unlimited: every request served at once",
+    "capacity-1": "capacity 1: a downstream that serves one request at a time",
+    "contention-8": "contention 8: slows down past 8 requests in flight",
+}
+BLUE, GREY, ORANGE, GREEN, RED = "#4c78a8", "#8c8c8c", "#e17c05", "#2e8540", "#d64541"
+SHAPE_TITLES = {
+    "serialises": "SERIALISES",
+    "falls": "FALLS PAST A KNEE",
+    "ceiling": "LEVELS OFF",
+    "scales": "STILL SCALING",
+}
+
+
+def available_models(runner: Runner) -> list[str]:
+    names = [f"{p['name']}:{m}" for p in runner.tally.registry.describe() for m in p["models"]]
+    return sorted(names, key=lambda n: (not n.startswith("sim:"), n))
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}%}"
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+# -- error against N: starting a curve -----------------------------------------------------------
+
+
+def submit_curve() -> None:
+    """Check the form and start the draw as a background batch; a problem goes beside the form."""
+    runner = ui.get_runner()
+    S["exp.error"] = None
+    try:
+        ns = parse_ints(str(S["exp.ns"]), "N")
+        panels = [parse_panel(line) for line in str(S["exp.panels"]).splitlines() if line.strip()]
+        models = list(dict.fromkeys([*S.get("exp.models", []), *(m for p in panels for m in p)]))
+        if not models:
+            raise TallyError("Choose at least one model to draw from.")
+        for model in models:
+            runner.tally.panel([model])  # an unknown provider or a missing key is refused here
+        labelled = load_labelled(str(S["exp.set"]))
+        plan = plan_draw(
+            labelled,
+            models,
+            int(S["exp.k"]),
+            ns,
+            items=int(S["exp.items"]),
+            seed=int(S["exp.seed"]),
+        )
+        batch_id = runner.submit_batch(
+            plan.items,
+            task=plan.task,
+            panel=plan.panel,
+            policy=plan.policy,
+            name=f"curve draw: {plan.set_name}, K={plan.k}",
+            columns={"set": plan.set_name},
+        )
+    except TallyError as err:
+        S["exp.error"] = str(err)
+        return
+    S["exp.pending"] = {
+        "batch_id": batch_id,
+        "ns": ns,
+        "panels": panels,
+        "seed": int(S["exp.seed"]),
+        "set": plan.set_name,
+        "params": {"models": plan.models, "k": plan.k, "items": len(plan.items)},
+    }
+
+
+def finish_curve(store: Store, pending: dict[str, Any]) -> None:
+    try:
+        report = curve_from_batch(
+            store,
+            pending["batch_id"],
+            ns=pending["ns"],
+            panels=pending["panels"],
+            seed=pending["seed"],
+            set_name=pending["set"],
+            params=pending["params"],
+        )
+        S["exp.curve"] = report.curve_id
+    except TallyError as err:
+        S["exp.error"] = f"The draw finished but could not be curved: {err}"
+
+
+@st.fragment(run_every=1)
+def pending_curve() -> None:
+    """Polls the draw; when it is done, curves it and shows the result with a full rerun."""
+    pending = S.get("exp.pending")
+    if not pending:
+        return
+    runner = ui.get_runner()
+    progress = runner.batch_progress(pending["batch_id"])
+    if progress is not None and not progress.finished:
+        st.progress(
+            progress.done / max(1, progress.total),
+            text=f"Drawing answers: {progress.done} of {progress.total} items",
+        )
+        if st.button("Cancel the draw", key="exp.cancel"):
+            runner.cancel(pending["batch_id"])
+        return
+    S["exp.pending"] = None
+    if progress is None:
+        S["exp.error"] = "The runner restarted during the draw: curve the batch below."
+    elif progress.error or progress.cancelled:
+        S["exp.error"] = f"The draw stopped: {progress.error or 'cancelled'}"
+    else:
+        finish_curve(runner.store, pending)
+    st.rerun(scope="app")
+
+
+def curve_form(runner: Runner) -> None:
+    models = available_models(runner)
+    if "exp.models" not in S:
+        S["exp.models"] = [m for m in SIM_PANEL if m in models]
+    c1, c2 = st.columns([1, 2])
+    c1.selectbox("Labelled set", datasets.list_sets(), key="exp.set")
+    c2.multiselect("Models (each sampled K times)", models, key="exp.models")
+    c3, c4, c5, c6 = st.columns(4)
+    c3.number_input("K: answers per item per model", min_value=1, max_value=64, key="exp.k")
+    c4.text_input("N to estimate", key="exp.ns", help="Comma-separated, e.g. 1,3,5,7")
+    c5.number_input("Items (drawn at random)", min_value=1, key="exp.items")
+    c6.number_input("Seed", min_value=0, key="exp.seed")
+    st.text_area(
+        "More panels to curve (one per line, e.g. sim:sim-mid,sim:sim-mid,sim:sim-fast)",
+        key="exp.panels",
+        height=68,
+    )
+    st.caption(
+        "One draw serves every curve: each model alone (N samples of it), all of them mixed, and "
+        "the panels above. The draw is a batch: every call is stored and can be opened."
+    )
+    st.button("Draw and curve", type="primary", on_click=submit_curve, key="exp.draw")
+
+
+def batch_form(store: Store) -> None:
+    batches = [b for b in store.list_batches(limit=100) if b.status == "done"]
+    if not batches:
+        st.caption("No finished batch yet.")
+        return
+    by_id = {b.batch_id: b for b in batches}
+    c1, c2 = st.columns([2, 1])
+    batch_id = c1.selectbox(
+        "Batch (with gold labels)",
+        list(by_id),
+        format_func=lambda b: (
+            f"{by_id[b].name} · {by_id[b].total} items · {ui.when(by_id[b].created_at)}"
+        ),
+        key="exp.from_batch",
+    )
+    ns_text = c2.text_input("N to estimate", value="1,3,5", key="exp.from_ns")
+    if st.button("Curve this batch", key="exp.curve_batch"):
+        try:
+            report = curve_from_batch(store, batch_id, ns=parse_ints(ns_text, "N"))
+            S["exp.curve"] = report.curve_id
+            S["exp.error"] = None
+        except TallyError as err:
+            S["exp.error"] = str(err)
+        st.rerun()
+
+
+# -- error against N: showing a curve ------------------------------------------------------------
+
+
+def curve_figure(entry: PanelCurve) -> go.Figure:
+    """Error with its interval, the independent-voters prediction, and cost and latency."""
+    points = entry.curve.points
+    ns = [p.n for p in points]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=ns + ns[::-1],
+            y=[p.ci_high for p in points] + [p.ci_low for p in points][::-1],
+            fill="toself",
+            fillcolor="rgba(76,120,168,0.18)",
+            line={"width": 0},
+            hoverinfo="skip",
+            name=f"{entry.curve.confidence:.0%} interval",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=ns,
+            y=[p.error for p in points],
+            mode="lines+markers",
+            line={"color": BLUE, "width": 3},
+            name="measured error",
+            hovertemplate="N=%{x}: %{y:.1%}<extra>measured</extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=ns,
+            y=[p.independent_error for p in points],
+            mode="lines+markers",
+            line={"color": GREY, "dash": "dash"},
+            name="independent voters (Condorcet)",
+            hovertemplate="N=%{x}: %{y:.1%}<extra>independent</extra>",
+        )
+    )
+    costs = [p.cost_per_item for p in points]
+    if all(c is not None for c in costs):
+        fig.add_trace(
+            go.Scatter(
+                x=ns,
+                y=costs,
+                mode="lines+markers",
+                line={"color": ORANGE, "dash": "dot"},
+                marker={"symbol": "diamond"},
+                name="cost per item ($)",
+                yaxis="y2",
+                hovertemplate="N=%{x}: $%{y:.6f}<extra>cost</extra>",
+            )
+        )
+    latencies = [p.latency_ms for p in points]
+    if all(v is not None for v in latencies):
+        fig.add_trace(
+            go.Scatter(
+                x=ns,
+                y=latencies,
+                mode="lines+markers",
+                line={"color": GREEN, "dash": "dot"},
+                marker={"symbol": "square"},
+                name="latency of the vote (ms)",
+                yaxis="y3",
+                hovertemplate="N=%{x}: %{y:.0f} ms<extra>latency</extra>",
+            )
+        )
+    rec = entry.recommendation
+    fig.add_vline(
+        x=rec.n,
+        line={"color": GREEN, "dash": "dash"},
+        annotation_text=f"recommended N={rec.n}",
+        annotation_position="top left",
+    )
+    top = max([p.ci_high for p in points] + [p.error for p in points] + [0.01])
+    fig.update_layout(
+        title={"text": f"Error against N: {ui.chart_text(entry.name, 60)}", "font": {"size": 15}},
+        height=440,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"title": "N (votes)", "tickvals": ns, "domain": [0.0, 0.86]},
+        yaxis={"title": "error", "tickformat": ".0%", "range": [0, top * 1.15]},
+        yaxis2={
+            "title": {"text": "cost per item ($)", "font": {"color": ORANGE}},
+            "overlaying": "y",
+            "side": "right",
+            "anchor": "x",
+            "rangemode": "tozero",
+            "showgrid": False,
+            "tickfont": {"color": ORANGE},
+        },
+        yaxis3={
+            "title": {"text": "latency (ms)", "font": {"color": GREEN}},
+            "overlaying": "y",
+            "side": "right",
+            "anchor": "free",
+            "position": 0.97,
+            "rangemode": "tozero",
+            "showgrid": False,
+            "tickfont": {"color": GREEN},
+        },
+        legend={"orientation": "h", "y": -0.18},
+    )
+    return fig
+
+
+def panels_figure(report: CurveReport) -> go.Figure:
+    """Every panel's measured error against N: samples of one model against the mixed panel."""
+    fig = go.Figure()
+    for entry in report.panels:
+        points = entry.curve.points
+        fig.add_trace(
+            go.Scatter(
+                x=[p.n for p in points],
+                y=[p.error for p in points],
+                mode="lines+markers",
+                name=ui.chart_text(entry.name, 50),
+                line={"width": 4 if entry.kind == "mixed" else 2},
+                hovertemplate="N=%{x}: %{y:.1%}<extra>%{fullData.name}</extra>",
+            )
+        )
+    fig.update_layout(
+        title={"text": "Every panel from the same draw", "font": {"size": 15}},
+        height=380,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"title": "N (votes)", "tickvals": report.ns},
+        yaxis={"title": "error", "tickformat": ".0%", "rangemode": "tozero"},
+    )
+    return fig
+
+
+def harm_section(store: Store, report: CurveReport, entry: PanelCurve) -> None:
+    harm = entry.harm
+    st.markdown("**Where more votes hurt**")
+    if harm.message:
+        st.warning(ui.md_text(harm.message, 300))
+    else:
+        st.caption("No item is answered right less than half the time: more votes help everywhere.")
+    if not harm.items:
+        return
+    runs = {r.item_id: r for r in store.batch_runs(report.batch_id)}
+    rows = [
+        {
+            "item": item,
+            "single-call accuracy": pct(harm.item_accuracy[item], 0),
+            "gold": runs[item].gold if item in runs else "",
+            "input": " ".join(runs[item].input.split()) if item in runs else "",
+            "run": runs[item].run_id if item in runs else "",
+        }
+        for item in harm.items
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="exp.harm")
+
+
+def early_stop_section(entry: PanelCurve) -> None:
+    early = entry.early_stop
+    st.markdown(f"**Early stop, up to N={early.max_n}** (replayed on the stored answers)")
+    rows = [
+        {
+            "rule": r.rule,
+            "how it stops": r.description,
+            "calls per item": f"{r.calls_per_item:.2f}",
+            "accuracy": pct(r.accuracy),
+            "saving": pct(r.saving, 0),
+            "as accurate as fixed": "yes" if r.equal_or_better else f"no ({r.accuracy_delta:+.1%})",
+        }
+        for r in early.rules
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="exp.early")
+    if early.best is not None:
+        best = early.rule(early.best)
+        st.caption(
+            f"Best saving at equal accuracy: {best.rule} makes {best.calls_per_item:.2f} calls "
+            f"per item instead of {early.max_n} ({best.saving:.0%} fewer)."
+        )
+    else:
+        st.caption("No rule saves calls without losing accuracy on this set.")
+
+
+def show_curve(store: Store, report: CurveReport) -> None:
+    names = [p.name for p in report.panels]
+    if S.get("exp.panel") not in names:
+        S["exp.panel"] = report.headline
+    name = st.selectbox(
+        "Panel",
+        names,
+        key="exp.panel",
+        format_func=lambda n: f"{n} ({report.panel(n).kind})",
+    )
+    entry = report.panel(name)
+    rec = entry.recommendation
+    cols = st.columns(5)
+    cols[0].metric("Recommended N", rec.n)
+    cols[1].metric(
+        f"Error at N={rec.n}",
+        pct(rec.error),
+        help=f"{report.panel(name).curve.confidence:.0%} interval {pct(rec.ci_low)} to "
+        f"{pct(rec.ci_high)}",
+    )
+    cols[2].metric("Error removed vs one call", pct(rec.removed, 0))
+    cols[3].metric(
+        "Halving check: error(5)/error(1)",
+        number(rec.halving_check),
+        help="The handbook: majority of 5 makes roughly half the errors of one call.",
+    )
+    cols[4].metric(
+        "Error correlation",
+        number(entry.curve.rho),
+        help="Mean pairwise correlation of the slots' errors: what keeps the vote from the "
+        "independent-voters curve.",
+    )
+    st.caption(ui.md_text(rec.reason, 400))
+    st.caption(ui.md_text(halving_sentence(rec), 300))
+    st.caption(
+        f"N=1 is {ui.md_text(entry.one_call)}. {report.items} items, K={report.k}, "
+        f"draw cost {ui.money(report.cost_usd)}."
+    )
+    st.plotly_chart(curve_figure(entry), width="stretch", key="exp.curve_chart")
+    st.plotly_chart(panels_figure(report), width="stretch", key="exp.panels_chart")
+    harm_section(store, report, entry)
+    early_stop_section(entry)
+
+
+def curve_tab(runner: Runner) -> None:
+    store = runner.store
+    curves = store.list_curves(limit=50)
+    pending_curve()
+    if S.get("exp.error"):
+        st.error(ui.md_text(S["exp.error"], 400))
+    with st.expander("New curve: draw K answers per item per model", expanded=not curves):
+        curve_form(runner)
+    with st.expander("Curve a stored batch", expanded=False):
+        batch_form(store)
+    if not curves:
+        st.info("No curve yet: draw one above.")
+        return
+    by_id = {c.id: c for c in curves}
+    if S.get("exp.curve") not in by_id:
+        S["exp.curve"] = curves[0].id
+    curve_id = st.selectbox(
+        "Curve",
+        list(by_id),
+        key="exp.curve",
+        format_func=lambda c: (
+            f"{by_id[c].name} · {by_id[c].result.get('items', '?')} items · "
+            f"K={by_id[c].result.get('k', '?')} · {ui.when(by_id[c].created_at)}"
+        ),
+    )
+    show_curve(store, load_curve(store, curve_id))
+
+
+# -- disagreement ----------------------------------------------------------------------------------
+
+
+def heatmap_figure(result: Disagreement) -> go.Figure:
+    models = sorted({c.model_a for c in result.heatmap} | {c.model_b for c in result.heatmap})
+    index = {m: i for i, m in enumerate(models)}
+    z: list[list[float | None]] = [[None] * len(models) for _ in models]
+    text: list[list[str]] = [[""] * len(models) for _ in models]
+    for cell in result.heatmap:
+        i, j = index[cell.model_a], index[cell.model_b]
+        for a, b in ((i, j), (j, i)):
+            z[a][b] = cell.agreement
+            text[a][b] = f"{cell.agreement:.0%}"
+    labels = [ui.chart_text(m) for m in models]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=labels,
+            y=labels,
+            text=text,
+            texttemplate="%{text}",
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            hovertemplate="%{y} vs %{x}: %{z:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title={"text": "Pairwise agreement (diagonal: samples of one model)", "font": {"size": 15}},
+        height=160 + 60 * len(models),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+    )
+    return fig
+
+
+def accuracy_figure(result: Disagreement) -> go.Figure:
+    models = sorted(set(result.accuracy_gold) | set(result.accuracy_review))
+    labels = [ui.chart_text(m) for m in models]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=labels,
+            y=[result.accuracy_gold.get(m) for m in models],
+            name="against gold",
+            marker_color=BLUE,
+            text=[pct(result.accuracy_gold.get(m), 0) for m in models],
+            textposition="outside",
+        )
+    )
+    if result.accuracy_review:
+        fig.add_trace(
+            go.Bar(
+                x=labels,
+                y=[result.accuracy_review.get(m) for m in models],
+                name=f"against reviewers ({result.reviewed} runs)",
+                marker_color=ORANGE,
+                text=[pct(result.accuracy_review.get(m), 0) for m in models],
+                textposition="outside",
+            )
+        )
+    fig.update_layout(
+        title={"text": "Each model's accuracy (every sample)", "font": {"size": 15}},
+        barmode="group",
+        height=340,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        yaxis={"tickformat": ".0%", "range": [0, 1.12]},
+    )
+    return fig
+
+
+def reliability_figure(result: Disagreement) -> go.Figure:
+    """The winner's vote share against how often it was right: on the diagonal is calibrated."""
+    bins = [b for b in result.reliability if b.count]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=[(b.lower + b.upper) / 2 for b in bins],
+            y=[b.count for b in bins],
+            width=[(b.upper - b.lower) * 0.9 for b in bins],
+            name="items in the bin",
+            marker_color="rgba(140,140,140,0.35)",
+            yaxis="y2",
+            hovertemplate="%{y} items<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            line={"color": GREY, "dash": "dash"},
+            name="calibrated",
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[b.mean_confidence for b in bins],
+            y=[b.accuracy for b in bins],
+            mode="lines+markers",
+            line={"color": BLUE, "width": 3},
+            marker={"size": 9},
+            name="winner right",
+            hovertemplate="share %{x:.0%}: right %{y:.0%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title={
+            "text": "Reliability: the winner's vote share against how often it is right",
+            "font": {"size": 15},
+        },
+        height=400,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={"title": "winner's share of the votes", "tickformat": ".0%", "range": [0, 1.02]},
+        yaxis={"title": "right (against gold)", "tickformat": ".0%", "range": [0, 1.05]},
+        yaxis2={
+            "title": "items",
+            "overlaying": "y",
+            "side": "right",
+            "showgrid": False,
+            "rangemode": "tozero",
+        },
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig
+
+
+def disagreement_tab(store: Store) -> None:
+    batches = store.list_batches(limit=100)
+    if not batches:
+        st.info("No batch yet: draw a curve, or run a batch, to see who disagrees.")
+        return
+    by_id = {b.batch_id: b for b in batches}
+    if S.get("exp.batch") not in by_id:
+        current = S.get("exp.curve")
+        drawn = None
+        if current:
+            try:
+                drawn = load_curve(store, current).batch_id
+            except TallyError:
+                drawn = None
+        S["exp.batch"] = drawn if drawn in by_id else batches[0].batch_id
+    batch_id = st.selectbox(
+        "Batch",
+        list(by_id),
+        key="exp.batch",
+        format_func=lambda b: f"{by_id[b].name} · {by_id[b].total} items · {by_id[b].status}",
+    )
+    try:
+        result = analyse_batch(store, batch_id)
+    except TallyError as err:
+        st.error(ui.md_text(str(err), 300))
+        return
+    if not result.runs:
+        st.info("No run of this batch has finished yet.")
+        return
+    independence = result.independence
+    cols = st.columns(5)
+    cols[0].metric("Runs", result.runs)
+    cols[1].metric(
+        "Fleiss' kappa",
+        number(result.fleiss_kappa),
+        help=f"{result.fleiss_items} runs where every slot voted",
+    )
+    cols[2].metric(
+        "Effective independent voters",
+        "-"
+        if independence is None or independence.effective is None
+        else f"{independence.effective:.1f} of {independence.voters}",
+    )
+    cols[3].metric("Calibration error", pct(result.calibration_error), help="0 is calibrated")
+    agreement = result.review_stats.get("agreement_with_plurality")
+    cols[4].metric(
+        "Reviewers agree with the panel",
+        pct(result.human_vs_panel if result.human_vs_panel is not None else agreement, 0),
+        help="Share of reviews that chose the panel's plurality label "
+        + ("(this batch)" if result.human_vs_panel is not None else "(all reviews)"),
+    )
+    left, right = st.columns(2)
+    with left:
+        if result.heatmap:
+            st.plotly_chart(heatmap_figure(result), width="stretch", key="exp.heatmap")
+        else:
+            st.caption("No two valid answers in the same run: nothing to compare.")
+    with right:
+        if result.accuracy_gold or result.accuracy_review:
+            st.plotly_chart(accuracy_figure(result), width="stretch", key="exp.accuracy")
+        else:
+            st.caption("No gold labels or reviews: accuracy needs a reference.")
+    if result.kappas:
+        st.markdown("**Cohen's kappa per pair** (agreement corrected for chance)")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "rater A": p.model_a,
+                        "rater B": p.model_b,
+                        "items": p.items,
+                        "agreement": pct(p.agreement),
+                        "kappa": number(p.kappa),
+                    }
+                    for p in result.kappas
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            key="exp.kappas",
+        )
+    if result.reliability:
+        st.plotly_chart(reliability_figure(result), width="stretch", key="exp.reliability")
+    hardest_section(store, result)
+
+
+def hardest_section(store: Store, result: Disagreement) -> None:
+    st.markdown("**The hardest items** (most split votes first)")
+    if not result.hardest:
+        st.caption("Every vote of this batch was unanimous.")
+        return
+    rows = [
+        {
+            "run": h.run_id,
+            "item": h.item_id or "",
+            "input": " ".join(h.input.split()),
+            "gold": h.gold or "",
+            "votes": ", ".join(f"{k}: {v}" for k, v in h.votes.items()),
+            "entropy (bits)": f"{h.entropy:.2f}",
+            "margin": f"{h.margin:.2f}",
+            "decision": h.decision,
+        }
+        for h in result.hardest
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="exp.hardest")
+    run_id = st.selectbox(
+        "Open one of these runs",
+        [None, *(h.run_id for h in result.hardest)],
+        format_func=lambda r: "(choose a run)" if r is None else r,
+        key="exp.open_run",
+    )
+    if run_id is not None:
+        ui.render_result(store.get_run(run_id), key="exp.run")
+
+
+# -- the throughput wall ---------------------------------------------------------------------------
+
+
+def sweep_figure(report: SweepReport) -> go.Figure:
+    verdict: SweepVerdict = report.verdict
+    points = verdict.points
+    levels = [p.concurrency for p in points]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=levels,
+            y=[p.throughput for p in points],
+            mode="lines+markers",
+            line={"color": BLUE, "width": 3},
+            marker={"size": 9},
+            name="throughput (calls/s)",
+            hovertemplate="%{x} in flight: %{y:.1f} calls/s<extra></extra>",
+        )
+    )
+    for key, colour, dash in (("p50_ms", GREEN, "dot"), ("p95_ms", RED, "dash")):
+        fig.add_trace(
+            go.Scatter(
+                x=levels,
+                y=[getattr(p, key) for p in points],
+                mode="lines+markers",
+                line={"color": colour, "dash": dash},
+                name=f"{key[:3]} latency (ms)",
+                yaxis="y2",
+                hovertemplate="%{x} in flight: %{y:.0f} ms<extra>" + key[:3] + "</extra>",
+            )
+        )
+    if verdict.ceiling is not None:
+        fig.add_vline(
+            x=verdict.ceiling,
+            line={"color": ORANGE, "dash": "dash", "width": 2},
+            annotation_text=f"ceiling {verdict.ceiling}",
+            annotation_position="top right",
+        )
+    fig.update_layout(
+        title={
+            "text": f"Throughput wall: {ui.chart_text(report.model, 50)} "
+            f"({SHAPE_TITLES[verdict.shape].lower()})",
+            "font": {"size": 15},
+        },
+        height=420,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={
+            "title": "concurrency (calls in flight)",
+            "type": "log",
+            "tickvals": levels,
+            "ticktext": [str(v) for v in levels],
+        },
+        yaxis={"title": "calls per second", "rangemode": "tozero"},
+        yaxis2={
+            "title": "latency (ms)",
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+            "showgrid": False,
+        },
+        legend={"orientation": "h", "y": -0.22},
+    )
+    return fig
+
+
+def shapes_figure(reports: dict[str, SweepReport]) -> go.Figure:
+    """The latest demo sweep of each mode, throughput relative to one call in flight."""
+    fig = go.Figure()
+    for mode, report in reports.items():
+        points = report.verdict.points
+        base = points[0].throughput or 1.0
+        fig.add_trace(
+            go.Scatter(
+                x=[p.concurrency for p in points],
+                y=[p.throughput / base for p in points],
+                mode="lines+markers",
+                name=DEMO_TITLES.get(mode, mode),
+            )
+        )
+    levels = sorted({p.concurrency for r in reports.values() for p in r.verdict.points})
+    fig.update_layout(
+        title={
+            "text": "Three downstreams, three shapes (throughput / throughput at 1)",
+            "font": {"size": 15},
+        },
+        height=380,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        xaxis={
+            "title": "concurrency",
+            "type": "log",
+            "tickvals": levels,
+            "ticktext": [str(v) for v in levels],
+        },
+        yaxis={"title": "speed-up", "rangemode": "tozero"},
+        legend={"orientation": "h", "y": -0.22},
+    )
+    return fig
+
+
+def verdict_box(verdict: SweepVerdict) -> None:
+    text = f"**{SHAPE_TITLES[verdict.shape]}**: {ui.md_text(verdict.message, 400)}"
+    if verdict.shape == "serialises":
+        st.error(text)
+    elif verdict.shape == "falls":
+        st.warning(text)
+    elif verdict.shape == "ceiling":
+        st.success(text)
+    else:
+        st.info(text)
+    if verdict.warning:
+        st.warning(f"Handbook: {ui.md_text(verdict.warning, 400)}")
+
+
+def run_sweep_now(model: str) -> None:
+    try:
+        levels = parse_ints(str(S["exp.levels"]), "Levels")
+        with st.spinner(f"Sweeping {model} at {', '.join(map(str, levels))} calls in flight…"):
+            report = sweep_sync(model, levels, calls_per_level=int(S["exp.calls"]))
+        S["exp.sweep"] = report.sweep_id
+        S["exp.sweep_error"] = None
+    except TallyError as err:
+        S["exp.sweep_error"] = str(err)
+
+
+def run_demo_now(mode: str) -> None:
+    try:
+        with st.spinner(f"Starting a sim server ({DEMO_TITLES[mode]}) and sweeping it…"):
+            report = demo_sweep(mode)
+        S["exp.sweep"] = report.sweep_id
+        S["exp.sweep_error"] = None
+    except TallyError as err:
+        S["exp.sweep_error"] = str(err)
+
+
+def save_now(runner: Runner, report: SweepReport) -> None:
+    try:
+        saved = save_ceiling(runner.tally.config, report)
+        S["exp.saved"] = (
+            f"Saved max_concurrency = {saved.max_concurrency} for [providers.{saved.provider}] "
+            f"in {saved.path}. It applies from the next start of the dashboard or the CLI."
+        )
+        S["exp.save_error"] = None
+    except TallyError as err:
+        S["exp.save_error"] = str(err)
+        S["exp.saved"] = None
+
+
+def is_demo(report: SweepReport) -> bool:
+    return report.provider.removeprefix("sim-") in DEMO_MODES
+
+
+def wall_tab(runner: Runner) -> None:
+    store = runner.store
+    left, right = st.columns(2)
+    with left, st.container(border=True):
+        st.markdown("**Sweep a model**")
+        models = available_models(runner)
+        model = st.selectbox("Model", models, key="exp.sweep_model")
+        c1, c2 = st.columns(2)
+        c1.text_input("Concurrency levels", key="exp.levels")
+        c2.number_input("Calls per level (at least 4 rounds)", min_value=1, key="exp.calls")
+        if st.button("Run sweep", type="primary", key="exp.run_sweep") and model:
+            run_sweep_now(model)
+    with right, st.container(border=True):
+        st.markdown("**Demo: the sim server in three modes**")
+        st.radio(
+            "Downstream",
+            list(DEMO_MODES),
+            key="exp.demo_mode",
+            format_func=DEMO_TITLES.__getitem__,
+        )
+        st.caption("Starts a sim server on loopback in that mode and sweeps it: seconds.")
+        if st.button("Run demo sweep", key="exp.run_demo"):
+            run_demo_now(str(S["exp.demo_mode"]))
+    if S.get("exp.sweep_error"):
+        st.error(ui.md_text(S["exp.sweep_error"], 400))
+    sweeps = store.list_sweeps(limit=50)
+    if not sweeps:
+        st.info("No sweep yet: run one above.")
+        return
+    by_id = {s.id: s for s in sweeps}
+    if S.get("exp.sweep") not in by_id:
+        S["exp.sweep"] = sweeps[0].id
+    sweep_id = st.selectbox(
+        "Sweep",
+        list(by_id),
+        key="exp.sweep",
+        format_func=lambda s: (
+            f"{by_id[s].name} · {by_id[s].result.get('verdict', {}).get('shape', '?')} · "
+            f"{ui.when(by_id[s].created_at)}"
+        ),
+    )
+    report = load_sweep(store, sweep_id)
+    verdict = report.verdict
+    cols = st.columns(4)
+    cols[0].metric("Ceiling", "none yet" if verdict.ceiling is None else verdict.ceiling)
+    cols[1].metric(
+        "Peak", f"{verdict.peak_throughput:.1f} calls/s", help=f"at {verdict.peak} in flight"
+    )
+    cols[2].metric(
+        "Latency slope",
+        number(verdict.latency_slope),
+        help="log-log slope of p50 against concurrency: 1 is proportional",
+    )
+    cols[3].metric("Calls", report.calls, help=f"cost {ui.money(report.cost_usd)}")
+    verdict_box(verdict)
+    st.plotly_chart(sweep_figure(report), width="stretch", key="exp.sweep_chart")
+    if is_demo(report):
+        st.caption(
+            "A demo sweep of the sim server: there is no provider of yours to save a ceiling for."
+        )
+    elif verdict.ceiling is not None:
+        st.button(
+            f"Save {verdict.ceiling} as max_concurrency of {report.provider} in tally.toml",
+            key="exp.save",
+            on_click=save_now,
+            args=(runner, report),
+        )
+        if S.get("exp.saved"):
+            st.success(ui.md_text(S["exp.saved"], 400))
+        if S.get("exp.save_error"):
+            st.error(ui.md_text(S["exp.save_error"], 400))
+    latest: dict[str, SweepReport] = {}
+    for saved in sweeps:
+        mode = saved.name.partition(":")[0].removeprefix("sim-")
+        if mode in DEMO_MODES and mode not in latest:
+            latest[mode] = load_sweep(store, saved.id)
+    if len(latest) > 1:
+        st.plotly_chart(shapes_figure(latest), width="stretch", key="exp.shapes_chart")
+
+
+def main() -> None:
+    for key, value in DEFAULTS.items():
+        S.setdefault(key, value)
+    st.title("Experiments")
+    st.caption(
+        "How many votes your set needs and what they cost, which models vote alike, and where "
+        "more concurrency stops buying throughput: measured on your data and your endpoints."
+    )
+    try:
+        runner = ui.get_runner()
+        tabs = st.tabs(["Error vs N", "Disagreement", "Throughput wall"])
+        with tabs[0]:
+            curve_tab(runner)
+        with tabs[1]:
+            disagreement_tab(runner.store)
+        with tabs[2]:
+            wall_tab(runner)
+    except TallyError as err:
+        st.error(ui.md_text(str(err), 400))
+
+
+main()
