@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,9 @@ DEFAULT_PANEL = ["sim:sim-strong", "sim:sim-fast", "sim:sim-mid", "sim:sim-biase
 TEXT_GUESSES = ("text", "input", "question", "prompt", "message")
 GOLD_GUESSES = ("gold", "label", "answer", "expected")
 ID_GUESSES = ("id", "item_id", "key")
+BUSY_ELSEWHERE_S = 120
+"""A batch marked running that started a run this recently is taken to be running in another
+process (the CLI, another dashboard), and is not offered for resume: both would pay."""
 DEFAULTS: dict[str, Any] = {
     "batch.source": UPLOAD,
     "batch.set": datasets.list_sets()[0],
@@ -535,11 +539,17 @@ def resume(batch_id: str) -> None:
         S["batch.resume_error"] = str(err)
 
 
-def batch_label(info: BatchInfo, active: set[str]) -> str:
-    status = "running" if info.batch_id in active else info.status
-    if info.status == "running" and info.batch_id not in active:
-        status = "interrupted"
-    return f"{info.name} · {status} · {info.total} rows · {ui.when(info.created_at)}"
+def batch_label(info: BatchInfo) -> str:
+    """What identifies a batch in the picker; its state is shown below it, not here, so the
+    label stays the same while the batch moves on."""
+    return f"{info.name} · {info.total} rows · {ui.when(info.created_at)} · {info.batch_id}"
+
+
+def quiet_for(store: Store, info: BatchInfo) -> float:
+    """Seconds since the batch last started a run (or was created)."""
+    rows, _ = store.list_runs(RunFilter(batch_id=info.batch_id), limit=1)
+    last = max([info.created_at, *(r.created_at for r in rows)])
+    return max(0.0, time.time() - last)
 
 
 def batches_section(runner: Runner) -> None:
@@ -561,7 +571,7 @@ def batches_section(runner: Runner) -> None:
         "Batch",
         list(by_id),
         key="batch.view",
-        format_func=lambda b: batch_label(by_id[b], active),
+        format_func=lambda b: batch_label(by_id[b]),
     )
     info = by_id[batch_id]
     if batch_id in active:
@@ -570,13 +580,18 @@ def batches_section(runner: Runner) -> None:
     progress = runner.batch_progress(batch_id)
     if progress is not None and progress.error:
         st.error(f"The batch stopped with an error: {progress.error}")
-    resumable = info.status in ("interrupted", "cancelled", "failed") or (
-        info.status == "running" and batch_id not in active
-    )
-    if resumable:
+    orphan = info.status == "running"  # marked running, but not by this dashboard
+    if orphan and (quiet := quiet_for(store, info)) < BUSY_ELSEWHERE_S:
+        st.info(
+            f"This batch is marked running and started a run {quiet:.0f} s ago, but not in this "
+            "dashboard: another process (a CLI batch?) seems to be running it. Resume is "
+            f"offered once it has been quiet for {BUSY_ELSEWHERE_S} s."
+        )
+    elif orphan or info.status in ("interrupted", "cancelled", "failed"):
         done = store.batch_counts(batch_id)["done"]
+        why = "the process running it stopped" if orphan else info.status
         st.warning(
-            f"This batch stopped after {done} of {info.total} runs ({info.status}). Resuming "
+            f"This batch stopped after {done} of {info.total} runs ({why}). Resuming "
             "skips finished runs and reuses finished calls, so nothing is paid twice."
         )
         st.button(
@@ -590,6 +605,8 @@ def batches_section(runner: Runner) -> None:
             st.error(S["batch.resume_error"])
     elif info.status == "done":
         st.success(f"Done: {info.total} runs.")
+    else:
+        st.info(f"Status: {info.status}.")
     results_view(store, info)
 
 
@@ -610,17 +627,19 @@ def main() -> None:
         return
     with st.expander("New batch", expanded=S.get("batch.current") is None):
         st.radio("Inputs", [UPLOAD, BUNDLED], key="batch.source", horizontal=True)
+        upload = val("batch.source") == UPLOAD
+        if upload:
+            upload_section()
+        else:
+            bundled_section()
+            error_here("file")
         left, right = st.columns(2, gap="large")
         with left:
-            if val("batch.source") == UPLOAD:
-                upload_section()
+            if upload:
                 task_section()
-            else:
-                bundled_section()
-                error_here("file")
+            st.text_input("Batch name (optional)", key="batch.name")
         with right:
             panel_policy_section(models)
-            st.text_input("Batch name (optional)", key="batch.name")
         st.button("Run batch", type="primary", on_click=submit, key="batch.submit")
         error_here("submit")
         if S.get("batch.errors"):

@@ -79,8 +79,6 @@ def candidates(case: ReviewCase, reveal: bool) -> None:
                 st.markdown(f"**{ui.md_text(group.label, 80)}** · {group.count} {votes}")
                 if group.tied:
                     st.caption("tied")
-                if reveal:
-                    st.caption(", ".join(ui.md_text(m, 60) for m in group.models))
                 for call in group.calls:
                     st.caption(reply_heading(call, numbers[(call.phase, call.slot)], reveal))
                     st.code(call.raw or "(no reply)", language=None, wrap_lines=True)

@@ -4,14 +4,17 @@ resumed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
 from core.api import build_policy, build_task
 from core.panel import Panel
 from core.store import Store
+from core.store.tables import batch_t
 
 PAGE = "pages/batch.py"
 Rerun = Callable[[AppTest, Callable[[AppTest], bool]], AppTest]
@@ -201,9 +204,8 @@ def test_an_interrupted_batch_is_offered_for_resume_and_finishes(
     assert store.batch_counts(batch_id)["done"] == 2
 
 
-def test_a_batch_left_running_by_a_dead_process_counts_as_interrupted(
-    page_test: Callable[[str], AppTest], store: Store
-) -> None:
+def orphan(store: Store, age_s: float) -> str:
+    """A batch marked running by a process that is not this dashboard, ``age_s`` old."""
     batch_id = store.create_batch(
         name="orphan",
         source="cli",
@@ -213,6 +215,29 @@ def test_a_batch_left_running_by_a_dead_process_counts_as_interrupted(
         concurrency=4,
         items=[(0, "1", "only input", None)],
     )
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(batch_t).where(batch_t.c.id == batch_id).values(created_at=time.time() - age_s)
+        )
+    return batch_id
+
+
+def test_a_batch_left_running_by_a_dead_process_can_be_resumed(
+    page_test: Callable[[str], AppTest], store: Store
+) -> None:
+    batch_id = orphan(store, age_s=3600)
     at = open_page(page_test)
-    assert "orphan · interrupted · 1 rows" in at.selectbox(key="batch.view").format_func(batch_id)
-    assert any("Resume" in b.label for b in at.button)
+    assert at.selectbox(key="batch.view").value == batch_id
+    assert any(
+        "stopped after 0 of 1 runs (the process running it stopped)" in w.value for w in at.warning
+    )
+    assert [b.label for b in at.button if "Resume" in b.label] == ["Resume batch"]
+
+
+def test_a_batch_busy_in_another_process_is_not_offered_for_resume(
+    page_test: Callable[[str], AppTest], store: Store
+) -> None:
+    orphan(store, age_s=5)
+    at = open_page(page_test)
+    assert any("another process (a CLI batch?)" in i.value for i in at.info)
+    assert not [b for b in at.button if "Resume" in b.label]
