@@ -668,20 +668,17 @@ def print_curve(report: Any) -> None:
     out.print(Text(halving_sentence(rec)))
     if head.harm.message:
         out.print(Text(f"warning: {head.harm.message}", style="yellow"))
-    panels = Table(title="every panel")
-    for col in ("panel", "error at N=1", "at largest N", "recommended N", "error(5)/error(1)"):
-        panels.add_column(col)
+    out.print(Text("every panel:", style="bold"))
     for entry in report.panels:
         first, last = entry.curve.points[0], entry.curve.points[-1]
         check = entry.recommendation.halving_check
-        panels.add_row(
-            Text(entry.name),
-            fmt_rate(first.error) if first.n == 1 else "-",
-            f"{fmt_rate(last.error)} (N={last.n})",
-            str(entry.recommendation.n),
-            "-" if check is None else f"{check:.2f}",
-        )
-    out.print(panels)
+        parts = [f"error {fmt_rate(first.error)} at N={first.n}"]
+        if last.n != first.n:
+            parts.append(f"{fmt_rate(last.error)} at N={last.n}")
+        parts.append(f"recommended N={entry.recommendation.n}")
+        if check is not None:
+            parts.append(f"error(5)/error(1) {check:.2f}")
+        out.print(Text(f"  {entry.name} ({entry.kind}): " + ", ".join(parts)), soft_wrap=True)
     early = Table(title=f"early stop, up to N={head.early_stop.max_n}")
     for col in ("rule", "calls/item", "accuracy", "saving", "as accurate"):
         early.add_column(col)
