@@ -19,7 +19,6 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    exists,
     func,
     literal_column,
     or_,
@@ -153,9 +152,12 @@ def run_conditions(f: RunFilter | None) -> list[ColumnElement[bool]]:
         out.append(c.created_at >= f.since)
     if f.until is not None:
         out.append(c.created_at < f.until)
-    if f.model:  # an alias, so a query that already reads ``call`` does not correlate it
+    if f.model:
+        # IN, not a correlated EXISTS: without statistics SQLite would probe the model index
+        # once per run (quadratic); this reads the model's calls once. The alias keeps a
+        # query that already reads ``call`` from correlating the subquery with it.
         other = call_t.alias("model_call")
-        out.append(exists().where(and_(other.c.run_id == c.id, other.c.model == f.model)))
+        out.append(c.id.in_(select(other.c.run_id).where(other.c.model == f.model)))
     if f.task_name:
         out.append(c.task_name == f.task_name)
     if f.statuses:
