@@ -64,9 +64,10 @@ def money(value: float | None) -> str:
         return "$0"
     if abs(value) >= 1:
         return f"${value:,.2f}"
-    if abs(value) >= 0.01:
-        return f"${value:.4f}"
-    return f"${value:.6f}"
+    if abs(value) < 0.000001:
+        return "<$0.000001"
+    whole, _, cents = f"{value:.6f}".rstrip("0").partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def latency(ms: float | None) -> str:
