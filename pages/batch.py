@@ -54,9 +54,9 @@ DEFAULT_PANEL = ["sim:sim-strong", "sim:sim-fast", "sim:sim-mid", "sim:sim-biase
 TEXT_GUESSES = ("text", "input", "question", "prompt", "message")
 GOLD_GUESSES = ("gold", "label", "answer", "expected")
 ID_GUESSES = ("id", "item_id", "key")
+# A batch marked running that started a run this recently is taken to be running in another
+# process (the CLI, another dashboard), and is not offered for resume: both would pay.
 BUSY_ELSEWHERE_S = 120
-"""A batch marked running that started a run this recently is taken to be running in another
-process (the CLI, another dashboard), and is not offered for resume: both would pay."""
 DEFAULTS: dict[str, Any] = {
     "batch.source": UPLOAD,
     "batch.set": datasets.list_sets()[0],
@@ -483,6 +483,25 @@ def exporter(store: Store, batch_id: str, fmt: str, what: str) -> Callable[[], b
     return make
 
 
+def inspect_run(store: Store, batch_id: str, frame: pd.DataFrame) -> None:
+    """One run of the batch as the Run page shows it: its calls, votes and raw replies."""
+    finished = frame[frame["status"] != "running"]
+    if finished.empty:
+        return
+    items = dict(zip(finished["run"], finished["item"], strict=True))
+    with st.expander("Look inside a run: its calls, votes and raw replies"):
+        run_id = st.selectbox(
+            "Run",
+            list(items),
+            index=None,
+            placeholder="Choose an item",
+            format_func=lambda rid: f"{items[rid]} · {rid}",
+            key=f"batch.inspect.{batch_id}",
+        )
+        if run_id is not None:
+            ui.render_result(store.get_run(run_id), key=f"batch.run.{run_id}")
+
+
 def results_view(store: Store, info: BatchInfo) -> None:
     counts = store.batch_counts(info.batch_id)
     cols = st.columns(5)
@@ -529,6 +548,7 @@ def results_view(store: Store, info: BatchInfo) -> None:
         mime="text/csv",
         key=f"batch.dl.calls.{info.batch_id}",
     )
+    inspect_run(store, info.batch_id, frame)
 
 
 def resume(batch_id: str) -> None:

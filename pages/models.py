@@ -85,7 +85,7 @@ def connection_section(runner: Runner, rows: list[dict[str, Any]]) -> None:
             if name in results:
                 show_result(results[name])
             else:
-                st.caption(f"{ui.md_text(mask_url(row['base_url']))}: not tested yet")
+                st.caption("not tested yet")
 
 
 def price_section(runner: Runner, rows: list[dict[str, Any]]) -> None:
@@ -121,7 +121,8 @@ def price_section(runner: Runner, rows: list[dict[str, Any]]) -> None:
             for r in table
         ]
     )
-    st.dataframe(frame, hide_index=True, width="stretch")
+    rows_px = 35 * (len(frame) + 1) + 3  # every row on screen, up to a point
+    st.dataframe(frame, hide_index=True, width="stretch", height=min(rows_px, 640))
     unknown = [r["model"] for r in table if r["source"] == "unknown"]
     if unknown:
         st.warning(

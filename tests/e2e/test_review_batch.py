@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "tests" / "artifacts" / "screenshots"
 TIE_MODELS = ["sim:sim-strong", "sim:sim-fast"]
 LABELS = ["regression", "no regression"]
 SEED = 0
@@ -150,6 +151,24 @@ def click(page: Page, button: str) -> None:
     wait_idle(page)
 
 
+def whole_page(page: Page, name: str) -> Path:
+    """The whole main column, below the fold included (a full-page screenshot stops at the
+    window, since the app scrolls inside its own container)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    size = page.viewport_size or {"width": 1440, "height": 1000}
+    height = page.evaluate(
+        """() => document.querySelector('[data-testid="stMainBlockContainer"]').scrollHeight"""
+    )
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height + 80)})
+    try:
+        page.wait_for_timeout(500)  # let the tables lay out in the taller window
+        page.screenshot(path=str(path))
+    finally:
+        page.set_viewport_size(size)
+    return path
+
+
 def to_top(page: Page) -> None:
     """Scroll the app back to its title, so a screenshot starts where a reader starts."""
     page.locator("h1").first.scroll_into_view_if_needed()
@@ -176,7 +195,7 @@ def test_a_tie_sent_to_a_human_is_resolved_on_the_review_page(
     for label in LABELS:
         expect(main.get_by_text(f"{label} · 1 vote", exact=True)).to_be_visible()
     assert "sim-strong" not in main.inner_text()  # model names hidden until asked for
-    shoot("review-queue")
+    whole_page(page, "review-queue")
 
     main.get_by_text("Show model names").click()
     wait_idle(page)
@@ -247,8 +266,7 @@ def test_a_small_csv_batch_runs_to_the_end(
     wait_idle(page)
     expect(main.get_by_text("Accuracy vs gold")).to_be_visible()
     expect(main.locator('[data-testid="stDataFrame"]').first).to_be_visible()
-    to_top(page)
-    shoot("batch-done")
+    whole_page(page, "batch-done")
 
     with page.expect_download() as download:
         page.get_by_role("button", name="Runs as CSV").click()
@@ -262,3 +280,17 @@ def test_a_small_csv_batch_runs_to_the_end(
         (info,) = [b for b in store.list_batches() if b.name == "e2e three rows"]
         assert info.status == "done"
         assert store.batch_counts(info.batch_id)["done"] == 3
+
+
+def test_models_page_tests_the_sim_connection(
+    page: Page, goto: Callable[[str], Page], shoot: Callable[..., Path]
+) -> None:
+    open_app_page(goto, "models")
+    main = page.locator('[data-testid="stMain"]')
+    expect(main.get_by_text("Prices in use")).to_be_visible()
+    click(page, "Test sim")
+    expect(main.get_by_text("Connected in")).to_be_visible()
+    to_top(page)
+    shoot("models")
+    expect(main.locator('[data-testid="stDataFrame"]').last).to_be_visible()
+    whole_page(page, "models-whole")

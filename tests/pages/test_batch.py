@@ -53,6 +53,7 @@ def fast_panel(at: AppTest) -> None:
 def test_smoke(page_test: Callable[[str], AppTest], store: Store) -> None:
     at = open_page(page_test)
     assert at.title[0].value == "Batch"
+    assert not [m.value for m in at.markdown if "taken to be running" in m.value]  # no stray text
     assert at.file_uploader(key="batch.file").allowed_type == [".csv", ".jsonl", ".ndjson"]
     assert "sim:sim-strong" in at.multiselect(key="batch.models").options
     assert at.number_input(key="batch.n").value == 5
@@ -156,6 +157,16 @@ def test_a_small_upload_runs_to_the_end_with_accuracy_and_downloads(
     assert set(table["correct"]) <= {"yes", "no"}
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Runs as CSV", "Runs as JSONL", "Calls as CSV"]
+
+    # one run, looked into: its calls and raw replies, as plain text
+    inspect = at.selectbox(key=f"batch.inspect.{info.batch_id}")
+    run_id = f"{info.batch_id}-000002"
+    inspect.select(run_id).run()
+    assert not at.exception, [e.message for e in at.exception]
+    stored = store.get_run(run_id)
+    codes = [c.value for c in at.code]
+    assert stored.input in codes  # the formula-looking input, inert
+    assert all((c.raw or "(no reply)") in codes for c in stored.calls)
 
 
 def test_a_bundled_set_as_a_ready_made_batch(
