@@ -99,12 +99,15 @@ class RunRecord(SQLModel, table=True):
 
 class CallRecord(SQLModel, table=True):
     __tablename__ = "call"
-    __table_args__ = (UniqueConstraint("run_id", "phase", "slot", name="uq_call_run_phase_slot"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "phase", "slot", name="uq_call_run_phase_slot"),
+        Index("ix_call_model_id", "model", "id"),  # per model, newest first
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str = Field(foreign_key="run.id", ondelete="CASCADE")
     slot: int
-    model: str = Field(index=True)
+    model: str
     sample: int = 0
     phase: str
     status: str

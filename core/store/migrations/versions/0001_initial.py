@@ -110,7 +110,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("run_id", "phase", "slot", name="uq_call_run_phase_slot"),
     )
-    op.create_index("ix_call_model", "call", ["model"])
+    op.create_index("ix_call_model_id", "call", ["model", "id"])
     op.create_index("ix_call_cache_key", "call", ["cache_key"])
 
     op.create_table(
