@@ -233,6 +233,7 @@ def curve_figure(entry: PanelCurve) -> go.Figure:
             y=[p.ci_high for p in points] + [p.ci_low for p in points][::-1],
             fill="toself",
             fillcolor="rgba(76,120,168,0.18)",
+            mode="lines",
             line={"width": 0},
             hoverinfo="skip",
             name=f"{entry.curve.confidence:.0%} interval",
@@ -263,13 +264,13 @@ def curve_figure(entry: PanelCurve) -> go.Figure:
         fig.add_trace(
             go.Scatter(
                 x=ns,
-                y=costs,
+                y=[1000 * c for c in costs if c is not None],
                 mode="lines+markers",
                 line={"color": ORANGE, "dash": "dot"},
                 marker={"symbol": "diamond"},
-                name="cost per item ($)",
+                name="cost per 1,000 items ($)",
                 yaxis="y2",
-                hovertemplate="N=%{x}: $%{y:.6f}<extra>cost</extra>",
+                hovertemplate="N=%{x}: $%{y:.3f} per 1,000 items<extra>cost</extra>",
             )
         )
     latencies = [p.latency_ms for p in points]
@@ -289,24 +290,26 @@ def curve_figure(entry: PanelCurve) -> go.Figure:
     rec = entry.recommendation
     fig.add_vline(
         x=rec.n,
-        line={"color": GREEN, "dash": "dash"},
+        line={"color": "#555555", "dash": "dash"},
         annotation_text=f"recommended N={rec.n}",
         annotation_position="top left",
     )
     top = max([p.ci_high for p in points] + [p.error for p in points] + [0.01])
     fig.update_layout(
         title={"text": f"Error against N: {ui.chart_text(entry.name, 60)}", "font": {"size": 15}},
-        height=440,
+        height=460,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        xaxis={"title": "N (votes)", "tickvals": ns, "domain": [0.0, 0.86]},
+        xaxis={"title": "N (votes)", "tickvals": ns, "domain": [0.0, 0.78]},
         yaxis={"title": "error", "tickformat": ".0%", "range": [0, top * 1.15]},
         yaxis2={
-            "title": {"text": "cost per item ($)", "font": {"color": ORANGE}},
+            "title": {"text": "cost per 1,000 items ($)", "font": {"color": ORANGE}},
             "overlaying": "y",
             "side": "right",
             "anchor": "x",
             "rangemode": "tozero",
             "showgrid": False,
+            "tickmode": "auto",
+            "nticks": 6,
             "tickfont": {"color": ORANGE},
         },
         yaxis3={
@@ -314,9 +317,11 @@ def curve_figure(entry: PanelCurve) -> go.Figure:
             "overlaying": "y",
             "side": "right",
             "anchor": "free",
-            "position": 0.97,
+            "position": 0.91,
             "rangemode": "tozero",
             "showgrid": False,
+            "tickmode": "auto",
+            "nticks": 6,
             "tickfont": {"color": GREEN},
         },
         legend={"orientation": "h", "y": -0.18},
@@ -417,11 +422,14 @@ def show_curve(store: Store, report: CurveReport) -> None:
         help=f"{report.panel(name).curve.confidence:.0%} interval {pct(rec.ci_low)} to "
         f"{pct(rec.ci_high)}",
     )
-    cols[2].metric("Error removed vs one call", pct(rec.removed, 0))
+    cols[2].metric(
+        "Removed vs one call", pct(rec.removed, 0), help="Share of the one-call error removed"
+    )
     cols[3].metric(
-        "Halving check: error(5)/error(1)",
+        "Halving check",
         number(rec.halving_check),
-        help="The handbook: majority of 5 makes roughly half the errors of one call.",
+        help="error(5) / error(1). The handbook: majority of 5 makes roughly half the errors "
+        "of one call.",
     )
     cols[4].metric(
         "Error correlation",
@@ -497,9 +505,10 @@ def heatmap_figure(result: Disagreement) -> go.Figure:
         )
     )
     fig.update_layout(
-        title={"text": "Pairwise agreement (diagonal: samples of one model)", "font": {"size": 15}},
+        title={"text": "Pairwise agreement", "font": {"size": 15}},
         height=160 + 60 * len(models),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        yaxis={"autorange": "reversed"},
     )
     return fig
 
@@ -590,6 +599,8 @@ def reliability_figure(result: Disagreement) -> go.Figure:
             "side": "right",
             "showgrid": False,
             "rangemode": "tozero",
+            "tickmode": "auto",
+            "tickformat": ",d",
         },
         legend={"orientation": "h", "y": -0.2},
     )
@@ -615,7 +626,9 @@ def disagreement_tab(store: Store) -> None:
         "Batch",
         list(by_id),
         key="exp.batch",
-        format_func=lambda b: f"{by_id[b].name} · {by_id[b].total} items · {by_id[b].status}",
+        format_func=lambda b: (
+            f"{by_id[b].name} · {by_id[b].total} items · {ui.when(by_id[b].created_at)}"
+        ),
     )
     try:
         result = analyse_batch(store, batch_id)
@@ -642,7 +655,7 @@ def disagreement_tab(store: Store) -> None:
     cols[3].metric("Calibration error", pct(result.calibration_error), help="0 is calibrated")
     agreement = result.review_stats.get("agreement_with_plurality")
     cols[4].metric(
-        "Reviewers agree with the panel",
+        "Reviewers agree",
         pct(result.human_vs_panel if result.human_vs_panel is not None else agreement, 0),
         help="Share of reviews that chose the panel's plurality label "
         + ("(this batch)" if result.human_vs_panel is not None else "(all reviews)"),
@@ -743,11 +756,20 @@ def sweep_figure(report: SweepReport) -> go.Figure:
             )
         )
     if verdict.ceiling is not None:
-        fig.add_vline(
-            x=verdict.ceiling,
-            line={"color": ORANGE, "dash": "dash", "width": 2},
-            annotation_text=f"ceiling {verdict.ceiling}",
-            annotation_position="top right",
+        # a trace, not a shape: shapes and annotations on a log axis take log10 coordinates
+        top = max(p.throughput for p in points) * 1.08
+        fig.add_trace(
+            go.Scatter(
+                x=[verdict.ceiling, verdict.ceiling],
+                y=[0, top],
+                mode="lines+text",
+                line={"color": ORANGE, "dash": "dash", "width": 2},
+                text=["", f"ceiling {verdict.ceiling}"],
+                textposition="middle right",
+                textfont={"color": ORANGE},
+                name=f"ceiling: {verdict.ceiling}",
+                hoverinfo="skip",
+            )
         )
     fig.update_layout(
         title={
@@ -770,10 +792,15 @@ def sweep_figure(report: SweepReport) -> go.Figure:
             "side": "right",
             "rangemode": "tozero",
             "showgrid": False,
+            "tickmode": "auto",
+            "nticks": 6,
         },
         legend={"orientation": "h", "y": -0.22},
     )
     return fig
+
+
+DEMO_COLOURS = {"unlimited": GREEN, "capacity-1": RED, "contention-8": ORANGE}
 
 
 def shapes_figure(reports: dict[str, SweepReport]) -> go.Figure:
@@ -788,6 +815,7 @@ def shapes_figure(reports: dict[str, SweepReport]) -> go.Figure:
                 y=[p.throughput / base for p in points],
                 mode="lines+markers",
                 name=DEMO_TITLES.get(mode, mode),
+                line={"color": DEMO_COLOURS.get(mode, BLUE), "width": 3},
             )
         )
     levels = sorted({p.concurrency for r in reports.values() for p in r.verdict.points})
@@ -868,6 +896,8 @@ def wall_tab(runner: Runner) -> None:
     with left, st.container(border=True):
         st.markdown("**Sweep a model**")
         models = available_models(runner)
+        if S.get("exp.sweep_model") not in models and models:
+            S["exp.sweep_model"] = "sim:sim-fast" if "sim:sim-fast" in models else models[0]
         model = st.selectbox("Model", models, key="exp.sweep_model")
         c1, c2 = st.columns(2)
         c1.text_input("Concurrency levels", key="exp.levels")

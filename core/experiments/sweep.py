@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -292,18 +293,28 @@ def sweep_sync(model: str, levels: Sequence[int] = DEFAULT_LEVELS, **options: An
 
 # --------------------------------------------------------------------------- the demo
 
-DEMO_MODES: dict[str, tuple[int | None, int | None, tuple[int, ...]]] = {
-    "unlimited": (None, None, (1, 2, 4, 8, 16)),
-    "capacity-1": (1, None, (1, 2, 4, 8)),
-    "contention-8": (None, 8, (1, 2, 4, 8, 16, 32)),
+
+@dataclass(frozen=True)
+class DemoMode:
+    """One downstream the sim server can play, and how to sweep it so the shape is the
+    server's: calls slow enough that the client's own overhead (which is serial with the
+    server at one call in flight) stays small next to them, even on a loaded machine."""
+
+    capacity: int | None
+    contention: int | None
+    levels: tuple[int, ...]
+    time_scale: float  # sim-fast answers in about 300 ms x this
+
+
+DEMO_MODES: dict[str, DemoMode] = {
+    # throughput grows with concurrency: the top level needs the client to keep up
+    "unlimited": DemoMode(None, None, (1, 2, 4, 8), 0.5),
+    # one request at a time: every call waits for all the earlier ones, so few levels
+    "capacity-1": DemoMode(1, None, (1, 2, 4), 0.5),
+    # slows down past 8 in flight: levels well past the knee to show the fall
+    "contention-8": DemoMode(None, 8, (1, 2, 4, 8, 16, 32), 0.25),
 }
-"""The three shapes the sim server can show, as (capacity, contention, levels): no limit, a
-downstream that serves one request at a time, and one that slows down past 8 in flight. A
-serialising server takes as long as all its calls one after another, so it gets fewer levels."""
 DEMO_CALLS = 8
-DEMO_TIME_SCALE = 0.25
-"""sim-fast answers in about 75 ms at this scale: long next to the client's own overhead (so
-the client is never the wall being measured), short enough for a sweep in seconds."""
 
 
 def demo_sweep(
@@ -311,7 +322,7 @@ def demo_sweep(
     *,
     levels: Sequence[int] | None = None,
     calls_per_level: int = DEMO_CALLS,
-    time_scale: float = DEMO_TIME_SCALE,
+    time_scale: float | None = None,
     model: str = "sim-fast",
     database_url: str | None = None,
     on_level: LevelSink | None = None,
@@ -323,9 +334,13 @@ def demo_sweep(
     """
     if mode not in DEMO_MODES:
         raise InputError(f"unknown demo mode {mode!r}: use {', '.join(DEMO_MODES)}")
-    capacity, contention, default_levels = DEMO_MODES[mode]
+    demo = DEMO_MODES[mode]
     with (
-        serve_in_thread(time_scale=time_scale, capacity=capacity, contention=contention) as url,
+        serve_in_thread(
+            time_scale=demo.time_scale if time_scale is None else time_scale,
+            capacity=demo.capacity,
+            contention=demo.contention,
+        ) as url,
         tempfile.TemporaryDirectory(prefix="tally-demo-") as tmp,
     ):
         provider = f"sim-{mode}"
@@ -335,7 +350,7 @@ def demo_sweep(
         )
         return sweep_sync(
             f"{provider}:{model}",
-            levels or default_levels,
+            levels or demo.levels,
             calls_per_level=calls_per_level,
             config=path,
             database_url=database_url,

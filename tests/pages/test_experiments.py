@@ -112,7 +112,7 @@ def test_each_tab_renders_stored_data(
     metrics = {m.label: m.value for m in curve.get("metric")}  # type: ignore[attr-defined]
     head = report.panel()
     assert metrics["Recommended N"] == str(head.recommendation.n)
-    assert metrics["Halving check: error(5)/error(1)"] == f"{head.recommendation.halving_check:.2f}"
+    assert metrics["Halving check"] == f"{head.recommendation.halving_check:.2f}"
     assert charts(curve) == 2  # the curve with cost and latency, and every panel
     assert "halving check: error(5) / error(1)" in texts(at)
     frames = curve.dataframe  # type: ignore[attr-defined]
