@@ -206,6 +206,55 @@ def panel_names(panel: Panel | Sequence[str]) -> list[str]:
 # -- rows <-> results --------------------------------------------------------------------------
 
 
+def spec_columns(
+    task: BaseModel | Mapping[str, Any],
+    panel: Panel | Sequence[str],
+    policy: BaseModel | Mapping[str, Any],
+) -> dict[str, Any]:
+    """The task name and the JSON of the task, panel and policy, as a run row holds them."""
+    task_dict = as_json_dict(task)
+    name = task_dict.get("name")
+    return {
+        "task_name": name if isinstance(name, str) else None,
+        "task_json": dumps(task_dict),
+        "panel_json": dumps(panel_names(panel)),
+        "policy_json": dumps(as_json_dict(policy)),
+    }
+
+
+class SpecCache:
+    """``spec_columns`` remembered for frozen task, panel and policy objects.
+
+    Every run of a batch shares the same three objects; they are immutable, so their JSON is
+    computed once instead of once per run. Mutable inputs (dicts) are never cached.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._cache: dict[tuple[int, int, int], tuple[tuple[object, ...], dict[str, Any]]] = {}
+
+    def columns(
+        self,
+        task: BaseModel | Mapping[str, Any],
+        panel: Panel | Sequence[str],
+        policy: BaseModel | Mapping[str, Any],
+    ) -> dict[str, Any]:
+        frozen = all(
+            isinstance(x, BaseModel) and x.model_config.get("frozen") for x in (task, panel, policy)
+        )
+        if not frozen:
+            return spec_columns(task, panel, policy)
+        key = (id(task), id(panel), id(policy))
+        hit = self._cache.get(key)
+        if hit is not None and hit[0][0] is task and hit[0][1] is panel and hit[0][2] is policy:
+            return hit[1]
+        cols = spec_columns(task, panel, policy)
+        if len(self._cache) >= self.size:
+            del self._cache[next(iter(self._cache))]
+        self._cache[key] = ((task, panel, policy), cols)  # holding them keeps the ids valid
+        return cols
+
+
 def start_row(
     run_id: str,
     input: str,
@@ -219,10 +268,9 @@ def start_row(
     item_index: int | None,
     gold: str | None,
     created_at: float,
+    specs: SpecCache | None = None,
 ) -> dict[str, Any]:
     """The run row written when a run starts: status ``running``, no decision yet."""
-    task_dict = as_json_dict(task)
-    name = task_dict.get("name")
     return {
         "id": run_id,
         "created_at": created_at,
@@ -232,10 +280,7 @@ def start_row(
         "item_id": item_id,
         "item_index": item_index,
         "input": input,
-        "task_name": name if isinstance(name, str) else None,
-        "task_json": dumps(task_dict),
-        "panel_json": dumps(panel_names(panel)),
-        "policy_json": dumps(as_json_dict(policy)),
+        **(specs.columns if specs else spec_columns)(task, panel, policy),
         "status": RUNNING,
         "label": None,
         "branches_json": "[]",

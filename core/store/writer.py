@@ -36,7 +36,7 @@ from core.errors import StoreError
 from core.panel import Panel
 from core.result import CallResult, RunResult
 from core.store.db import Store, WriteBatch
-from core.store.tables import call_row, finish_row, start_row
+from core.store.tables import SpecCache, call_row, finish_row, start_row
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,6 @@ class _Flush:
 _Op = _Start | _Call | _Finish | _Flush
 
 
-def _same_call(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Equal apart from the cache key (a finish carries none; the stored one is kept)."""
-    return all(a[k] == b[k] for k in a if k != "cache_key")
-
-
 class StoreWriter:
     """Batched, ordered, non-blocking persistence of runs and calls (an async context manager)."""
 
@@ -101,6 +96,7 @@ class StoreWriter:
         self._failed = 0
         self._first_error: str | None = None
         self._recorded: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
+        self._specs = SpecCache()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -174,6 +170,7 @@ class StoreWriter:
             item_index=item_index,
             gold=gold,
             created_at=time.time(),
+            specs=self._specs,
         )
         await self._put(_Start(row))
 
@@ -188,18 +185,17 @@ class StoreWriter:
             if len(self._recorded) >= _TRACKED_RUNS:  # runs that never finish must not pile up
                 del self._recorded[next(iter(self._recorded))]
             recorded = self._recorded[run_id] = {}
-        recorded[(call.phase, call.slot)] = row
+        recorded[(call.phase, call.slot)] = dict(call.__dict__)  # the fields as recorded
         await self._put(_Call(row))
 
     async def finish_run(self, result: RunResult, *, source: str = "library") -> None:
         """Queue the decision and any call not already recorded exactly as it ends."""
         recorded = self._recorded.pop(result.run_id, {})
-        calls = []
-        for call in result.calls:
-            row = call_row(result.run_id, call)
-            seen = recorded.get((call.phase, call.slot))
-            if seen is None or not _same_call(row, seen):
-                calls.append(row)
+        calls = [
+            call_row(result.run_id, call)
+            for call in result.calls
+            if recorded.get((call.phase, call.slot)) != call.__dict__
+        ]
         await self._put(_Finish(finish_row(result, source=source, finished_at=time.time()), calls))
 
     async def flush(self) -> None:
