@@ -189,7 +189,7 @@ class Store:
             db = parsed.database
             if db and db != ":memory:" and not db.startswith("file:"):
                 try:
-                    Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                    Path(db).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as err:
                     raise StoreError(f"cannot create the folder of {db}: {err.strerror}") from None
         else:
