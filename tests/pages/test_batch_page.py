@@ -252,3 +252,47 @@ def test_a_batch_busy_in_another_process_is_not_offered_for_resume(
     at = open_page(page_test)
     assert any("another process (a CLI batch?)" in i.value for i in at.info)
     assert not [b for b in at.button if "Resume" in b.label]
+
+
+@pytest.mark.parametrize("n", [0, 65])
+def test_n_out_of_range_is_refused_by_its_widget(
+    page_test: Callable[[str], AppTest], store: Store, n: int
+) -> None:
+    at = upload(open_page(page_test), "good.csv", GOOD_CSV)
+    at.number_input(key="batch.n").set_value(n).run()
+    at.button(key="batch.submit").click().run()
+    assert errors(at) == ["N must be between 1 and 64; the handbook's default is 5."]
+    assert store.list_batches() == []
+
+
+def test_a_model_whose_key_is_missing_is_refused_before_anything_is_stored(
+    page_test: Callable[[str], AppTest], store: Store
+) -> None:
+    at = upload(open_page(page_test), "good.csv", GOOD_CSV)
+    at.text_input(key="batch.other_models").input("openai:gpt-4.1-mini").run()
+    at.button(key="batch.submit").click().run()
+    assert any(e.startswith("OPENAI_API_KEY is not set") for e in errors(at)), errors(at)
+    assert store.list_batches() == []
+
+
+def test_a_running_batch_can_be_cancelled_and_is_then_offered_for_resume(
+    page_test: Callable[[str], AppTest],
+    store: Store,
+    rerun_until: Rerun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TALLY_SIM_TIME_SCALE", "1")  # slow enough to be caught running
+    at = open_page(page_test)
+    at.radio(key="batch.source").set_value("A bundled labelled set").run()
+    at.number_input(key="batch.first").set_value(30).run()
+    at.button(key="batch.submit").click().run()
+    assert not errors(at), errors(at)
+    (info,) = store.list_batches()
+    cancel = f"batch.cancel.{info.batch_id}"
+    assert [b.label for b in at.button if b.key == cancel] == ["Cancel batch"]
+    assert at.get("progress")  # the live progress bar
+    at.button(key=cancel).click().run()
+    at = rerun_until(at, lambda a: any(b.label == "Resume batch" for b in a.button))
+    assert store.get_batch(info.batch_id).status == "interrupted"
+    assert store.batch_counts(info.batch_id)["done"] < 30
+    assert any("(interrupted)" in w.value for w in at.warning)
