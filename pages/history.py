@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -29,7 +31,6 @@ RANGES: dict[str, float | None] = {
 }
 ANY = "(any)"
 STATUSES = [s.value for s in DecisionStatus] + ["running"]
-TIE_STATUSES = ("tie", "needs_review", "resolved", "escalated")
 
 
 def filters(store: Store) -> tuple[RunFilter, str]:
@@ -138,62 +139,81 @@ def table(store: Store, f: RunFilter) -> list[RunRow]:
         height=min(420, 38 + 35 * max(1, len(rows))),
         key="hist.table",
         column_config={
+            "when": st.column_config.TextColumn("when", width="medium"),
+            "label": st.column_config.TextColumn("label", width="medium"),
+            "margin": st.column_config.TextColumn("margin", width="small"),
             "input": st.column_config.TextColumn("input", width="large"),
+            "task": st.column_config.TextColumn("task", width="small"),
+            "models": st.column_config.TextColumn("models", width="medium"),
             "calls": st.column_config.NumberColumn("calls", width="small"),
+            "cost": st.column_config.TextColumn("cost", width="small"),
+            "latency": st.column_config.TextColumn("latency", width="small"),
+            "source": st.column_config.TextColumn("source", width="small"),
+            "batch": st.column_config.TextColumn("batch", width="small"),
+            "run id": st.column_config.TextColumn("run id", width="small"),
         },
     )
     return rows
 
 
-def when_utc(bucket: float) -> datetime:
-    return datetime.fromtimestamp(bucket, tz=UTC)
+def bucket_label(bucket: float, size: str) -> str:
+    """A bucket's start as a category label (UTC, as the database groups by UTC)."""
+    moment = datetime.fromtimestamp(bucket, tz=UTC)
+    return moment.strftime("%d %b %H:00" if size == "hour" else "%d %b %Y")
 
 
-def cost_charts(store: Store, f: RunFilter, bucket: str) -> None:
+def layout(fig: go.Figure, title: str, *, height: int = 300, **extra: Any) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        **extra,
+    )
+    return fig
+
+
+def chart(fig: go.Figure, key: str) -> None:
+    st.plotly_chart(fig, width="stretch", key=key, config=ui.CHART_CONFIG)
+
+
+def cost_over_time_chart(store: Store, f: RunFilter, bucket: str) -> None:
     points = store.cost_over_time(f, bucket)
+    unknown = sum(p.unknown_cost_runs for p in points)
+    fig = go.Figure(
+        go.Bar(
+            x=[bucket_label(p.bucket, bucket) for p in points],
+            y=[p.cost_usd for p in points],
+            customdata=[[p.runs, p.unknown_cost_runs] for p in points],
+            hovertemplate=(
+                "%{x}<br>$%{y:.6f} known cost<br>%{customdata[0]} runs, "
+                "%{customdata[1]} of unknown cost<extra></extra>"
+            ),
+            marker_color="#4c78a8",
+        )
+    )
+    title = f"Cost per {bucket} (UTC)"
+    if unknown:
+        title += f": {unknown:,} run{'s' if unknown != 1 else ''} of unknown cost not counted"
+    chart(layout(fig, title, yaxis_title="USD", xaxis_type="category"), "hist.cost-time")
+
+
+def cost_by_model_chart(store: Store, f: RunFilter) -> None:
     by_model = store.cost_by_model(f)
-    c1, c2 = st.columns(2)
-    with c1:
-        fig = go.Figure(
-            go.Bar(
-                x=[when_utc(p.bucket) for p in points],
-                y=[p.cost_usd for p in points],
-                customdata=[[p.runs, p.unknown_cost_runs] for p in points],
-                hovertemplate=(
-                    "%{x}<br>$%{y:.6f} known cost<br>%{customdata[0]} runs, "
-                    "%{customdata[1]} with unknown cost<extra></extra>"
-                ),
-                marker_color="#4c78a8",
-            )
+    fig = go.Figure(
+        go.Bar(
+            x=[ui.chart_text(m.model) for m in by_model],
+            y=[m.cost_usd for m in by_model],
+            customdata=[[m.calls, m.unknown_cost_calls] for m in by_model],
+            hovertemplate=(
+                "%{x}<br>$%{y:.6f}<br>%{customdata[0]} calls, "
+                "%{customdata[1]} of unknown cost<extra></extra>"
+            ),
+            marker_color="#72b7b2",
         )
-        unknown = sum(p.unknown_cost_runs for p in points)
-        fig.update_layout(
-            title=f"Cost per {bucket} (known prices; {unknown} runs of unknown cost)",
-            yaxis_title="USD",
-            height=320,
-            margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        )
-        st.plotly_chart(fig, width="stretch", key="hist.cost-time")
-    with c2:
-        fig = go.Figure(
-            go.Bar(
-                x=[ui.chart_text(m.model) for m in by_model],
-                y=[m.cost_usd for m in by_model],
-                customdata=[[m.calls, m.unknown_cost_calls] for m in by_model],
-                hovertemplate=(
-                    "%{x}<br>$%{y:.6f}<br>%{customdata[0]} calls, "
-                    "%{customdata[1]} of unknown cost<extra></extra>"
-                ),
-                marker_color="#72b7b2",
-            )
-        )
-        fig.update_layout(
-            title="Cost per model",
-            yaxis_title="USD",
-            height=320,
-            margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        )
-        st.plotly_chart(fig, width="stretch", key="hist.cost-model")
+    )
+    unknown = sum(m.unknown_cost_calls for m in by_model)
+    title = "Cost per model" + (f" ({unknown:,} calls of unknown cost)" if unknown else "")
+    chart(layout(fig, title, yaxis_title="USD"), "hist.cost-model")
 
 
 def latency_chart(store: Store, f: RunFilter) -> None:
@@ -201,72 +221,59 @@ def latency_chart(store: Store, f: RunFilter) -> None:
     fig = go.Figure()
     for model, values in samples.items():
         fig.add_trace(go.Box(y=values, name=ui.chart_text(model), boxpoints=False))
-    fig.update_layout(
-        title=f"Latency per model (ok calls, latest {LATENCY_SAMPLE} per model)",
-        yaxis_title="ms",
-        height=340,
-        showlegend=False,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-    )
-    st.plotly_chart(fig, width="stretch", key="hist.latency")
+    title = f"Latency per model (ok calls, latest {LATENCY_SAMPLE} per model)"
+    chart(layout(fig, title, yaxis_title="ms", showlegend=False), "hist.latency")
 
 
-def decision_charts(store: Store, f: RunFilter, bucket: str) -> None:
+def decision_charts(store: Store, f: RunFilter, bucket: str) -> tuple[go.Figure, go.Figure]:
     mix = store.decision_mix_over_time(f, bucket)
     buckets = sorted({p.bucket for p in mix})
+    labels = [bucket_label(b, bucket) for b in buckets]
     by = {(p.bucket, p.status): p.runs for p in mix}
     totals = {b: sum(by.get((b, s), 0) for s in STATUSES) for b in buckets}
-    c1, c2 = st.columns(2)
-    with c1:
-        fig = go.Figure()
-        for status in STATUSES:
-            ys = [by.get((b, status), 0) for b in buckets]
-            if any(ys):
-                fig.add_trace(
-                    go.Bar(
-                        x=[when_utc(b) for b in buckets],
-                        y=ys,
-                        name=status,
-                        marker_color=ui.DECISION_COLOURS.get(status),
-                    )
-                )
-        fig.update_layout(
-            barmode="stack",
-            title=f"Decision mix per {bucket}",
-            yaxis_title="runs",
-            height=320,
-            margin={"l": 10, "r": 10, "t": 40, "b": 10},
-            legend={"orientation": "h", "y": -0.2},
-        )
-        st.plotly_chart(fig, width="stretch", key="hist.mix")
-    with c2:
-        rates = [
-            sum(by.get((b, s), 0) for s in TIE_STATUSES) / totals[b] if totals[b] else 0.0
-            for b in buckets
-        ]
-        fig = go.Figure(
-            go.Scatter(
-                x=[when_utc(b) for b in buckets],
-                y=rates,
-                mode="lines+markers",
-                line={"color": "#e17c05"},
-                hovertemplate="%{x}<br>%{y:.1%} of runs tied<extra></extra>",
+    mix_fig = go.Figure()
+    for status in STATUSES:
+        ys = [by.get((b, status), 0) for b in buckets]
+        if any(ys):
+            mix_fig.add_trace(
+                go.Bar(x=labels, y=ys, name=status, marker_color=ui.DECISION_COLOURS.get(status))
             )
+    layout(
+        mix_fig,
+        f"Decision mix per {bucket} (UTC)",
+        barmode="stack",
+        yaxis_title="runs",
+        xaxis_type="category",
+        legend={"orientation": "h", "y": -0.15},
+    )
+    tied: dict[float, int] = {}
+    for p in store.decision_mix_over_time(replace(f, ties_only=True), bucket):
+        tied[p.bucket] = tied.get(p.bucket, 0) + p.runs
+    rates = [tied.get(b, 0) / totals[b] if totals[b] else 0.0 for b in buckets]
+    tie_fig = go.Figure(
+        go.Scatter(
+            x=labels,
+            y=rates,
+            mode="lines+markers",
+            line={"color": "#e17c05"},
+            marker={"size": 9},
+            hovertemplate="%{x}<br>%{y:.1%} of runs tied<extra></extra>",
         )
-        fig.update_layout(
-            title="Tie rate (tied, escalated, sent to review or resolved)",
-            yaxis={"tickformat": ".0%", "range": [0, 1]},
-            height=320,
-            margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        )
-        st.plotly_chart(fig, width="stretch", key="hist.tie-rate")
+    )
+    layout(
+        tie_fig,
+        "Tie rate: runs that tied, whatever the tie-break then did",
+        yaxis={"tickformat": ".0%", "range": [0, 1.05]},
+        xaxis_type="category",
+    )
+    return mix_fig, tie_fig
 
 
 def agreement_chart(store: Store, f: RunFilter) -> None:
     pairs = store.pairwise_agreement(f, AGREEMENT_RUNS)
     models = sorted({p.model_a for p in pairs} | {p.model_b for p in pairs})
     if not models:
-        st.caption("No two ok answers in the same run yet: nothing to compare.")
+        st.caption("Agreement: no two ok answers in the same run yet, nothing to compare.")
         return
     index = {m: i for i, m in enumerate(models)}
     z: list[list[float | None]] = [[None] * len(models) for _ in models]
@@ -275,7 +282,7 @@ def agreement_chart(store: Store, f: RunFilter) -> None:
         i, j = index[p.model_a], index[p.model_b]
         for a, b in ((i, j), (j, i)):
             z[a][b] = p.rate
-            text[a][b] = f"{p.rate:.0%}<br>{p.pairs} pairs"
+            text[a][b] = f"{p.rate:.0%} ({p.pairs})"
     labels = [ui.chart_text(m) for m in models]
     fig = go.Figure(
         go.Heatmap(
@@ -287,16 +294,36 @@ def agreement_chart(store: Store, f: RunFilter) -> None:
             zmin=0,
             zmax=1,
             colorscale="Blues",
+            colorbar={"tickformat": ".0%"},
             hovertemplate="%{y} vs %{x}: %{z:.1%}<extra></extra>",
         )
     )
-    fig.update_layout(
-        title=f"How often two models' ok answers agree (latest {AGREEMENT_RUNS} runs; "
-        "diagonal: samples of one model)",
-        height=120 + 60 * len(models),
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    title = "Agreement of ok answers (pairs in brackets; diagonal: samples of one model)"
+    chart(layout(fig, title, height=max(300, 90 + 45 * len(models))), "hist.agreement")
+
+
+def charts(store: Store, f: RunFilter, bucket: str) -> None:
+    st.subheader("Charts")
+    st.caption(
+        "For the runs the filters select, computed by the database. Unknown prices are "
+        "left out of the sums, never counted as $0."
     )
-    st.plotly_chart(fig, width="stretch", key="hist.agreement")
+    c1, c2 = st.columns(2)
+    with c1:
+        cost_over_time_chart(store, f, bucket)
+    with c2:
+        cost_by_model_chart(store, f)
+    mix_fig, tie_fig = decision_charts(store, f, bucket)
+    c1, c2 = st.columns(2)
+    with c1:
+        chart(mix_fig, "hist.mix")
+    with c2:
+        chart(tie_fig, "hist.tie-rate")
+    c1, c2 = st.columns(2)
+    with c1:
+        latency_chart(store, f)
+    with c2:
+        agreement_chart(store, f)
 
 
 def details(store: Store, rows: list[RunRow]) -> None:
@@ -331,16 +358,8 @@ def main() -> None:
         store = ui.get_runner().store
         f, bucket = filters(store)
         rows = table(store, f)
-        tabs = st.tabs(["Cost", "Latency", "Decisions and ties", "Agreement"])
-        with tabs[0]:
-            cost_charts(store, f, bucket)
-        with tabs[1]:
-            latency_chart(store, f)
-        with tabs[2]:
-            decision_charts(store, f, bucket)
-        with tabs[3]:
-            agreement_chart(store, f)
         details(store, rows)
+        charts(store, f, bucket)
     except TallyError as err:
         st.error(str(err))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.errors import TallyError
+from core.store import RunFilter
 from pages import ui
 
 HANDBOOK = (
@@ -40,8 +41,8 @@ def main() -> None:
     st.subheader("Recent activity")
     cols = st.columns(4)
     cols[0].metric("Runs stored", f"{total:,}")
-    ties = sum(counts.get(s, 0) for s in ("tie", "needs_review", "resolved", "escalated"))
-    cols[1].metric("Ties (any outcome)", f"{ties:,}")
+    ties = sum(store.status_counts(RunFilter(ties_only=True)).values())
+    cols[1].metric("Runs that tied", f"{ties:,}", help="Whatever the tie-break then did.")
     cols[2].metric("Waiting for review", f"{waiting:,}")
     active = [j for j in runner.jobs() if not j.finished]
     cols[3].metric("Running now", len(active))
@@ -55,8 +56,7 @@ def main() -> None:
                         "when": ui.when(r.created_at),
                         "status": r.status,
                         "label": r.label or "",
-                        "input": " ".join(r.input.split())[:90],
-                        "models": ", ".join(dict.fromkeys(r.panel)),
+                        "input": " ".join(r.input.split())[:70],
                         "cost": ui.money(r.cost_usd),
                         "source": r.source,
                     }

@@ -48,6 +48,16 @@ TIE_BREAKS = {
     "human": "send to the Review queue",
     "abstain": "abstain (record the tie as failed)",
 }
+# Number inputs get their default as ``value``, never through session state: a number input
+# the browser draws late would otherwise start from its own default, 0.
+NUMBERS: dict[str, Any] = {
+    "run.n": 5,
+    "run.tolerance": 0.0,
+    "run.k": 3,
+    "run.hedge": 0.0,
+    "run.min_valid": 1,
+    "run.expand_k": 2,
+}
 DEFAULTS: dict[str, Any] = {
     "run.source": PASTE,
     "run.input": "",
@@ -56,24 +66,18 @@ DEFAULTS: dict[str, Any] = {
     "run.synonyms": "",
     "run.conservative": [],
     "run.yesno_conservative": "none",
-    "run.tolerance": 0.0,
     "run.schema": "",
     "run.template": "{input}",
     "run.system": "",
     "run.mode": ONE,
-    "run.n": 5,
     "run.other_models": "",
     "run.aggregate": Aggregation.MAJORITY.value,
-    "run.k": 3,
     "run.accept_regex": "",
     "run.accept_labels": [],
-    "run.hedge": 0.0,
-    "run.min_valid": 1,
     "run.count_invalid": False,
     "run.count_errors": False,
     "run.early_stop": False,
     "run.tie_breaks": [],
-    "run.expand_k": 2,
     "run.errors": {},
 }
 
@@ -103,7 +107,12 @@ def available_models() -> list[str]:
 
 def val(key: str) -> Any:
     """A form value; a widget not on screen this time (its section hidden) reads its default."""
-    return S.get(key, DEFAULTS.get(key))
+    return S.get(key, DEFAULTS.get(key, NUMBERS.get(key)))
+
+
+def number(key: str) -> dict[str, Any]:
+    """Key and default of a number input."""
+    return {"key": key, "value": NUMBERS[key]}
 
 
 def error_here(field: str) -> None:
@@ -274,12 +283,12 @@ def input_section() -> None:
         if S.get("run.set") not in sets:
             S["run.set"] = sets[0]
         labelled = datasets.load_set(S["run.set"])
-        c1, c2 = st.columns([1, 2])
+        c1, c2 = st.columns([2, 3])
         c1.selectbox(
             "Bundled set",
             sets,
             key="run.set",
-            format_func=lambda n: datasets.load_set(n).title,
+            help=" · ".join(f"{n}: {datasets.load_set(n).title}" for n in sets),
             on_change=pick_set,
         )
         items = {i.id: i for i in labelled.items}
@@ -317,7 +326,9 @@ def task_section() -> None:
         st.selectbox("Conservative answer", ["none", "yes", "no"], key="run.yesno_conservative")
         st.text_area("Synonyms, one per line: synonym = yes|no", key="run.synonyms", height=80)
     elif kind == "number":
-        st.number_input("Tolerance (answers this close count as one)", key="run.tolerance")
+        st.number_input(
+            "Tolerance (answers this close count as one)", **number("run.tolerance"), min_value=0.0
+        )
     elif kind == "json":
         st.text_area("JSON schema (each field is voted)", key="run.schema", height=160)
     else:
@@ -348,7 +359,7 @@ def panel_section(models: list[str]) -> None:
         placeholder="ollama:llama3.2, local:my-model",
     )
     error_here("models")
-    st.number_input("N: votes per run", key="run.n", step=1)
+    st.number_input("N: votes per run", **number("run.n"), step=1)
     st.caption("Five is the handbook's default: at N=5 error roughly halves, little gain after.")
     error_here("n")
     if S["run.aggregate"] == Aggregation.WEIGHTED.value:
@@ -367,7 +378,7 @@ def policy_section(models: list[str]) -> None:
     )
     aggregate = S["run.aggregate"]
     if aggregate == Aggregation.AT_LEAST.value:
-        st.number_input("k: votes the winner needs", key="run.k", step=1, min_value=1)
+        st.number_input("k: votes the winner needs", **number("run.k"), step=1, min_value=1)
     if aggregate == Aggregation.FASTEST.value:
         c1, c2, c3 = st.columns(3)
         c1.text_input("Accept answers matching (regex)", key="run.accept_regex")
@@ -375,12 +386,20 @@ def policy_section(models: list[str]) -> None:
             labels = split_list(S["run.labels"])
             S["run.accept_labels"] = [a for a in val("run.accept_labels") if a in labels]
             c2.multiselect("Accept only these labels", labels, key="run.accept_labels")
-        c3.number_input("Hedge delay per slot (s)", key="run.hedge", min_value=0.0, step=0.1)
-    c1, c2, c3, c4 = st.columns(4)
-    c1.number_input("Quorum: minimum valid votes", key="run.min_valid", min_value=0, step=1)
-    c2.checkbox("Count invalid replies", key="run.count_invalid")
-    c3.checkbox("Count failed calls", key="run.count_errors")
-    c4.checkbox(
+        c3.number_input("Hedge delay per slot (s)", **number("run.hedge"), min_value=0.0, step=0.1)
+    c1, c2 = st.columns(2)
+    c1.number_input("Quorum: minimum valid votes", **number("run.min_valid"), min_value=0, step=1)
+    c2.checkbox(
+        "Count invalid replies",
+        key="run.count_invalid",
+        help="In strict majority and unanimity, an invalid reply counts as a vote against.",
+    )
+    c2.checkbox(
+        "Count failed calls",
+        key="run.count_errors",
+        help="In strict majority and unanimity, a failed call counts as a vote against.",
+    )
+    c2.checkbox(
         "Early stop",
         key="run.early_stop",
         help="Cancel the remaining calls once they cannot change the outcome.",
@@ -392,16 +411,16 @@ def policy_section(models: list[str]) -> None:
         format_func=TIE_BREAKS.__getitem__,
     )
     chain = S["run.tie_breaks"]
-    if "escalate" in chain or "expand" in chain:
-        c1, c2 = st.columns(2)
-        if "escalate" in chain:
+    extra = [kind for kind in chain if kind in ("escalate", "expand")]
+    for kind, col in zip(extra, st.columns(2) if extra else [], strict=False):
+        if kind == "escalate":
             if S.get("run.escalate_model") not in models:
                 S["run.escalate_model"] = (
                     "sim:sim-oracle" if "sim:sim-oracle" in models else models[0]
                 )
-            c1.selectbox("Escalate to", models, key="run.escalate_model")
-        if "expand" in chain:
-            c2.number_input("Expand by k votes", key="run.expand_k", min_value=1, step=1)
+            col.selectbox("Escalate to", models, key="run.escalate_model")
+        else:
+            col.number_input("Expand by k votes", **number("run.expand_k"), min_value=1, step=1)
     if not chain and aggregate != Aggregation.FASTEST.value:
         st.caption("No tie-break declared: a tie stays a tie. Pick one before you ship.")
     error_here("policy")
@@ -480,11 +499,15 @@ def main() -> None:
         return
     left, right = st.columns(2, gap="large")
     with left:
-        input_section()
-        task_section()
+        with st.container(border=True):
+            input_section()
+        with st.container(border=True):
+            task_section()
     with right:
-        panel_section(models)
-        policy_section(models)
+        with st.container(border=True):
+            panel_section(models)
+        with st.container(border=True):
+            policy_section(models)
     st.button("Run", type="primary", on_click=submit, key="run.submit")
     error_here("submit")
     if S.get("run.errors"):

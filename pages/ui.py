@@ -44,7 +44,35 @@ DECISION_COLOURS = {
     "running": "#8c8c8c",
 }
 
+CHART_CONFIG = {"displayModeBar": False}
+ZWSP = "\u200b"
+_NO_AUTOLINK = (  # markdown links bare URLs and e-mail addresses even when escaped
+    ("\\:\\/\\/", f"\\:{ZWSP}\\/\\/"),
+    ("www\\.", f"www{ZWSP}\\."),
+    ("\\@", f"\\@{ZWSP}"),
+)
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$=&^\"'@/%])")
+
+
+def _leave_folder_mode() -> None:
+    """Start over through ``app.py`` when Streamlit ran a page file on its own.
+
+    Streamlit treats a ``pages/`` folder beside the main script as its older multipage mode
+    until ``st.navigation`` has run once in the process, so the very first visit straight to
+    ``/run`` would run the page without ``app.py``: no page config, every file of the folder
+    listed. Turning that mode off and re-running sends the visit through ``app.py``'s navigation,
+    which opens the page the address asked for.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if PagesManager.uses_pages_directory and get_script_run_ctx() is not None:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_folder_mode()
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda runner: runner.close())
@@ -90,7 +118,10 @@ def md_text(text: object, limit: int = 200) -> str:
     flat = " ".join(str(text).split())
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
-    return _MD_SPECIAL.sub(r"\\\1", flat)
+    escaped = _MD_SPECIAL.sub(r"\\\1", flat)
+    for plain, broken in _NO_AUTOLINK:
+        escaped = escaped.replace(plain, broken)
+    return escaped
 
 
 def chart_text(text: object, limit: int = 40) -> str:
@@ -169,9 +200,6 @@ def render_calls(calls: Sequence[CallResult], *, key: str | None = None) -> None
         column_config={
             "slot": st.column_config.NumberColumn("slot", width="small"),
             "phase": st.column_config.TextColumn("phase", width="small"),
-            "model": st.column_config.TextColumn("model", width="medium"),
-            "state": st.column_config.TextColumn("state", width="medium"),
-            "answer": st.column_config.TextColumn("answer", width="medium"),
             "retries": st.column_config.NumberColumn("retries", width="small"),
         },
     )
@@ -293,7 +321,9 @@ def render_decision(
             ),
             hide_index=True,
         )
-    st.plotly_chart(vote_chart(votes, calls, decision.label), key=key, width="stretch")
+    st.plotly_chart(
+        vote_chart(votes, calls, decision.label), key=key, width="stretch", config=CHART_CONFIG
+    )
 
 
 def render_result(result: RunResult, *, key: str = "result") -> None:

@@ -35,6 +35,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 START_TIMEOUT_S = 90.0
+MAX_SCREENSHOT_HEIGHT = 6000
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -82,6 +83,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         TALLY_TRUST_ENV="0",
         NO_PROXY="127.0.0.1,localhost",
         STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
+        # files edited while the tests run must not make Streamlit re-import modules mid-test
+        STREAMLIT_SERVER_FILE_WATCHER_TYPE="none",
     )
     log = tmp / "dashboard.log"
     with log.open("wb") as out:
@@ -150,12 +153,14 @@ def page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
 
 
 def wait_idle(page: Page, timeout_ms: float = 30_000) -> None:
-    """Wait until the app has rendered and no script run is in progress."""
+    """Wait until no script run is in progress and every element has been drawn (the browser
+    loads some widgets late and shows a skeleton until then)."""
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
     page.wait_for_function(
         """() => {
             const app = document.querySelector('[data-testid="stApp"]');
-            return app && app.getAttribute('data-test-script-state') === 'notRunning';
+            return app && app.getAttribute('data-test-script-state') === 'notRunning'
+                && !document.querySelector('[data-testid="stSkeleton"]');
         }""",
         timeout=timeout_ms,
     )
@@ -168,11 +173,29 @@ def open_page(page: Page, dashboard: Dashboard, path: str = "") -> None:
 
 
 def screenshot(page: Page, name: str, *, docs: bool = False) -> Path:
-    """Save a full-page screenshot as tests/artifacts/screenshots/<name>.png (and, for the
-    README, docs/screenshots/<name>.png)."""
+    """Save the whole page as tests/artifacts/screenshots/<name>.png (and, for the README,
+    docs/screenshots/<name>.png). Streamlit scrolls inside its main pane, not the document, so
+    the window is made as tall as that pane for the picture."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    size = page.viewport_size or {"width": 1440, "height": 1000}
+    height = int(
+        page.evaluate(
+            """() => {
+                const main = document.querySelector('[data-testid="stMain"]');
+                return main ? main.scrollHeight : document.body.scrollHeight;
+            }"""
+        )
+    )
+    tall = min(max(height, size["height"]), MAX_SCREENSHOT_HEIGHT)
+    if tall > size["height"]:
+        page.set_viewport_size({"width": size["width"], "height": tall})
+        page.wait_for_timeout(600)  # charts redraw at the new size
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        if tall > size["height"]:
+            page.set_viewport_size(size)
     if docs:
         DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SCREENSHOTS / f"{name}.png")

@@ -3,8 +3,10 @@ store of 100,000 runs."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -267,3 +269,36 @@ def test_one_hundred_thousand_runs(page_test: PageTest, store: Store) -> None:
     at.selectbox(key="hist.run").set_value(run_table_ids(at)[0]).run()
     assert not at.exception
     assert any("TIE" in w.value for w in at.warning)
+
+
+def chart_spec(at: AppTest, title_start: str) -> dict[str, Any]:
+    for element in at.get("plotly_chart"):
+        spec = json.loads(element.proto.spec)
+        if spec["layout"]["title"]["text"].startswith(title_start):
+            return dict(spec)
+    raise AssertionError(f"no chart titled {title_start!r}")
+
+
+def test_charts_count_ties_whatever_the_tie_break_did(page_test: PageTest, store: Store) -> None:
+    now = time.time()
+    for r in [
+        make_result("plain-1", created_at=now - 10),
+        make_result("plain-2", created_at=now - 20),
+        make_result("expanded", branches=("expand:2",), created_at=now - 30),
+        make_result(
+            "tied", status=DecisionStatus.TIE, label=None, answers=("yes", "no"), created_at=now
+        ),
+        make_result("no-price", cost=None, created_at=now - 40),
+    ]:
+        store.save_run(r, source="cli")
+    at = page_test("pages/history.py").run()
+    assert not at.exception
+    tie_rate = chart_spec(at, "Tie rate")["data"][0]
+    assert tie_rate["y"] == [2 / 5]
+    mix = {t["name"]: t["y"] for t in chart_spec(at, "Decision mix")["data"]}
+    assert mix == {"decided": [4], "tie": [1]}
+    cost = chart_spec(at, "Cost per hour")
+    assert "1 run of unknown cost not counted" in cost["layout"]["title"]["text"]
+    assert cost["data"][0]["y"] == [pytest.approx(0.004)]
+    heat = chart_spec(at, "Agreement")["data"][0]
+    assert heat["x"] == ["sim:sim-fast", "sim:sim-mid"]

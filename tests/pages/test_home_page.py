@@ -13,7 +13,7 @@ from core.store import Store
 PageTest = Callable[[str], AppTest]
 
 
-def stored_run(run_id: str, status: DecisionStatus) -> RunResult:
+def stored_run(run_id: str, status: DecisionStatus, branches: tuple[str, ...] = ()) -> RunResult:
     call = CallResult(slot=0, model="sim:sim-mid", status=CallStatus.OK, answer="yes", raw="yes")
     return RunResult(
         run_id=run_id,
@@ -21,7 +21,9 @@ def stored_run(run_id: str, status: DecisionStatus) -> RunResult:
         task={"name": "classify"},
         panel=["sim:sim-mid"],
         policy={},
-        decision=Decision(status=status, label="yes" if status == "decided" else None),
+        decision=Decision(
+            status=status, label="yes" if status == "decided" else None, branches=list(branches)
+        ),
         votes={"yes": 1},
         calls=[call],
         cost_usd=None,
@@ -48,17 +50,18 @@ def test_home_shows_recent_activity(page_test: PageTest, store: Store) -> None:
     store.save_run(stored_run("a", DecisionStatus.DECIDED), source="cli")
     store.save_run(stored_run("b", DecisionStatus.NEEDS_REVIEW), source="ui")
     store.save_run(stored_run("c", DecisionStatus.TIE), source="library")
+    store.save_run(stored_run("d", DecisionStatus.DECIDED, ("expand:2",)), source="batch")
     at = page_test("pages/home.py").run()
     assert not at.exception
-    assert metric(at, "Runs stored") == "3"
-    assert metric(at, "Ties (any outcome)") == "2"
+    assert metric(at, "Runs stored") == "4"
+    assert metric(at, "Runs that tied") == "3"  # the expanded one too
     assert metric(at, "Waiting for review") == "1"
     recent = at.dataframe[0].value
-    assert sorted(recent["source"]) == ["cli", "library", "ui"]
-    assert list(recent["cost"]) == ["unknown"] * 3  # no price is never shown as $0
+    assert sorted(recent["source"]) == ["batch", "cli", "library", "ui"]
+    assert list(recent["cost"]) == ["unknown"] * 4  # no price is never shown as $0
     counts = at.dataframe[1].value
     assert dict(zip(counts["status"], counts["runs"], strict=True)) == {
-        "decided": 1,
+        "decided": 2,
         "needs_review": 1,
         "tie": 1,
     }
