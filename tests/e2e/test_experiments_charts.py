@@ -92,16 +92,19 @@ def test_the_experiments_page_draws_a_curve_and_shows_every_chart(
     shoot: Callable[..., Path],
 ) -> None:
     goto("experiments")
-    shoot("experiments-empty")
     main = page.locator('[data-testid="stMain"]')
     expect(main.get_by_text("No curve yet: draw one above.")).to_be_visible()
+    expect(page.get_by_role("button", name="Draw and curve")).to_be_visible()
+    expect(page.get_by_label("N to estimate", exact=True).first).to_have_value("1,3,5")
+    wait_idle(page)
+    shoot("experiments-empty")
 
     # -- error against N: a small draw of the default panel through the runner -----------------
     fill(page, "Items (drawn at random)", "12")
     fill(page, "K: answers per item per model", "5")
     fill(page, "N to estimate", "1,3,5")
     page.get_by_role("button", name="Draw and curve").click()
-    expect(main.get_by_text("Recommended N")).to_be_visible(timeout=LONG_MS)
+    expect(main.get_by_text("Recommended N", exact=True)).to_be_visible(timeout=LONG_MS)
     wait_idle(page)
     expect(main.get_by_text("Removed vs one call")).to_be_visible()
     halving = main.locator('[data-testid="stMetric"]').filter(has_text="Halving check")
@@ -118,7 +121,7 @@ def test_the_experiments_page_draws_a_curve_and_shows_every_chart(
 
     # -- disagreement of the draw ---------------------------------------------------------------
     open_tab(page, "Disagreement")
-    expect(main.get_by_text("Fleiss' kappa")).to_be_visible()
+    expect(main.get_by_text("Fleiss' kappa", exact=True)).to_be_visible()
     expect(charts(page)).to_have_count(3)
     save_chart(charts(page).nth(0), "experiments-agreement-heatmap")
     save_chart(charts(page).nth(1), "experiments-accuracy")
@@ -145,8 +148,12 @@ def test_the_experiments_page_draws_a_curve_and_shows_every_chart(
     whole_page(page, "experiments-throughput-wall")
     with Store(dashboard.database_url) as store:
         sweeps = store.list_sweeps()
-    shapes = {s.name: s.result["verdict"]["shape"] for s in sweeps}
-    assert shapes["sim-capacity-1:sim-fast"] == "serialises"
-    assert shapes["sim-contention-8:sim-fast"] == "falls"
-    unlimited = next(s for s in sweeps if s.name == "sim-unlimited:sim-fast").result["verdict"]
-    assert unlimited["shape"] == "scales" or unlimited["ceiling"] == 8
+    verdicts = {s.name: s.result["verdict"] for s in sweeps}
+    seen = {
+        n: (v["shape"], [round(p["throughput"], 1) for p in v["points"]])
+        for n, v in verdicts.items()
+    }
+    assert verdicts["sim-capacity-1:sim-fast"]["shape"] == "serialises", seen
+    assert verdicts["sim-contention-8:sim-fast"]["shape"] == "falls", seen
+    unlimited = verdicts["sim-unlimited:sim-fast"]
+    assert unlimited["shape"] == "scales" or unlimited["ceiling"] == 8, seen
