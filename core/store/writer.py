@@ -6,7 +6,8 @@ object stream and one background task owns the database side: it takes what is q
 ``max_batch`` operations, lingering at most ``max_delay`` seconds for more) and writes it with
 bulk statements in a worker thread, in order: runs before their calls, calls before the
 decision. While one batch commits the next one gathers, so under load batches grow by
-themselves.
+themselves. The writer keeps one connection between batches (no pool checkout per commit) and
+replaces it once if the server dropped it.
 
 The ``start_run``/``record_call``/``finish_run`` methods are coroutines but do not wait for the
 database: they convert the result into rows at once (a later mutation of the object cannot
@@ -19,6 +20,7 @@ as one StoreError from ``flush()`` or from the exit, never swallowed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -30,7 +32,8 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.errors import StoreError
 from core.panel import Panel
@@ -97,6 +100,7 @@ class StoreWriter:
         self._first_error: str | None = None
         self._recorded: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
         self._specs = SpecCache()
+        self._conn: Connection | None = None  # kept by the drain task between batches
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -253,11 +257,12 @@ class StoreWriter:
                     try:
                         first = await self._recv.receive()
                     except anyio.EndOfStream:
-                        return
+                        break
                     self._queued -= 1
                     ops = [first]
                     await self._gather(ops)
                     await self._commit(ops)
+            await anyio.to_thread.run_sync(self._drop_connection)
 
     def _take_ready(self, ops: list[_Op]) -> None:
         assert self._recv is not None
@@ -287,7 +292,7 @@ class StoreWriter:
         writes = [op for op in ops if not isinstance(op, _Flush)]
         if writes:
             try:
-                await anyio.to_thread.run_sync(self.store.write, _batch(writes))
+                await anyio.to_thread.run_sync(self._write_kept, _batch(writes))
                 self.batches += 1
             except StoreError as err:
                 if isinstance(err.__cause__, IntegrityError) and len(writes) > 1:
@@ -303,6 +308,31 @@ class StoreWriter:
         for op in ops:
             if isinstance(op, _Flush):
                 op.done.set()
+
+    def _write_kept(self, batch: WriteBatch) -> None:
+        """Write on the connection kept between batches; a failure drops it, so the next
+        batch (or the one-by-one retry) starts on a fresh one."""
+        if self._conn is None:
+            self._conn = self.store.write_connection()
+        try:
+            self.store.write(batch, self._conn)
+        except StoreError as err:
+            self._drop_connection()
+            cause = err.__cause__
+            if not (isinstance(cause, DBAPIError) and cause.connection_invalidated):
+                raise
+            # the kept connection died (a server restart, an idle timeout): once more, fresh
+            self._conn = self.store.write_connection()
+            self.store.write(batch, self._conn)
+        except BaseException:
+            self._drop_connection()
+            raise
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _one_by_one(self, writes: list[_Start | _Call | _Finish]) -> list[StoreError]:
         errors = []
