@@ -313,9 +313,10 @@ def _robust(
     if agg == Aggregation.MAJORITY:
         return top_count > standing.runner_up + rest
     if agg == Aggregation.WEIGHTED:
-        # A single vote can still become "every vote differs" (no convergence).
+        # While every vote differs, enough new different ones make it "no convergence".
+        could_diverge = top_count == 1 and len(votes) + rest > 2
         pending = sum(remaining, Fraction(0))
-        return top_count >= 2 and standing.scores[top] > standing.runner_up + pending
+        return not could_diverge and standing.scores[top] > standing.runner_up + pending
     if agg == Aggregation.STRICT:
         return 2 * top_count > denominator + rest
     if agg == Aggregation.AT_LEAST:

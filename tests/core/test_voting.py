@@ -607,12 +607,13 @@ def test_weighted_settles_on_weight() -> None:
         is_settled(votes, [-1.0], policy(WEIGHTED), ABC, weights)
 
 
-def test_weighted_single_heavy_vote_does_not_settle() -> None:
-    # One vote outweighs what is left, but one more different vote means no convergence.
+def test_weighted_single_heavy_vote_settles_only_while_no_convergence_is_impossible() -> None:
     votes = calls("a", models=("big:m",))
     weights = {"big:m": 3.0}
-    assert not is_settled(votes, [0.5], policy(WEIGHTED), ABC, weights)
-    assert not is_settled(votes, [0.0], policy(WEIGHTED), ABC, weights)
+    # one more vote cannot outweigh it, and two votes that differ are not "no convergence"
+    assert is_settled(votes, [0.5], policy(WEIGHTED), ABC, weights)
+    # two more different votes would make every vote differ: no convergence
+    assert not is_settled(votes, [0.5, 0.5], policy(WEIGHTED), ABC, weights)
     both = votes + calls("b", models=("small:m",)) + calls("c", models=("other:m",))
     assert decide(both, policy(WEIGHTED), ABC, weights).status == DecisionStatus.NO_CONVERGENCE
 
