@@ -36,19 +36,16 @@ def launch_dashboard(*, host: str = "127.0.0.1", port: int = 8501, sim_port: int
     env = dict(os.environ)
     sim: subprocess.Popen[bytes] | None = None
     if wants_sim(env):
-        sim = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "core",
-                "sim-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(sim_port),
-            ],
-            cwd=ROOT,
-        )
+        command = [sys.executable, "-m", "core", "sim-server", "--host", "127.0.0.1"]
+        command += ["--port", str(sim_port)]
+        # the same knobs the in-process sim reads, so a demo can be sped up or reseeded
+        for variable, flag in (
+            ("TALLY_SIM_TIME_SCALE", "--time-scale"),
+            ("TALLY_SIM_SEED", "--seed"),
+        ):
+            if env.get(variable):
+                command += [flag, env[variable]]
+        sim = subprocess.Popen(command, cwd=ROOT)
         wait_for_port("127.0.0.1", sim_port)
         env["TALLY_SIM_URL"] = f"http://127.0.0.1:{sim_port}/v1"
         print(f"no provider key set: simulated panel on {env['TALLY_SIM_URL']}", flush=True)
