@@ -374,3 +374,45 @@ def test_default_url_comes_from_the_environment(
     assert path.exists()
     assert store.status_counts() == {}
     store.close()
+
+
+def test_one_write_with_repeated_keys_keeps_the_last(
+    store: Store, make_call: MakeCall, make_result: MakeResult
+) -> None:
+    """PostgreSQL refuses to upsert one row twice in a statement: the batch is collapsed."""
+    from core.store.tables import finish_row, start_row
+
+    first = start_row(
+        "r",
+        "first",
+        {},
+        [],
+        {},
+        source="cli",
+        batch_id=None,
+        item_id=None,
+        item_index=1,
+        gold=None,
+        created_at=5.0,
+    )
+    second = start_row(
+        "r",
+        "second",
+        {},
+        [],
+        {},
+        source="ui",
+        batch_id=None,
+        item_id=None,
+        item_index=2,
+        gold=None,
+        created_at=6.0,
+    )
+    calls = [call_row("r", make_call(0, answer=a)) for a in ("a", "b", "c")]
+    store.write(WriteBatch(starts=[first, second], calls=calls))
+    row = store.get_run_row("r")
+    assert (row.input, row.source, row.item_index) == ("first", "cli", 1)  # the first start
+    assert [c.answer for c in store.run_calls("r")] == ["c"]  # the last call
+    done = [finish_row(make_result("r", label=x), source="cli", finished_at=9.0) for x in "xy"]
+    store.write(WriteBatch(finishes=done))
+    assert store.get_run("r").decision.label == "y"
