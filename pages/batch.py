@@ -1,6 +1,7 @@
 """Batch: many inputs, each a run, in the background, with live progress, results and downloads.
 
-A file is checked whole before anything is stored (``core.inputs.read_items``): a missing
+A file's columns are offered for mapping as soon as it is uploaded (``core.inputs.read_columns``),
+and the file is checked whole before anything is stored (``core.inputs.read_items``): a missing
 column, a broken JSONL line, an empty or non-UTF-8 file is a message beside the widget it
 concerns, and no batch row is written. The batch runs in the background runner, so it keeps
 going when the page is left; a fragment polls its progress. A batch cut off (the server
@@ -9,9 +10,7 @@ stopped, or cancelled) can be resumed: finished runs are skipped, finished calls
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +22,7 @@ from core import datasets
 from core.api import build_policy, build_task
 from core.errors import InputError, TallyError
 from core.formats import parse_format
-from core.inputs import read_items
+from core.inputs import read_columns, read_items
 from core.panel import MAX_N, ModelSpec
 from core.policy import Aggregation
 from core.result import DecisionStatus
@@ -98,38 +97,6 @@ def available_models(runner: Runner) -> list[str]:
 # -- the uploaded file ---------------------------------------------------------------------------
 
 
-def upload_columns(data: bytes, name: str) -> list[str]:
-    """The columns of an upload, so the mapping can offer them. Only the header of a CSV is
-    read; a JSONL is read line by line for its keys, so a broken line shows at once (with its
-    number). ``read_items`` checks the whole file again, with the mapping, before a run."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise InputError(
-            f"{name}: not UTF-8 (byte {err.start}); save the file as UTF-8 and try again"
-        ) from None
-    if not text.strip():
-        raise InputError(f"{name}: the file is empty")
-    if name.lower().endswith((".jsonl", ".ndjson")):
-        keys: dict[str, None] = {}
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InputError(f"{name}: line {number}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{name}: line {number}: expected a JSON object")
-            keys.update(dict.fromkeys(str(k) for k in row))
-        return list(keys)
-    try:
-        header = next(csv.reader(io.StringIO(text, newline="")), [])
-    except csv.Error as err:
-        raise InputError(f"{name}: line 1: {err}") from None
-    return [h for h in header if h]
-
-
 def guess(columns: list[str], names: tuple[str, ...]) -> str | None:
     lowered = {c.lower(): c for c in columns}
     return next((lowered[n] for n in names if n in lowered), None)
@@ -167,7 +134,7 @@ def upload_section() -> None:
         error_here("file")
         return
     try:
-        columns = upload_columns(upload.getvalue(), upload.name)
+        columns = read_columns(upload.getvalue(), name=upload.name)
     except InputError as err:
         st.error(str(err))  # shown at once, before any press of Run
         return
@@ -303,7 +270,7 @@ def uploaded_items(
         return [], {}, ""
     data, name = upload.getvalue(), upload.name
     try:
-        upload_columns(data, name)
+        read_columns(data, name=name)
     except InputError as err:
         errors["file"] = str(err)
         return [], {}, ""
