@@ -317,3 +317,34 @@ def test_store_cache_serves_temperature_zero_and_five_samples_stay_five(
     # each sample comes back as its own stored answer, not one answer five times
     assert [raw for _, raw, _ in second] == [raw for _, raw, _ in first]
     assert paid == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "extra", "message"),
+    [
+        ("rows.csv", b"id,body\n1,hello\n", [], "no column 'text'"),
+        ("empty.csv", b"", [], "empty"),
+        ("latin.csv", "text\ncaf\u00e9\n".encode("latin-1"), [], "not UTF-8"),
+        ("broken.jsonl", b'{"text": "a"}\n{"text": \n{"text": "c"}\n', [], "line 2"),
+        ("rows.csv", b"text,label\nhello,a\n", ["--gold-column", "gold"], "no column 'gold'"),
+    ],
+)
+def test_cli_batch_bad_files_exit_2_and_store_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    content: bytes,
+    extra: list[str],
+    message: str,
+) -> None:
+    db = tmp_path / "batch.db"
+    monkeypatch.setenv("TALLY_DATABASE_URL", f"sqlite:///{db}")
+    path = tmp_path / name
+    path.write_bytes(content)
+    done = CliRunner().invoke(
+        app, ["batch", str(path), "--labels", "a,b", "--model", "sim:sim-mid", *extra]
+    )
+    assert done.exit_code == 2, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert Store(f"sqlite:///{db}").list_batches() == []
