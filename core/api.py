@@ -137,6 +137,22 @@ def build_policy(
     )
 
 
+def tie_break_chain(
+    kinds: Iterable[str], *, escalate_to: str | None = None, expand_by: int = 2
+) -> list[str]:
+    """The chain a form describes, for ``build_policy``: the kinds in the order chosen, with
+    the model ``escalate`` asks and the votes ``expand`` draws, which the form asks apart."""
+    chain = []
+    for kind in kinds:
+        if kind == "escalate":
+            chain.append(f"escalate:{escalate_to or ''}")
+        elif kind == "expand":
+            chain.append(f"expand:{expand_by}")
+        else:
+            chain.append(kind)
+    return chain
+
+
 ProgressSink = Callable[[RunResult], None]
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from core import datasets
-from core.api import build_policy, build_task
+from core.api import build_policy, build_task, tie_break_chain
 from core.errors import InputError, TallyError
 from core.formats import parse_format
 from core.inputs import read_columns, read_items
@@ -42,13 +42,6 @@ FORMATS = {
     **{f"set:{name}": f"the {name} set's format" for name in datasets.list_sets()},
 }
 AGGREGATIONS = [a.value for a in Aggregation]
-TIE_BREAKS = {
-    "expand": "expand: draw k more votes",
-    "conservative": "take the most conservative tied label",
-    "human": "send to the Review queue",
-    "abstain": "abstain (record the tie as failed)",
-    "escalate": "escalate to a stronger model",
-}
 DEFAULT_PANEL = ["sim:sim-strong", "sim:sim-fast", "sim:sim-mid", "sim:sim-biased", "sim:sim-flaky"]
 TEXT_GUESSES = ("text", "input", "question", "prompt", "message")
 GOLD_GUESSES = ("gold", "label", "answer", "expected")
@@ -83,15 +76,6 @@ def error_here(field: str) -> None:
     message = S.get("batch.errors", {}).get(field)
     if message:
         st.error(message)
-
-
-def split_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def available_models(runner: Runner) -> list[str]:
-    names = [f"{p['name']}:{m}" for p in runner.tally.registry.describe() for m in p["models"]]
-    return sorted(names, key=lambda n: (not n.startswith("sim:"), n))
 
 
 # -- the uploaded file ---------------------------------------------------------------------------
@@ -157,9 +141,7 @@ def bundled_section() -> None:
         "Bundled set",
         sets,
         key="batch.set",
-        format_func=lambda n: (
-            f"{n}: {datasets.load_set(n).title} ({len(datasets.load_set(n).items)} items)"
-        ),
+        format_func=set_title,
     )
     size = len(datasets.load_set(val("batch.set")).items)
     c2.number_input("First N items", key="batch.first", min_value=1, max_value=size, step=1)
@@ -205,16 +187,13 @@ def panel_policy_section(models: list[str]) -> None:
         st.number_input("k: votes the winner needs", key="batch.k", min_value=1, step=1)
     st.multiselect(
         "Tie-break chain (in the order chosen)",
-        list(TIE_BREAKS),
+        list(ui.TIE_BREAKS),
         key="batch.tie_breaks",
-        format_func=TIE_BREAKS.__getitem__,
+        format_func=ui.TIE_BREAKS.__getitem__,
     )
     chain = val("batch.tie_breaks")
     if "escalate" in chain:
-        if S.get("batch.escalate_model") not in models:
-            S["batch.escalate_model"] = (
-                "sim:sim-oracle" if "sim:sim-oracle" in models else models[0]
-            )
+        ui.keep_choice("batch.escalate_model", models, "sim:sim-oracle")
         st.selectbox("Escalate to", models, key="batch.escalate_model")
     if "expand" in chain:
         st.number_input("Expand by k votes", key="batch.expand_k", min_value=1, step=1)
@@ -242,7 +221,7 @@ def form_task() -> Task:
         labelled = datasets.load_set(name)
         return Task(name=name, template=template, format=parse_format(labelled.format))
     if kind == "label":
-        labels = split_list(val("batch.labels"))
+        labels = ui.split_list(val("batch.labels"))
         if not labels:
             raise InputError("Give the labels to vote on, separated by commas (e.g. yes, no).")
         return build_task(labels=labels, template=template)
@@ -298,18 +277,6 @@ def uploaded_items(
     return items, columns, name
 
 
-def form_chain() -> list[str]:
-    chain = []
-    for kind in val("batch.tie_breaks"):
-        if kind == "escalate":
-            chain.append(f"escalate:{S.get('batch.escalate_model', '')}")
-        elif kind == "expand":
-            chain.append(f"expand:{int(val('batch.expand_k'))}")
-        else:
-            chain.append(kind)
-    return chain
-
-
 def submit() -> None:
     """Run pressed: check every part, put each problem by its widget, or start the batch."""
     runner = ui.get_runner()
@@ -324,7 +291,7 @@ def submit() -> None:
         task = set_task(val("batch.set")) if bundled else form_task()
     except InputError as err:
         errors["task"] = str(err)
-    models = list(val("batch.models") or []) + split_list(val("batch.other_models"))
+    models = list(val("batch.models") or []) + ui.split_list(val("batch.other_models"))
     n = int(val("batch.n"))
     if not models:
         errors["models"] = "Choose at least one model."
@@ -339,8 +306,13 @@ def submit() -> None:
     if aggregate == Aggregation.AT_LEAST.value:
         aggregate = f"at-least:{int(val('batch.k'))}"
     try:
+        chain = tie_break_chain(
+            val("batch.tie_breaks"),
+            escalate_to=S.get("batch.escalate_model"),
+            expand_by=int(val("batch.expand_k")),
+        )
         policy = build_policy(
-            aggregate=aggregate, tie_break=form_chain(), early_stop=bool(val("batch.early_stop"))
+            aggregate=aggregate, tie_break=chain, early_stop=bool(val("batch.early_stop"))
         )
     except InputError as err:
         errors["policy"] = str(err)
@@ -552,8 +524,7 @@ def batches_section(runner: Runner) -> None:
     if current in by_id and S.get("batch.shown_current") != current:
         S["batch.view"] = current  # a batch just started (or resumed) is the one shown
         S["batch.shown_current"] = current
-    if S.get("batch.view") not in by_id:
-        S["batch.view"] = batches[0].batch_id
+    ui.keep_choice("batch.view", by_id)
     batch_id = st.selectbox(
         "Batch",
         list(by_id),
@@ -608,7 +579,7 @@ def main() -> None:
     )
     try:
         runner = ui.get_runner()
-        models = available_models(runner)
+        models = ui.available_models(runner)
     except TallyError as err:
         st.error(f"The runner could not start: {err}")
         return

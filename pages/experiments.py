@@ -69,11 +69,6 @@ SHAPE_TITLES = {
 }
 
 
-def available_models(runner: Runner) -> list[str]:
-    names = [f"{p['name']}:{m}" for p in runner.tally.registry.describe() for m in p["models"]]
-    return sorted(names, key=lambda n: (not n.startswith("sim:"), n))
-
-
 def pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}%}"
 
@@ -170,7 +165,7 @@ def pending_curve() -> None:
 
 
 def curve_form(runner: Runner) -> None:
-    models = available_models(runner)
+    models = ui.available_models(runner)
     if "exp.models" not in S:
         S["exp.models"] = [m for m in SIM_PANEL if m in models]
     c1, c2 = st.columns([1, 2])
@@ -404,8 +399,7 @@ def early_stop_section(entry: PanelCurve) -> None:
 
 def show_curve(store: Store, report: CurveReport) -> None:
     names = [p.name for p in report.panels]
-    if S.get("exp.panel") not in names:
-        S["exp.panel"] = report.headline
+    ui.keep_choice("exp.panel", names, report.headline)
     name = st.selectbox(
         "Panel",
         names,
@@ -463,8 +457,7 @@ def curve_tab(runner: Runner) -> None:
         st.info("No curve yet: draw one above.")
         return
     by_id = {c.id: c for c in curves}
-    if S.get("exp.curve") not in by_id:
-        S["exp.curve"] = curves[0].id
+    ui.keep_choice("exp.curve", by_id)
     curve_id = st.selectbox(
         "Curve",
         list(by_id),
@@ -481,32 +474,12 @@ def curve_tab(runner: Runner) -> None:
 
 
 def heatmap_figure(result: Disagreement) -> go.Figure:
-    models = sorted({c.model_a for c in result.heatmap} | {c.model_b for c in result.heatmap})
-    index = {m: i for i, m in enumerate(models)}
-    z: list[list[float | None]] = [[None] * len(models) for _ in models]
-    text: list[list[str]] = [[""] * len(models) for _ in models]
-    for cell in result.heatmap:
-        i, j = index[cell.model_a], index[cell.model_b]
-        for a, b in ((i, j), (j, i)):
-            z[a][b] = cell.agreement
-            text[a][b] = f"{cell.agreement:.0%}"
-    labels = [ui.chart_text(m) for m in models]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=labels,
-            y=labels,
-            text=text,
-            texttemplate="%{text}",
-            zmin=0,
-            zmax=1,
-            colorscale="Blues",
-            hovertemplate="%{y} vs %{x}: %{z:.1%}<extra></extra>",
-        )
+    fig = ui.agreement_heatmap(
+        (c.model_a, c.model_b, c.agreement, f"{c.agreement:.0%}") for c in result.heatmap
     )
     fig.update_layout(
         title={"text": "Pairwise agreement", "font": {"size": 15}},
-        height=160 + 60 * len(models),
+        height=160 + 60 * len(fig.data[0].y),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         yaxis={"autorange": "reversed"},
     )
@@ -895,9 +868,8 @@ def wall_tab(runner: Runner) -> None:
     left, right = st.columns(2)
     with left, st.container(border=True):
         st.markdown("**Sweep a model**")
-        models = available_models(runner)
-        if S.get("exp.sweep_model") not in models and models:
-            S["exp.sweep_model"] = "sim:sim-fast" if "sim:sim-fast" in models else models[0]
+        models = ui.available_models(runner)
+        ui.keep_choice("exp.sweep_model", models, "sim:sim-fast")
         model = st.selectbox("Model", models, key="exp.sweep_model")
         c1, c2 = st.columns(2)
         c1.text_input("Concurrency levels", key="exp.levels")
@@ -922,8 +894,7 @@ def wall_tab(runner: Runner) -> None:
         st.info("No sweep yet: run one above.")
         return
     by_id = {s.id: s for s in sweeps}
-    if S.get("exp.sweep") not in by_id:
-        S["exp.sweep"] = sweeps[0].id
+    ui.keep_choice("exp.sweep", by_id)
     sweep_id = st.selectbox(
         "Sweep",
         list(by_id),

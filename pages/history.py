@@ -271,35 +271,15 @@ def decision_charts(store: Store, f: RunFilter, bucket: str) -> tuple[go.Figure,
 
 def agreement_chart(store: Store, f: RunFilter) -> None:
     pairs = store.pairwise_agreement(f, AGREEMENT_RUNS)
-    models = sorted({p.model_a for p in pairs} | {p.model_b for p in pairs})
-    if not models:
+    if not pairs:
         st.caption("Agreement: no two ok answers in the same run yet, nothing to compare.")
         return
-    index = {m: i for i, m in enumerate(models)}
-    z: list[list[float | None]] = [[None] * len(models) for _ in models]
-    text: list[list[str]] = [[""] * len(models) for _ in models]
-    for p in pairs:
-        i, j = index[p.model_a], index[p.model_b]
-        for a, b in ((i, j), (j, i)):
-            z[a][b] = p.rate
-            text[a][b] = f"{p.rate:.0%} ({p.pairs})"
-    labels = [ui.chart_text(m) for m in models]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=labels,
-            y=labels,
-            text=text,
-            texttemplate="%{text}",
-            zmin=0,
-            zmax=1,
-            colorscale="Blues",
-            colorbar={"tickformat": ".0%"},
-            hovertemplate="%{y} vs %{x}: %{z:.1%}<extra></extra>",
-        )
+    fig = ui.agreement_heatmap(
+        (p.model_a, p.model_b, p.rate, f"{p.rate:.0%} ({p.pairs})") for p in pairs
     )
+    fig.update_traces(colorbar={"tickformat": ".0%"})
     title = "Agreement of ok answers (pairs in brackets; diagonal: samples of one model)"
-    chart(layout(fig, title, height=max(300, 90 + 45 * len(models))), "hist.agreement")
+    chart(layout(fig, title, height=max(300, 90 + 45 * len(fig.data[0].y))), "hist.agreement")
 
 
 def charts(store: Store, f: RunFilter, bucket: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import streamlit as st
 
 from core import datasets
-from core.api import build_policy, build_task
+from core.api import build_policy, build_task, tie_break_chain
 from core.errors import InputError, TallyError
 from core.panel import MAX_N, ModelSpec, Panel
 from core.policy import Aggregation
@@ -40,13 +40,6 @@ AGGREGATIONS = {
     Aggregation.WEIGHTED.value: "weighted: votes weighted per model",
     Aggregation.UNANIMOUS.value: "unanimous: every counted vote agrees",
     Aggregation.FASTEST.value: "fastest acceptable answer (the rest are cancelled)",
-}
-TIE_BREAKS = {
-    "escalate": "escalate to a stronger model",
-    "expand": "expand: draw k more votes",
-    "conservative": "take the most conservative tied label",
-    "human": "send to the Review queue",
-    "abstain": "abstain (record the tie as failed)",
 }
 # Number inputs get their default as ``value``, never through session state: a number input
 # the browser draws late would otherwise start from its own default, 0.
@@ -82,10 +75,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def split_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 def parse_synonyms(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for n, line in enumerate(text.splitlines(), start=1):
@@ -96,13 +85,6 @@ def parse_synonyms(text: str) -> dict[str, str]:
             raise InputError(f"synonym line {n} must read 'synonym = label', got {line.strip()!r}")
         out[word.strip()] = label.strip()
     return out
-
-
-def available_models() -> list[str]:
-    names = []
-    for provider in ui.get_runner().tally.registry.describe():
-        names.extend(f"{provider['name']}:{m}" for m in provider["models"])
-    return sorted(names, key=lambda n: (not n.startswith("sim:"), n))
 
 
 def val(key: str) -> Any:
@@ -127,7 +109,7 @@ def error_here(field: str) -> None:
 
 def chosen_models() -> list[str]:
     picked = [S.get("run.model")] if val("run.mode") == ONE else list(S.get("run.models", []))
-    return [m for m in picked if m] + split_list(val("run.other_models"))
+    return [m for m in picked if m] + ui.split_list(val("run.other_models"))
 
 
 def form_task() -> Task:
@@ -135,7 +117,7 @@ def form_task() -> Task:
     common = {"template": val("run.template"), "system": val("run.system").strip() or None}
     if kind == "label":
         return build_task(
-            labels=split_list(val("run.labels")),
+            labels=ui.split_list(val("run.labels")),
             synonyms=parse_synonyms(val("run.synonyms")),
             conservative=list(val("run.conservative")),
             **common,
@@ -174,14 +156,11 @@ def form_policy() -> Any:
     aggregate = val("run.aggregate")
     if aggregate == Aggregation.AT_LEAST.value:
         aggregate = f"at-least:{int(val('run.k'))}"
-    chain = []
-    for kind in val("run.tie_breaks"):
-        if kind == "escalate":
-            chain.append(f"escalate:{S.get('run.escalate_model', '')}")
-        elif kind == "expand":
-            chain.append(f"expand:{int(val('run.expand_k'))}")
-        else:
-            chain.append(kind)
+    chain = tie_break_chain(
+        val("run.tie_breaks"),
+        escalate_to=S.get("run.escalate_model"),
+        expand_by=int(val("run.expand_k")),
+    )
     accept = []
     if aggregate == Aggregation.FASTEST.value:
         if val("run.accept_regex").strip():
@@ -207,7 +186,7 @@ def submit() -> None:
     if not text.strip():
         errors["input"] = "The input is empty: paste an input or pick one from a bundled set."
     task = panel = policy = None
-    if val("run.format") == "label" and not split_list(val("run.labels")):
+    if val("run.format") == "label" and not ui.split_list(val("run.labels")):
         errors["labels"] = "Give the labels to vote on, separated by commas (e.g. yes, no)."
     else:
         try:
@@ -244,8 +223,7 @@ def submit() -> None:
 
 def apply_item() -> None:
     """A picked bundled item fills the input and the task (format, labels, template)."""
-    if S.get("run.set") not in datasets.list_sets():
-        S["run.set"] = datasets.list_sets()[0]
+    ui.keep_choice("run.set", datasets.list_sets())
     labelled = datasets.load_set(S["run.set"])
     item_id = S.get("run.item")
     item = next((i for i in labelled.items if i.id == item_id), labelled.items[0])
@@ -280,8 +258,7 @@ def input_section() -> None:
     st.radio("Input", [PASTE, BUNDLED], key="run.source", horizontal=True, on_change=pick_source)
     if S["run.source"] == BUNDLED:
         sets = datasets.list_sets()
-        if S.get("run.set") not in sets:
-            S["run.set"] = sets[0]
+        ui.keep_choice("run.set", sets)
         labelled = datasets.load_set(S["run.set"])
         c1, c2 = st.columns([2, 3])
         c1.selectbox(
@@ -292,8 +269,7 @@ def input_section() -> None:
             on_change=pick_set,
         )
         items = {i.id: i for i in labelled.items}
-        if S.get("run.item") not in items:
-            S["run.item"] = labelled.items[0].id
+        ui.keep_choice("run.item", items)
         c2.selectbox(
             "Item",
             list(items),
@@ -314,7 +290,7 @@ def task_section() -> None:
     if kind == "label":
         st.text_input("Labels (comma-separated)", key="run.labels")
         error_here("labels")
-        labels = split_list(S["run.labels"])
+        labels = ui.split_list(S["run.labels"])
         S["run.conservative"] = [c for c in S.get("run.conservative", []) if c in labels]
         st.multiselect(
             "Conservative order (most conservative first; used by the conservative tie-break)",
@@ -344,8 +320,7 @@ def panel_section(models: list[str]) -> None:
     st.markdown("**Panel**")
     st.radio("Models", [ONE, MIXED], key="run.mode", horizontal=True)
     if S["run.mode"] == ONE:
-        if S.get("run.model") not in models:
-            S["run.model"] = "sim:sim-mid" if "sim:sim-mid" in models else models[0]
+        ui.keep_choice("run.model", models, "sim:sim-mid")
         st.selectbox("Model", models, key="run.model")
     else:
         if "run.models" not in S:
@@ -383,7 +358,7 @@ def policy_section(models: list[str]) -> None:
         c1, c2, c3 = st.columns(3)
         c1.text_input("Accept answers matching (regex)", key="run.accept_regex")
         if S["run.format"] == "label":
-            labels = split_list(S["run.labels"])
+            labels = ui.split_list(S["run.labels"])
             S["run.accept_labels"] = [a for a in val("run.accept_labels") if a in labels]
             c2.multiselect("Accept only these labels", labels, key="run.accept_labels")
         c3.number_input("Hedge delay per slot (s)", **number("run.hedge"), min_value=0.0, step=0.1)
@@ -406,18 +381,15 @@ def policy_section(models: list[str]) -> None:
     )
     st.multiselect(
         "Tie-break chain (in the order chosen)",
-        list(TIE_BREAKS),
+        list(ui.TIE_BREAKS),
         key="run.tie_breaks",
-        format_func=TIE_BREAKS.__getitem__,
+        format_func=ui.TIE_BREAKS.__getitem__,
     )
     chain = S["run.tie_breaks"]
     extra = [kind for kind in chain if kind in ("escalate", "expand")]
     for kind, col in zip(extra, st.columns(2) if extra else [], strict=False):
         if kind == "escalate":
-            if S.get("run.escalate_model") not in models:
-                S["run.escalate_model"] = (
-                    "sim:sim-oracle" if "sim:sim-oracle" in models else models[0]
-                )
+            ui.keep_choice("run.escalate_model", models, "sim:sim-oracle")
             col.selectbox("Escalate to", models, key="run.escalate_model")
         else:
             col.number_input("Expand by k votes", **number("run.expand_k"), min_value=1, step=1)
@@ -493,7 +465,7 @@ def main() -> None:
             S[key] = value if not isinstance(value, (list, dict)) else type(value)(value)
     st.title("Run a vote")
     try:
-        models = available_models()
+        models = ui.available_models(ui.get_runner())
     except TallyError as err:
         st.error(f"The runner could not start: {err}")
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -79,6 +79,38 @@ _leave_folder_mode()
 def get_runner() -> Runner:
     """The one runner of this server process (its loop keeps jobs going across reruns)."""
     return Runner()
+
+
+# -- form pieces -------------------------------------------------------------------------------
+
+TIE_BREAKS = {
+    "escalate": "escalate to a stronger model",
+    "expand": "expand: draw k more votes",
+    "conservative": "take the most conservative tied label",
+    "human": "send to the Review queue",
+    "abstain": "abstain (record the tie as failed)",
+}
+
+
+def available_models(runner: Runner) -> list[str]:
+    """Every model the configured providers offer, as provider:model, the simulated ones first
+    (they work with no key)."""
+    names = [f"{p['name']}:{m}" for p in runner.tally.registry.describe() for m in p["models"]]
+    return sorted(names, key=lambda n: (not n.startswith("sim:"), n))
+
+
+def split_list(text: str) -> list[str]:
+    """The items of a comma-separated text input, blanks dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def keep_choice(key: str, options: Collection[Any], *preferred: Any) -> None:
+    """Keep a picker's value while it is still offered; otherwise start it on the first of
+    ``preferred`` that is offered, else on the first option (a stored run, batch or model that
+    went away would otherwise leave the widget pointing at nothing)."""
+    if options and st.session_state.get(key) not in options:
+        fallback = next((p for p in preferred if p in options), next(iter(options)))
+        st.session_state[key] = fallback
 
 
 # -- formats -----------------------------------------------------------------------------------
@@ -348,4 +380,38 @@ def render_result(result: RunResult, *, key: str = "result") -> None:
 def status_counts_frame(counts: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(
         [{"status": k, "runs": int(v)} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+    )
+
+
+# -- charts ------------------------------------------------------------------------------------
+
+
+def agreement_heatmap(cells: Iterable[tuple[str, str, float, str]]) -> go.Figure:
+    """How often models agree, pair by pair: one (model a, model b, rate, cell text) per pair,
+    drawn on both sides of the diagonal, model names made safe for the chart. The figure has
+    one row per model (``len(fig.data[0].y)``), for a caller sizing it. Layout is the
+    caller's."""
+    cells = list(cells)
+    models = sorted({c[0] for c in cells} | {c[1] for c in cells})
+    index = {m: i for i, m in enumerate(models)}
+    z: list[list[float | None]] = [[None] * len(models) for _ in models]
+    text: list[list[str]] = [[""] * len(models) for _ in models]
+    for model_a, model_b, rate, label in cells:
+        i, j = index[model_a], index[model_b]
+        for a, b in ((i, j), (j, i)):
+            z[a][b] = rate
+            text[a][b] = label
+    labels = [chart_text(m) for m in models]
+    return go.Figure(
+        go.Heatmap(
+            z=z,
+            x=labels,
+            y=labels,
+            text=text,
+            texttemplate="%{text}",
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            hovertemplate="%{y} vs %{x}: %{z:.1%}<extra></extra>",
+        )
     )
