@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -234,25 +234,8 @@ class _Run:
         return voting.decide(calls, self.req.policy, self.fmt, self.weights)
 
     def result(self, decision: Decision) -> RunResult:
-        req = self.req
-        calls = sorted(self.calls.values(), key=lambda c: (_PHASE_ORDER[c.phase], c.slot))
-        voted = [c for c in calls if c.phase != "escalate"]
-        return RunResult(
-            run_id=req.run_id,
-            input=req.input,
-            task=req.task.model_dump(mode="json"),
-            panel=[s.model.name for s in req.panel.slots()],
-            policy=req.policy.model_dump(mode="json"),
-            decision=decision,
-            votes=voting.count_votes(voted, self.fmt),
-            field_votes=voting.field_votes(voted, self.fmt),
-            calls=calls,
-            cost_usd=run_cost(calls),
-            latency_ms=(time.monotonic() - self.started) * 1000,
-            batch_id=req.batch_id,
-            item_id=req.item_id,
-            gold=req.gold,
-        )
+        latency_ms = (time.monotonic() - self.started) * 1000
+        return build_result(self.req, self.calls.values(), decision, latency_ms=latency_ms)
 
     # -- fan-out ------------------------------------------------------------------------
     async def fan_out(self, slots: Sequence[Slot], phase: CallPhase) -> None:
@@ -602,6 +585,42 @@ class _Run:
 
 
 _PHASE_ORDER = {"panel": 0, "expand": 1, "escalate": 2}
+
+
+def call_order(call: CallResult) -> tuple[int, int]:
+    """Where a call stands in a result: the panel's slots, then expand, then escalate."""
+    return _PHASE_ORDER[call.phase], call.slot
+
+
+def build_result(
+    request: RunRequest,
+    calls: Iterable[CallResult],
+    decision: Decision,
+    *,
+    latency_ms: float,
+) -> RunResult:
+    """The result of a run, however it ended: a decided run and a cancelled one are stored
+    alike. Votes are counted over the calls that voted (an escalation's answer settles a tie,
+    it is not a vote); the cost is every call's."""
+    ordered = sorted(calls, key=call_order)
+    voted = [c for c in ordered if c.phase != "escalate"]
+    fmt = request.task.format
+    return RunResult(
+        run_id=request.run_id,
+        input=request.input,
+        task=request.task.model_dump(mode="json"),
+        panel=[s.model.name for s in request.panel.slots()],
+        policy=request.policy.model_dump(mode="json"),
+        decision=decision,
+        votes=voting.count_votes(voted, fmt),
+        field_votes=voting.field_votes(voted, fmt),
+        calls=ordered,
+        cost_usd=run_cost(ordered),
+        latency_ms=latency_ms,
+        batch_id=request.batch_id,
+        item_id=request.item_id,
+        gold=request.gold,
+    )
 
 
 def estimate_tokens(messages: Sequence[Mapping[str, str]]) -> int:

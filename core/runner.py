@@ -27,7 +27,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from core.api import Tally, new_id
 from core.batch import load_resume
-from core.engine import RunRequest, run_cost
+from core.engine import RunRequest, build_result, call_order
 from core.errors import InputError, TallyError
 from core.panel import Panel
 from core.policy import Policy
@@ -41,7 +41,6 @@ from core.result import (
 )
 from core.store import BatchItem, Store
 from core.task import Task
-from core.voting import count_votes
 
 JobKind = Literal["run", "batch"]
 SlotKey = tuple[str, int]
@@ -72,8 +71,7 @@ class RunProgress:
 
     def sorted_calls(self) -> list[CallResult]:
         """Panel slots first, then expand, then escalate, each by slot."""
-        order = {"panel": 0, "expand": 1, "escalate": 2}
-        return [self.calls[k] for k in sorted(self.calls, key=lambda k: (order[k[0]], k[1]))]
+        return sorted(self.calls.values(), key=call_order)
 
 
 @dataclass
@@ -278,19 +276,9 @@ class Runner:
                         update={"status": CallStatus.CANCELLED, "error": CANCELLED_REASON}
                     )
                 calls.append(call)
-        voted = [c for c in calls if c.phase != "escalate"]
-        return RunResult(
-            run_id=request.run_id,
-            input=request.input,
-            task=request.task.model_dump(mode="json"),
-            panel=[s.model.name for s in request.panel.slots()],
-            policy=request.policy.model_dump(mode="json"),
-            decision=Decision(status=DecisionStatus.FAILED, reason=f"run {CANCELLED_REASON}"),
-            votes=count_votes(voted, request.task.format),
-            calls=calls,
-            cost_usd=run_cost(calls),
-            latency_ms=(time.time() - progress.started_at) * 1000,
-        )
+        decision = Decision(status=DecisionStatus.FAILED, reason=f"run {CANCELLED_REASON}")
+        latency_ms = (time.time() - progress.started_at) * 1000
+        return build_result(request, calls, decision, latency_ms=latency_ms)
 
     # -- batches -------------------------------------------------------------------------------
 

@@ -4,20 +4,20 @@ fastest-acceptable cancellation, n-sampling, the tie-break chain, resume and the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
 import httpx2
 import pytest
 
-from core.engine import Engine, Recorder, RunRequest, cache_key, run_cost
+from core.engine import Engine, Recorder, RunRequest, build_result, cache_key, run_cost
 from core.errors import ConfigError, PolicyError, ProviderError
 from core.formats import parse_format
 from core.panel import ModelSpec, Panel
 from core.policy import Acceptance, Aggregation, Policy, TieBreak
 from core.providers.base import Completion, CompletionRequest, Usage
-from core.result import CallResult, CallStatus, DecisionStatus, Event, RunResult
+from core.result import CallResult, CallStatus, Decision, DecisionStatus, Event, RunResult
 from core.retry import RetryPolicy
 from core.task import Task
 
@@ -476,3 +476,55 @@ def test_run_cost_is_unknown_when_a_paid_call_has_no_price() -> None:
     assert run_cost(calls[:1]) == pytest.approx(0.1)
     refused = CallResult(slot=2, model="f:a", status=CallStatus.ERROR)
     assert run_cost([calls[0], refused]) == pytest.approx(0.1)
+
+
+def test_a_result_lists_calls_by_phase_and_counts_only_the_voters() -> None:
+    req = replace(request(["f:a", "f:b"]), batch_id="b1", item_id="i1", gold="regression")
+
+    def call(phase: Any, slot: int, answer: str | None, cost: float | None) -> CallResult:
+        status = CallStatus.OK if answer is not None else CallStatus.CANCELLED
+        return CallResult(
+            slot=slot,
+            model="f:a",
+            phase=phase,
+            status=status,
+            answer=answer,
+            tokens_in=5,
+            tokens_out=1,
+            cost_usd=cost,
+        )
+
+    calls = [
+        call("escalate", 3, "no regression", 0.5),
+        call("expand", 2, "regression", 0.1),
+        call("panel", 1, None, 0.05),
+        call("panel", 0, "regression", 0.1),
+    ]
+    decision = Decision(status=DecisionStatus.DECIDED, label="regression")
+    result = build_result(req, calls, decision, latency_ms=12.5)
+    assert [(c.phase, c.slot) for c in result.calls] == [
+        ("panel", 0),
+        ("panel", 1),
+        ("expand", 2),
+        ("escalate", 3),
+    ]
+    assert result.votes == {"regression": 2}  # the escalation's answer is not a vote
+    assert result.field_votes is None
+    assert result.cost_usd == pytest.approx(0.75)  # the cancelled and escalate calls included
+    assert result.latency_ms == 12.5
+    assert result.decision == decision
+    assert result.panel == ["f:a", "f:b"]
+    assert (result.batch_id, result.item_id, result.gold) == ("b1", "i1", "regression")
+    unpriced = [*calls[:1], call("panel", 0, "regression", None)]
+    assert build_result(req, unpriced, decision, latency_ms=0.0).cost_usd is None
+
+
+def test_a_json_result_counts_votes_per_field() -> None:
+    schema = {"type": "object", "properties": {"qty": {"type": "integer"}}}
+    json_task = Task(format=parse_format({"kind": "json", "schema": schema}))
+    req = request(["f:a"], 2, task=json_task)
+    calls = [
+        CallResult(slot=i, model="f:a", status=CallStatus.OK, answer='{"qty": 2}') for i in range(2)
+    ]
+    result = build_result(req, calls, Decision(status=DecisionStatus.DECIDED), latency_ms=1.0)
+    assert result.field_votes == {"qty": {"2": 2}}
