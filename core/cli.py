@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
 import typer
@@ -23,6 +23,10 @@ from rich.text import Text
 from core.errors import InputError, TallyError
 from core.panel import ModelSpec
 from core.result import CallResult, Event, RunResult
+
+if TYPE_CHECKING:
+    from core.policy import Policy
+    from core.task import Task
 
 app = typer.Typer(
     name="tally",
@@ -148,6 +152,44 @@ def read_text(text: str) -> str:
     return text
 
 
+def task_and_policy(
+    *,
+    labels: str | None,
+    synonym: list[str],
+    conservative: str | None,
+    answer_format: str | None,
+    template: str,
+    aggregate: str,
+    tie_break: str | None,
+    early_stop: bool,
+    accept: list[str],
+    min_valid: int,
+    count_invalid: bool,
+    count_errors: bool,
+) -> tuple[Task, Policy]:
+    """The task and the policy the options of ``run`` and ``batch`` describe: one reading of
+    them, so a batch decides each row as ``run`` would decide it alone."""
+    from core.api import build_policy, build_task
+
+    task = build_task(
+        labels=split_list(labels) or None,
+        synonyms=parse_synonyms(synonym),
+        conservative=split_list(conservative),
+        answer_format=answer_format,
+        template=template,
+    )
+    policy = build_policy(
+        aggregate=aggregate,
+        tie_break=tie_break,
+        early_stop=early_stop,
+        accept=accept,
+        min_valid=min_valid,
+        count_invalid=count_invalid,
+        count_errors=count_errors,
+    )
+    return task, policy
+
+
 # -- live view ------------------------------------------------------------------------------
 
 STATUS_STYLE = {
@@ -257,20 +299,18 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Vote once: TEXT to every slot of the panel, then the decision."""
-    from core.api import Tally, build_policy, build_task
+    from core.api import Tally
 
     def go() -> RunResult:
         body = read_text(text)
         if not model:
             raise InputError("choose at least one model: --model sim:sim-strong")
-        task = build_task(
-            labels=split_list(labels) or None,
-            synonyms=parse_synonyms(synonym),
-            conservative=split_list(conservative),
+        task, policy = task_and_policy(
+            labels=labels,
+            synonym=synonym,
+            conservative=conservative,
             answer_format=answer_format,
             template=template,
-        )
-        policy = build_policy(
             aggregate=aggregate,
             tie_break=tie_break,
             early_stop=early_stop,
@@ -351,7 +391,7 @@ def batch(
     as_json: JsonOpt = False,
 ) -> None:
     """Run every row of FILE through the panel (or finish an interrupted batch with --resume)."""
-    from core.api import Tally, build_policy, build_task
+    from core.api import Tally
     from core.batch import batch_summary, load_resume
     from core.inputs import read_items
 
@@ -376,14 +416,12 @@ def batch(
                     items = read_items(
                         file, text_column=text_column, gold_column=gold_column, id_column=id_column
                     )
-                    task = build_task(
-                        labels=split_list(labels) or None,
-                        synonyms=parse_synonyms(synonym),
-                        conservative=split_list(conservative),
+                    task, policy = task_and_policy(
+                        labels=labels,
+                        synonym=synonym,
+                        conservative=conservative,
                         answer_format=answer_format,
                         template=template,
-                    )
-                    policy = build_policy(
                         aggregate=aggregate,
                         tie_break=tie_break,
                         early_stop=early_stop,
