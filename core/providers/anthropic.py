@@ -14,19 +14,10 @@ from typing import Any
 import httpx2
 
 from core.errors import ProviderError
-from core.http import (
-    DEFAULT_READ_TIMEOUT_S,
-    aiter_sse,
-    error_from_exception,
-    error_from_response,
-    error_in_body,
-    host_of,
-    parse_json_body,
-    redact,
-    request_timeout,
-)
+from core.http import DEFAULT_READ_TIMEOUT_S, aiter_sse, error_in_body, host_of, redact
 from core.providers import ANSWER_TOOL, as_count, model_ids, object_schema, unwrap_answer
 from core.providers.base import Completion, CompletionRequest, Usage
+from core.providers.endpoint import Endpoint
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 1024
@@ -52,7 +43,7 @@ its models; they are left out for Anthropic models rather than failing the call.
 _MAX_LIST_PAGES = 20
 
 
-class AnthropicProvider:
+class AnthropicProvider(Endpoint):
     """One Messages API endpoint. The key is held here only and never shown by ``repr``."""
 
     kind: str = "anthropic"
@@ -68,26 +59,19 @@ class AnthropicProvider:
         headers: dict[str, str] | None = None,
         timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.max_concurrency = max_concurrency
+        super().__init__(
+            name,
+            base_url,
+            api_key,
+            max_concurrency=max_concurrency,
+            stream=stream,
+            headers=headers,
+            timeout_s=timeout_s,
+        )
         self.supports_n = False  # the Messages API draws one sample per request
-        self.stream = stream
-        self.headers = dict(headers or {})
-        self.timeout_s = timeout_s
-        self._api_key = api_key or None
-        self._timeout = request_timeout(timeout_s)  # built once: it is on every call's path
 
-    @property
-    def has_key(self) -> bool:
-        return self._api_key is not None
-
-    def __repr__(self) -> str:
-        key = "set" if self._api_key else "none"
-        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r}, key={key})"
-
-    def _headers(self, accept: str) -> dict[str, str]:
-        headers = {**self.headers, "accept": accept, "anthropic-version": ANTHROPIC_VERSION}
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
         if self._api_key:
             headers["x-api-key"] = self._api_key
         return headers
@@ -135,27 +119,14 @@ class AnthropicProvider:
     ) -> list[Completion]:
         """One request, one completion whatever ``request.n`` asks (``supports_n`` is off)."""
         body, wrapped, streaming = self.build_body(request)
-        secrets = (self._api_key,)
-        try:
-            async with client.stream(
-                "POST",
-                f"{self.base_url}/messages",
-                json=body,
-                headers=self._headers("text/event-stream" if streaming else "application/json"),
-                timeout=self._timeout,
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise error_from_response(response, secrets=secrets)
-                content_type = response.headers.get("content-type", "").lower()
-                if streaming and "json" not in content_type and "html" not in content_type:
-                    completion = await self._read_stream(response, usage)
-                else:
-                    await response.aread()
-                    data = parse_json_body(response, secrets=secrets)
-                    completion = self._parse_reply(data, host_of(response.url), usage)
-        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-            raise error_from_exception(exc, secrets=secrets) from exc
+        completion = await self.post(
+            client,
+            "messages",
+            body,
+            streaming=streaming,
+            read_stream=lambda response: self._read_stream(response, usage),
+            read_reply=lambda data, host: self._parse_reply(data, host, usage),
+        )
         completion.text = unwrap_answer(completion.text, wrapped)
         return [completion]
 
@@ -279,23 +250,11 @@ class AnthropicProvider:
 
     async def list_models(self, client: httpx2.AsyncClient) -> list[str]:
         """``GET {base_url}/models``, following ``has_more`` pages."""
-        secrets = (self._api_key,)
         ids: list[str] = []
         params: dict[str, str | int] = {"limit": 1000}
         for _ in range(_MAX_LIST_PAGES):
-            try:
-                response = await client.get(
-                    f"{self.base_url}/models",
-                    params=params,
-                    headers=self._headers("application/json"),
-                    timeout=self._timeout,
-                )
-            except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-                raise error_from_exception(exc, secrets=secrets) from exc
-            if response.status_code >= 400:
-                raise error_from_response(response, secrets=secrets)
-            data = parse_json_body(response, secrets=secrets)
-            ids += model_ids(data, host_of(response.url))
+            data, host = await self.get_json(client, "models", params)
+            ids += model_ids(data, host)
             last = data.get("last_id") if isinstance(data, dict) else None
             if not (isinstance(data, dict) and data.get("has_more") and isinstance(last, str)):
                 break

@@ -15,17 +15,7 @@ from typing import Any
 import httpx2
 
 from core.errors import ProviderError
-from core.http import (
-    DEFAULT_READ_TIMEOUT_S,
-    aiter_sse,
-    error_from_exception,
-    error_from_response,
-    error_in_body,
-    host_of,
-    parse_json_body,
-    redact,
-    request_timeout,
-)
+from core.http import DEFAULT_READ_TIMEOUT_S, aiter_sse, error_in_body, host_of, redact
 from core.providers import (
     ANSWER_TOOL,
     as_count,
@@ -35,9 +25,10 @@ from core.providers import (
     unwrap_answer,
 )
 from core.providers.base import Completion, CompletionRequest, Usage
+from core.providers.endpoint import Endpoint
 
 
-class OpenAIProvider:
+class OpenAIProvider(Endpoint):
     """One OpenAI-compatible endpoint. The key is held here only and never shown by ``repr``."""
 
     kind: str = "openai"
@@ -54,29 +45,19 @@ class OpenAIProvider:
         headers: dict[str, str] | None = None,
         timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     ) -> None:
-        self.name = name
-        self.base_url = base_url.rstrip("/")
-        self.max_concurrency = max_concurrency
+        super().__init__(
+            name,
+            base_url,
+            api_key,
+            max_concurrency=max_concurrency,
+            stream=stream,
+            headers=headers,
+            timeout_s=timeout_s,
+        )
         self.supports_n = supports_n
-        self.stream = stream
-        self.headers = dict(headers or {})
-        self.timeout_s = timeout_s
-        self._api_key = api_key or None
-        self._timeout = request_timeout(timeout_s)  # built once: it is on every call's path
 
-    @property
-    def has_key(self) -> bool:
-        return self._api_key is not None
-
-    def __repr__(self) -> str:
-        key = "set" if self._api_key else "none"
-        return f"OpenAIProvider(name={self.name!r}, base_url={self.base_url!r}, key={key})"
-
-    def _headers(self, accept: str) -> dict[str, str]:
-        headers = {**self.headers, "accept": accept}
-        if self._api_key:
-            headers["authorization"] = f"Bearer {self._api_key}"
-        return headers
+    def _auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self._api_key}"} if self._api_key else {}
 
     def build_body(self, request: CompletionRequest) -> tuple[dict[str, Any], bool, int, bool]:
         """The JSON body, whether the schema was wrapped, the choices expected, and whether
@@ -110,27 +91,14 @@ class OpenAIProvider:
         """One request; ``request.n`` completions when ``n`` is honoured, else what came back
         (fewer choices than asked turns ``supports_n`` off: the engine calls for the rest)."""
         body, wrapped, expected, streaming = self.build_body(request)
-        secrets = (self._api_key,)
-        try:
-            async with client.stream(
-                "POST",
-                f"{self.base_url}/chat/completions",
-                json=body,
-                headers=self._headers("text/event-stream" if streaming else "application/json"),
-                timeout=self._timeout,
-            ) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise error_from_response(response, secrets=secrets)
-                content_type = response.headers.get("content-type", "").lower()
-                if streaming and "json" not in content_type and "html" not in content_type:
-                    completions = await self._read_stream(response, usage, expected)
-                else:  # plain, or a server that ignored ``stream`` and sent one JSON reply
-                    await response.aread()
-                    data = parse_json_body(response, secrets=secrets)
-                    completions = self._parse_reply(data, host_of(response.url), usage)
-        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-            raise error_from_exception(exc, secrets=secrets) from exc
+        completions = await self.post(
+            client,
+            "chat/completions",
+            body,
+            streaming=streaming,
+            read_stream=lambda response: self._read_stream(response, usage, expected),
+            read_reply=lambda data, host: self._parse_reply(data, host, usage),
+        )
         if expected > 1 and len(completions) < expected:
             self.supports_n = False
         if wrapped:
@@ -243,19 +211,8 @@ class OpenAIProvider:
 
     async def list_models(self, client: httpx2.AsyncClient) -> list[str]:
         """``GET {base_url}/models``: the ids the endpoint serves."""
-        secrets = (self._api_key,)
-        try:
-            response = await client.get(
-                f"{self.base_url}/models",
-                headers=self._headers("application/json"),
-                timeout=self._timeout,
-            )
-        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
-            raise error_from_exception(exc, secrets=secrets) from exc
-        if response.status_code >= 400:
-            raise error_from_response(response, secrets=secrets)
-        data = parse_json_body(response, secrets=secrets)
-        return model_ids(data, host_of(response.url))
+        data, host = await self.get_json(client, "models")
+        return model_ids(data, host)
 
 
 def _prompt_share(tokens_in: int | None, index: int) -> int | None:
