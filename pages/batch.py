@@ -21,7 +21,7 @@ import streamlit as st
 from core import datasets
 from core.api import build_policy, build_task, tie_break_chain
 from core.errors import InputError, TallyError
-from core.formats import parse_format
+from core.experiments import load_labelled
 from core.inputs import read_columns, read_items
 from core.panel import MAX_N, ModelSpec
 from core.policy import Aggregation
@@ -208,18 +208,14 @@ def panel_policy_section(models: list[str]) -> None:
 # -- building the batch --------------------------------------------------------------------------
 
 
-def set_task(name: str) -> Task:
-    labelled = datasets.load_set(name)
-    return Task(name=name, template=labelled.template, format=parse_format(labelled.format))
-
-
 def form_task() -> Task:
     kind = val("batch.format")
     template = val("batch.template")
     if kind.startswith("set:"):
         name = kind.removeprefix("set:")
-        labelled = datasets.load_set(name)
-        return Task(name=name, template=template, format=parse_format(labelled.format))
+        return build_task(
+            answer_format=datasets.load_set(name).format, template=template, name=name
+        )
     if kind == "label":
         labels = ui.split_list(val("batch.labels"))
         if not labels:
@@ -230,11 +226,7 @@ def form_task() -> Task:
 
 def bundled_items() -> tuple[list[BatchItem], dict[str, str | None], str]:
     name = val("batch.set")
-    first = int(val("batch.first"))
-    items = [
-        BatchItem(index=i, item_id=item.id, text=item.text, gold=item.gold)
-        for i, item in enumerate(datasets.load_set(name).items[:first])
-    ]
+    items = load_labelled(name).items[: int(val("batch.first"))]
     return items, {"set": name}, f"{name}: first {len(items)}"
 
 
@@ -288,7 +280,7 @@ def submit() -> None:
         items, columns, default_name = uploaded_items(errors)
     task = panel = policy = None
     try:
-        task = set_task(val("batch.set")) if bundled else form_task()
+        task = load_labelled(val("batch.set")).task if bundled else form_task()
     except InputError as err:
         errors["task"] = str(err)
     models = list(val("batch.models") or []) + ui.split_list(val("batch.other_models"))

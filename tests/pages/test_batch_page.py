@@ -11,8 +11,11 @@ import pytest
 from sqlalchemy import update
 from streamlit.testing.v1 import AppTest
 
+from core import datasets
 from core.api import build_policy, build_task
+from core.formats import parse_format
 from core.panel import Panel
+from core.policy import TieBreak
 from core.store import Store
 from core.store.tables import batch_t
 
@@ -296,3 +299,30 @@ def test_a_running_batch_can_be_cancelled_and_is_then_offered_for_resume(
     assert store.get_batch(info.batch_id).status == "interrupted"
     assert store.batch_counts(info.batch_id)["done"] < 30
     assert any("(interrupted)" in w.value for w in at.warning)
+
+
+def test_an_upload_asked_in_a_bundled_sets_format_with_a_tie_break_chain(
+    page_test: Callable[[str], AppTest], store: Store, rerun_until: Rerun
+) -> None:
+    data = b"text\nI was charged twice this month\nThe app crashes on start\n"
+    at = upload(open_page(page_test), "tickets.csv", data)
+    at.selectbox(key="batch.format").select("set:tickets").run()
+    at.text_area(key="batch.template").input("Which queue?\n\n{input}").run()
+    fast_panel(at)
+    at.multiselect(key="batch.tie_breaks").set_value(["expand", "escalate", "human"]).run()
+    assert at.selectbox(key="batch.escalate_model").value == "sim:sim-oracle"
+    at.number_input(key="batch.expand_k").set_value(3).run()
+    at.button(key="batch.submit").click().run()
+    assert not errors(at), errors(at)
+    (info,) = store.list_batches()
+    assert info.task["name"] == "tickets"
+    assert info.task["template"] == "Which queue?\n\n{input}"
+    assert info.task["format"] == parse_format(datasets.load_set("tickets").format).model_dump(
+        mode="json"
+    )
+    assert [str(TieBreak.model_validate(t)) for t in info.policy["tie_breaks"]] == [
+        "expand:3",
+        "escalate:sim:sim-oracle",
+        "human",
+    ]
+    rerun_until(at, lambda a: any(s.value.startswith("Done: 2 runs") for s in a.success))
