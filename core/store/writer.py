@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.errors import StoreError
 from core.panel import Panel
-from core.result import CallResult, RunResult
+from core.result import CallResult, CallStatus, RunResult
 from core.store.db import Store, WriteBatch
 from core.store.tables import SpecCache, call_row, finish_row, start_row
 
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 _TRACKED_RUNS = 10_000
 """Runs whose recorded calls are remembered, so their finish need not write them again. An
 older run dropped from this memory only costs its calls being written twice."""
+
+_RECENT_KEYS = 50_000
+"""Cache keys of ok calls recorded through this writer, answered without waiting for a commit."""
 
 
 @dataclass(slots=True)
@@ -100,6 +103,7 @@ class StoreWriter:
         self._first_error: str | None = None
         self._recorded: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
         self._specs = SpecCache()
+        self._recent: dict[str, CallResult] = {}  # cache key -> latest ok call recorded here
         self._conn: Connection | None = None  # kept by the drain task between batches
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -190,6 +194,11 @@ class StoreWriter:
                 del self._recorded[next(iter(self._recorded))]
             recorded = self._recorded[run_id] = {}
         recorded[(call.phase, call.slot)] = dict(call.__dict__)  # the fields as recorded
+        if cache_key is not None and call.status == CallStatus.OK:
+            self._recent.pop(cache_key, None)  # re-inserted last: the newest leave last
+            if len(self._recent) >= _RECENT_KEYS:
+                del self._recent[next(iter(self._recent))]
+            self._recent[cache_key] = call.model_copy()
         await self._put(_Call(row))
 
     async def finish_run(self, result: RunResult, *, source: str = "library") -> None:
@@ -201,6 +210,17 @@ class StoreWriter:
             if recorded.get((call.phase, call.slot)) != call.__dict__
         ]
         await self._put(_Finish(finish_row(result, source=source, finished_at=time.time()), calls))
+
+    async def cache_lookup(self, keys: Sequence[str]) -> dict[str, CallResult]:
+        """``Store.cache_lookup`` that also sees calls recorded here but not yet committed,
+        without waiting for a commit: answers recorded through this writer come from memory,
+        the rest from the store in a worker thread."""
+        found = {k: self._recent[k] for k in keys if k in self._recent}
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            stored = await anyio.to_thread.run_sync(self.store.cache_lookup, missing)
+            found.update(stored)
+        return found
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed; raise the write failures since

@@ -247,3 +247,27 @@ async def test_a_dropped_connection_is_replaced(
                 await writer.record_call("kept", make_call(slot))
             await writer.flush()
         assert [c.slot for c in store.run_calls("kept")] == [0, 1, 2, 3]
+
+
+async def test_cache_lookup_sees_recorded_calls_before_their_commit(
+    store: Store, make_call: MakeCall, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.store.writer as writer_module
+
+    store.start_run("old", "x", {}, [], {}, source="library")
+    store.record_call("old", make_call(0, answer="stored"), cache_key="k-old")
+    monkeypatch.setattr(writer_module, "_RECENT_KEYS", 2)
+    async with StoreWriter(store, max_delay=10.0) as writer:  # nothing commits on its own
+        await writer.start_run("r", "x", {}, [], {}, source="library")
+        await writer.record_call("r", make_call(0, answer="first"), cache_key="k1")
+        await writer.record_call("r", make_call(1, answer="second"), cache_key="k1")
+        await writer.record_call("r", make_call(2, status=CallStatus.ERROR), cache_key="k2")
+        got = await writer.cache_lookup(["k1", "k2", "k-old", "nope"])
+        assert writer.pending > 0  # answered without a commit
+        assert got["k1"].answer == "second" and got["k-old"].answer == "stored"
+        assert set(got) == {"k1", "k-old"}
+        for i in range(3):  # the memory is bounded; older keys fall back to the store
+            await writer.record_call("r", make_call(10 + i, answer=str(i)), cache_key=f"m{i}")
+        assert list(writer._recent) == ["m1", "m2"]
+        await writer.flush()
+        assert (await writer.cache_lookup(["k1"]))["k1"].answer == "second"
