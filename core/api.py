@@ -64,8 +64,7 @@ class StoreRecorder(Recorder):
         await self.writer.finish_run(result, source=source)
 
     async def cache_lookup(self, keys: Sequence[str]) -> Mapping[str, CallResult]:
-        await self.writer.flush()
-        return await anyio.to_thread.run_sync(self.store.cache_lookup, list(keys))
+        return await self.writer.cache_lookup(keys)
 
 
 def build_task(
@@ -316,15 +315,18 @@ class Tally:
         else:
             await anyio.to_thread.run_sync(store.set_batch_status, batch_id, "running")
         done = await anyio.to_thread.run_sync(store.runs_done, batch_id)
+        # what an interrupted attempt already paid for, read once for the whole batch
+        finished = await anyio.to_thread.run_sync(store.batch_finished_calls, batch_id)
         # runs in flight at once: enough to keep every call slot busy, few enough to stay small
         runs_at_once = anyio.CapacityLimiter(max(4, self.engine.concurrency * 2))
 
         async def one(item: BatchItem) -> None:
             async with runs_at_once:
                 run_id = batch_run_id(batch_id, item.index)
-                prior_calls = await anyio.to_thread.run_sync(store.finished_calls, run_id)
                 prior: dict[tuple[str, int], CallResult] = {
-                    (c.phase, c.slot): c for c in prior_calls if c.status != CallStatus.CANCELLED
+                    (c.phase, c.slot): c
+                    for c in finished.pop(run_id, ())
+                    if c.status != CallStatus.CANCELLED
                 }
                 request = RunRequest(
                     run_id=run_id,
