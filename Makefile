@@ -25,9 +25,10 @@ sync: $(VENV)/.synced
 run: sync
 	$(PY) -m core dashboard
 
-## Every check CI runs: lint, format, types, unit and integration tests, the browser tests.
+## Every check CI runs: lint, format, types, unit and integration tests, then the browser tests.
 test: sync browser lint typecheck
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not e2e"
+	$(PY) -m pytest -m e2e
 
 lint: sync
 	$(VENV)/bin/ruff check core tests pages app.py benchmarks

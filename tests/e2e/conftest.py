@@ -68,9 +68,9 @@ def _get(url: str) -> str | None:
         return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """``python -m core dashboard`` on free loopback ports; stopped at the end of the session."""
+    """``python -m core dashboard`` on free loopback ports; stopped after the browser tests."""
     tmp = tmp_path_factory.mktemp("dashboard")
     port, sim_port = free_port(), free_port()
     database_url = f"sqlite:///{tmp / 'e2e.db'}"
@@ -125,9 +125,12 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
                 proc.wait(timeout=5)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """The system Chromium, headless; never a browser downloaded by Playwright."""
+    """The system Chromium, headless; never a browser downloaded by Playwright.
+
+    Package-scoped: Playwright's sync API keeps an event loop running in this thread until it
+    stops, which would break every later test that runs a loop of its own."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
     playwright = sync_playwright().start()

@@ -63,6 +63,10 @@ def test_a_vote_lands_call_by_call_and_shows_its_decision(goto: Goto, shoot: Sho
     page = goto("run")
     page.get_by_text("Pick from a bundled set", exact=True).click()
     wait_idle(page)
+    # the picked item reaches the widgets in the browser before anything else is touched:
+    # a click sent earlier would carry the old, empty values back
+    expect(page.get_by_label("Input text")).to_have_value(re.compile(r"\S"))
+    expect(page.get_by_label("Labels (comma-separated)")).to_have_value(re.compile("regression"))
     page.get_by_text("A mixed panel", exact=True).click()
     wait_idle(page)
     choose(
