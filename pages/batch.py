@@ -457,28 +457,19 @@ def results_view(store: Store, info: BatchInfo) -> None:
         return
     st.dataframe(frame, hide_index=True, width="stretch", key=f"batch.table.{info.batch_id}")
     stem = f"tally-batch-{info.batch_id}"
-    c1, c2, c3 = st.columns(3)
-    c1.download_button(
-        "Runs as CSV",
-        exporter(store, info.batch_id, "csv", "runs"),
-        file_name=f"{stem}-runs.csv",
-        mime="text/csv",
-        key=f"batch.dl.csv.{info.batch_id}",
-    )
-    c2.download_button(
-        "Runs as JSONL",
-        exporter(store, info.batch_id, "jsonl", "runs"),
-        file_name=f"{stem}-runs.jsonl",
-        mime="application/jsonl",
-        key=f"batch.dl.jsonl.{info.batch_id}",
-    )
-    c3.download_button(
-        "Calls as CSV",
-        exporter(store, info.batch_id, "csv", "calls"),
-        file_name=f"{stem}-calls.csv",
-        mime="text/csv",
-        key=f"batch.dl.calls.{info.batch_id}",
-    )
+    downloads = [
+        ("Runs as CSV", "csv", "runs", "text/csv"),
+        ("Runs as JSONL", "jsonl", "runs", "application/jsonl"),
+        ("Calls as CSV", "csv", "calls", "text/csv"),
+    ]
+    for column, (title, fmt, what, mime) in zip(st.columns(3), downloads, strict=True):
+        column.download_button(
+            title,
+            exporter(store, info.batch_id, fmt, what),
+            file_name=f"{stem}-{what}.{fmt}",
+            mime=mime,
+            key=f"batch.dl.{what}.{fmt}.{info.batch_id}",
+        )
     inspect_run(store, info.batch_id, frame)
 
 
