@@ -23,11 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from pydantic import BaseModel
 from sqlalchemy import (
     Connection,
@@ -189,8 +184,12 @@ class Store:
                 "postgresql+psycopg://USER@HOST/DB"
             )
         kwargs: dict[str, Any] = {}
+        db = parsed.database
+        self.in_memory = self.dialect == "sqlite" and (
+            not db or db == ":memory:" or parsed.query.get("mode") == "memory"
+        )
+        """Only this process can see the database (another process would open an empty one)."""
         if self.dialect == "sqlite":
-            db = parsed.database
             if db and db != ":memory:" and not db.startswith("file:"):
                 try:
                     Path(db).parent.mkdir(parents=True, exist_ok=True)
@@ -233,8 +232,6 @@ class Store:
             if "no such table" in msg or ("relation" in msg and "does not exist" in msg):
                 msg += " (run `tally db upgrade`)"
             raise StoreError(f"store {self.safe_url}: {msg}") from err
-        except CommandError as err:
-            raise StoreError(f"store {self.safe_url}: migrations: {_first_line(err)}") from None
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -314,23 +311,25 @@ class Store:
             sql = f"{head} VALUES {', '.join([row_marks] * len(chunk))} ON CONFLICT {conflict}"
             conn.exec_driver_sql(sql, tuple([r[k] for r in chunk for k in keys]))
 
-    # -- migrations ----------------------------------------------------------------------------
-
-    def _alembic(self, conn: Connection) -> Config:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
-        cfg.attributes["connection"] = conn
-        return cfg
+    # -- migrations (Alembic is imported here only: the writer's process never needs it) -----
 
     def upgrade(self) -> None:
         """Apply every migration up to head (``tally db upgrade``), one process at a time."""
+        from alembic import command
+        from alembic.util import CommandError
+
         with self._write() as conn:
             if self.dialect == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK})")
-            command.upgrade(self._alembic(conn), "head")
+            try:
+                command.upgrade(_alembic_config(conn), "head")
+            except CommandError as err:
+                raise StoreError(f"store {self.safe_url}: migrations: {_first_line(err)}") from None
 
     def revision(self) -> str | None:
         """The migration the database is at (None for an empty database)."""
+        from alembic.runtime.migration import MigrationContext
+
         with self._read() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
@@ -921,12 +920,21 @@ class Store:
 _HEAD: list[str | None] = []
 
 
+def _alembic_config(conn: Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
 def head_revision() -> str | None:
     """The newest migration shipped with this code (read once)."""
+    from alembic.script import ScriptDirectory
+
     if not _HEAD:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
-        _HEAD.append(ScriptDirectory.from_config(cfg).get_current_head())
+        _HEAD.append(ScriptDirectory.from_config(_alembic_config()).get_current_head())
     return _HEAD[0]
 
 
