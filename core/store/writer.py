@@ -4,10 +4,12 @@ A fan-out of 64 calls must never wait on the database, and 64 tasks each opening
 would serialise on SQLite's single write lock anyway. So every write is queued on a memory
 object stream and one background task owns the database side: it takes what is queued (up to
 ``max_batch`` operations, lingering at most ``max_delay`` seconds for more) and writes it with
-bulk statements in a worker thread, in order: runs before their calls, calls before the
-decision. While one batch commits the next one gathers, so under load batches grow by
-themselves. The writer keeps one connection between batches (no pool checkout per commit) and
-replaces it once if the server dropped it.
+bulk statements, in order: runs before their calls, calls before the decision. While one batch
+commits the next one gathers, so under load batches grow by themselves. Commits start in a
+worker thread; once the writer has shown it carries a batch (``process_after``) they move to
+the writer's own process (``core.store.writer_process``), so the driver's work no longer
+competes with the event loop for the GIL. Either way one connection is kept between commits
+(``core.store.commit``).
 
 The ``start_run``/``record_call``/``finish_run`` methods are coroutines but do not wait for the
 database: they convert the result into rows at once (a later mutation of the object cannot
@@ -20,7 +22,6 @@ as one StoreError from ``flush()`` or from the exit, never swallowed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -32,14 +33,14 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel
-from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from core.errors import StoreError
 from core.panel import Panel
 from core.result import CallResult, CallStatus, RunResult
-from core.store.db import Store, WriteBatch
+from core.store.commit import Call, Committer, Finish, Outcome, Start, Write
+from core.store.db import Store
 from core.store.tables import SpecCache, call_row, finish_row, start_row
+from core.store.writer_process import WriterProcess
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +53,20 @@ _RECENT_KEYS = 50_000
 
 
 @dataclass(slots=True)
-class _Start:
-    row: dict[str, Any]
-
-
-@dataclass(slots=True)
-class _Call:
-    row: dict[str, Any]
-
-
-@dataclass(slots=True)
-class _Finish:
-    row: dict[str, Any]
-    calls: list[dict[str, Any]]
-
-
-@dataclass(slots=True)
 class _Flush:
     done: anyio.Event
 
 
-_Op = _Start | _Call | _Finish | _Flush
+_Op = Write | _Flush
 
 
 class StoreWriter:
-    """Batched, ordered, non-blocking persistence of runs and calls (an async context manager)."""
+    """Batched, ordered, non-blocking persistence of runs and calls (an async context manager).
+
+    ``process_after``: operations committed from a worker thread before the writing moves to
+    the writer's own process (None: never). A single run never gets there; a batch does
+    within its first seconds.
+    """
 
     def __init__(
         self,
@@ -85,8 +75,10 @@ class StoreWriter:
         max_batch: int = 500,
         max_delay: float = 0.05,
         buffer: int = 100_000,
+        process_after: int | None = 1_000,
     ) -> None:
         self.store = store
+        self.process_after = process_after
         self.max_batch = max(1, max_batch)
         self.max_delay = max(0.0, max_delay)
         self.buffer = max(1, buffer)
@@ -104,7 +96,11 @@ class StoreWriter:
         self._recorded: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
         self._specs = SpecCache()
         self._recent: dict[str, CallResult] = {}  # cache key -> latest ok call recorded here
-        self._conn: Connection | None = None  # kept by the drain task between batches
+        self._committer = Committer(store)  # the worker-thread side
+        self._process: WriterProcess | None = None  # the writer's own process, once ready
+        self._process_state = "no"  # no | starting | running | failed
+        self._starting: anyio.CancelScope | None = None
+        self._stopped = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -180,7 +176,7 @@ class StoreWriter:
             created_at=time.time(),
             specs=self._specs,
         )
-        await self._put(_Start(row))
+        await self._put(Start(row))
 
     async def record_call(
         self, run_id: str, call: CallResult, cache_key: str | None = None
@@ -199,7 +195,7 @@ class StoreWriter:
             if len(self._recent) >= _RECENT_KEYS:
                 del self._recent[next(iter(self._recent))]
             self._recent[cache_key] = call.model_copy()
-        await self._put(_Call(row))
+        await self._put(Call(row))
 
     async def finish_run(self, result: RunResult, *, source: str = "library") -> None:
         """Queue the decision and any call not already recorded exactly as it ends."""
@@ -209,7 +205,7 @@ class StoreWriter:
             for call in result.calls
             if recorded.get((call.phase, call.slot)) != call.__dict__
         ]
-        await self._put(_Finish(finish_row(result, source=source, finished_at=time.time()), calls))
+        await self._put(Finish(finish_row(result, source=source, finished_at=time.time()), calls))
 
     async def cache_lookup(self, keys: Sequence[str]) -> dict[str, CallResult]:
         """``Store.cache_lookup`` that also sees calls recorded here but not yet committed,
@@ -237,6 +233,11 @@ class StoreWriter:
     def pending(self) -> int:
         """Operations queued but not yet committed."""
         return self._pending
+
+    @property
+    def in_process(self) -> bool:
+        """Commits go to the writer's own process (see ``process_after``)."""
+        return self._process is not None
 
     async def _put(self, op: _Op, *, count: bool = True) -> None:
         if self._send is None or self._closed:
@@ -282,7 +283,8 @@ class StoreWriter:
                     ops = [first]
                     await self._gather(ops)
                     await self._commit(ops)
-            await anyio.to_thread.run_sync(self._drop_connection)
+            await self._stop_process()
+            await anyio.to_thread.run_sync(self._committer.close)
 
     def _take_ready(self, ops: list[_Op]) -> None:
         assert self._recv is not None
@@ -311,73 +313,63 @@ class StoreWriter:
     async def _commit(self, ops: list[_Op]) -> None:
         writes = [op for op in ops if not isinstance(op, _Flush)]
         if writes:
-            try:
-                await anyio.to_thread.run_sync(self._write_kept, _batch(writes))
-                self.batches += 1
-            except StoreError as err:
-                if isinstance(err.__cause__, IntegrityError) and len(writes) > 1:
-                    # one bad row must not take the others with it: retry one at a time
-                    for error in await anyio.to_thread.run_sync(self._one_by_one, writes):
-                        self._fail(1, error)
-                else:
-                    self._fail(len(writes), err)
-            except Exception as err:  # a bug must not kill the drain task and lose the queue
-                self._fail(len(writes), err)
+            outcome = await self._write(writes)
+            if outcome.failed:
+                self._fail(outcome.failed, outcome.first_error)
+            self.batches += 1
             self.committed += len(writes)
             self._pending -= len(writes)
         for op in ops:
             if isinstance(op, _Flush):
                 op.done.set()
 
-    def _write_kept(self, batch: WriteBatch) -> None:
-        """Write on the connection kept between batches; a failure drops it, so the next
-        batch (or the one-by-one retry) starts on a fresh one."""
-        if self._conn is None:
-            self._conn = self.store.write_connection()
-        try:
-            self.store.write(batch, self._conn)
-        except StoreError as err:
-            self._drop_connection()
-            cause = err.__cause__
-            if not (isinstance(cause, DBAPIError) and cause.connection_invalidated):
-                raise
-            # the kept connection died (a server restart, an idle timeout): once more, fresh
-            self._conn = self.store.write_connection()
-            self.store.write(batch, self._conn)
-        except BaseException:
-            self._drop_connection()
-            raise
-
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    def _one_by_one(self, writes: list[_Start | _Call | _Finish]) -> list[StoreError]:
-        errors = []
-        for op in writes:
+    async def _write(self, writes: list[Write]) -> Outcome:
+        """In the writer's process once it is ready, else in a worker thread. Commits run one
+        at a time, so moving from one to the other keeps their order."""
+        if self._process is not None:
             try:
-                self.store.write(_batch([op]))
-            except StoreError as err:
-                errors.append(err)
-        return errors
+                return await self._process.commit(writes)
+            except StoreError as err:  # the batch is written again below: upserts, so safe
+                log.warning("%s; writing from the engine's process again", err)
+                self._process, self._process_state = None, "failed"
+        elif self._wants_process():
+            assert self._tg is not None
+            self._process_state = "starting"
+            self._tg.start_soon(self._start_process)
+        return await anyio.to_thread.run_sync(self._committer.commit, writes)
 
-    def _fail(self, n: int, err: BaseException) -> None:
+    def _wants_process(self) -> bool:
+        return (
+            self.process_after is not None
+            and self._process_state == "no"
+            and self.committed >= self.process_after
+            and not self.store.in_memory  # another process could not see it
+        )
+
+    async def _start_process(self) -> None:
+        with anyio.CancelScope() as self._starting:
+            try:
+                process = await WriterProcess.start(self.store)
+            except StoreError as err:
+                log.warning("%s; writing from the engine's process", err)
+                self._process_state = "failed"
+                return
+            self._process = process
+            self._process_state = "running"
+        self._starting = None
+        if self._stopped:  # the queue ended while it started
+            await self._stop_process()
+
+    async def _stop_process(self) -> None:
+        self._stopped = True
+        if self._starting is not None:
+            self._starting.cancel()
+        process, self._process = self._process, None
+        if process is not None:
+            await process.close()
+
+    def _fail(self, n: int, message: str | None) -> None:
         self._failed += n
         if self._first_error is None:
-            self._first_error = str(err)
-        log.warning("store write failed: %s", err)
-
-
-def _batch(ops: Sequence[_Op]) -> WriteBatch:
-    batch = WriteBatch()
-    for op in ops:
-        if isinstance(op, _Start):
-            batch.starts.append(op.row)
-        elif isinstance(op, _Call):
-            batch.calls.append(op.row)
-        elif isinstance(op, _Finish):
-            batch.finishes.append(op.row)
-            batch.calls.extend(op.calls)
-    return batch
+            self._first_error = message
+        log.warning("store write failed: %s", message)

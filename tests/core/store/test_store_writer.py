@@ -236,9 +236,10 @@ async def test_a_dropped_connection_is_replaced(
             await writer.start_run("kept", "x", {}, [], {}, source="library")
             await writer.record_call("kept", make_call(0))
             await writer.flush()
-            assert writer._conn is not None
-            pid = writer._conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-            writer._conn.rollback()
+            kept = writer._committer._conn
+            assert kept is not None
+            pid = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            kept.rollback()
             admin = create_engine(pg_store_url)
             with admin.begin() as conn:
                 conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})

@@ -1,0 +1,160 @@
+"""The writer's own process: a busy writer moves its commits there, keeps their order, and
+loses nothing when that process dies, is interrupted, or its engine is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from core.errors import StoreError
+from core.result import CallResult, RunResult
+from core.store import Store, StoreWriter
+from core.store.commit import Call, Outcome, Start
+from core.store.tables import call_row, start_row
+from core.store.writer_process import _CHILD, WriterProcess, _frame
+
+pytestmark = pytest.mark.anyio
+
+MakeCall = Callable[..., CallResult]
+MakeResult = Callable[..., RunResult]
+ROOT = Path(__file__).resolve().parents[3]
+START: dict[str, Any] = {
+    "source": "batch",
+    "batch_id": None,
+    "item_id": None,
+    "item_index": None,
+    "gold": None,
+    "created_at": 1.0,
+}
+START_S = 60  # a child imports SQLAlchemy in about a second; CI machines can be slower
+
+
+async def in_process(writer: StoreWriter) -> None:
+    with anyio.fail_after(START_S):
+        while not writer.in_process:  # noqa: ASYNC110 (the writer has no event for it)
+            await anyio.sleep(0.05)
+
+
+async def test_a_busy_writer_commits_from_its_own_process(
+    store: Store, make_call: MakeCall, make_result: MakeResult
+) -> None:
+    async with StoreWriter(store, max_delay=0, process_after=0) as writer:
+        await writer.start_run("first", "x", {}, ["sim:a"], {}, source="batch")
+        await writer.flush()  # committed from a thread; the process starts meanwhile
+        await in_process(writer)
+
+        def refuse(ops: Any) -> Outcome:
+            raise AssertionError("a commit was made from the engine's process")
+
+        writer._committer.commit = refuse  # type: ignore[method-assign]
+        for i in range(30):
+            rid = f"r{i}"
+            await writer.start_run(rid, "x", {}, ["sim:a"] * 3, {}, source="batch")
+            for slot in range(3):
+                await writer.record_call(rid, make_call(slot, answer=f"{rid}/{slot}"))
+            calls = [make_call(s, answer=f"{rid}/{s}") for s in range(3)]
+            await writer.finish_run(make_result(rid, calls), source="batch")
+            if i % 7 == 0:
+                await anyio.lowlevel.checkpoint()  # let some commits go out mid-run
+    assert writer.pending == 0 and not writer.in_process  # the process ended with the writer
+    for i in range(30):
+        got = store.get_run(f"r{i}")
+        assert [c.answer for c in got.calls] == [f"r{i}/{s}" for s in range(3)]
+        assert got.decision.label == "yes"
+
+
+async def test_a_dead_writer_process_costs_nothing(store: Store, make_call: MakeCall) -> None:
+    """The batch in flight when the process dies is written again from a thread (upserts, so
+    writing twice is safe), and the writer goes on from there."""
+    async with StoreWriter(store, max_delay=0, process_after=0) as writer:
+        await writer.start_run("r", "x", {}, [], {}, source="batch")
+        await writer.flush()
+        await in_process(writer)
+        assert writer._process is not None
+        os.kill(writer._process.pid, signal.SIGKILL)
+        for slot in range(20):
+            await writer.record_call("r", make_call(slot))
+        await writer.flush()  # no error: nothing was lost
+        assert not writer.in_process
+    assert [c.slot for c in store.run_calls("r")] == list(range(20))
+
+
+async def test_ctrl_c_does_not_stop_the_writer_process(store: Store, make_call: MakeCall) -> None:
+    """The terminal sends Ctrl-C to the whole process group; the engine's side decides what
+    stops, and the writer's process goes on committing until its input closes."""
+    process = await WriterProcess.start(store)
+    try:
+        os.kill(process.pid, signal.SIGINT)
+        await anyio.sleep(0.2)
+        row = start_row("r", "x", {}, [], {}, **START)
+        outcome = await process.commit([Start(row), Call(call_row("r", make_call(0)))])
+    finally:
+        await process.close()
+    assert outcome == Outcome()
+    assert len(store.run_calls("r")) == 1
+
+
+async def test_a_store_the_process_cannot_open_is_refused_in_one_line() -> None:
+    fake = SimpleNamespace(
+        engine=SimpleNamespace(url=SimpleNamespace(render_as_string=lambda **_: "nosuch://db"))
+    )
+    with pytest.raises(StoreError, match="could not open the store: unsupported database"):
+        await WriterProcess.start(fake)  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore:Selection of the SingletonThreadPool")
+async def test_an_in_memory_store_is_never_handed_to_another_process(
+    make_call: MakeCall,
+) -> None:
+    url = "sqlite:///file:tally-writer?mode=memory&cache=shared&uri=true"
+    with Store(url) as store, store.engine.connect():  # the database lives while one is open
+        store.upgrade()
+        async with StoreWriter(store, max_delay=0, process_after=0) as writer:
+            await writer.start_run("r", "x", {}, [], {}, source="library")
+            for slot in range(5):
+                await writer.record_call("r", make_call(slot))
+                await writer.flush()
+            assert writer._process_state == "no"
+        assert len(store.run_calls("r")) == 5
+
+
+def test_what_was_handed_over_is_committed_when_the_engine_dies(
+    store_url: str, make_call: MakeCall
+) -> None:
+    """The engine's side killed between two commits: its pipe closes, a frame cut in half is
+    dropped, every whole frame is committed, and nobody is left to read the replies."""
+    start = start_row("r", "x", {}, [], {}, **START)
+    frames = [
+        _frame(store_url),
+        _frame([Start(start), Call(call_row("r", make_call(0)))]),
+        _frame([Call(call_row("r", make_call(1)))]),
+        _frame([Call(call_row("r", make_call(2)))])[:-3],  # cut off mid-frame
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    gone, replies = os.pipe()
+    os.close(gone)  # nobody reads the replies
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD],
+            input=b"".join(frames),
+            stdout=replies,
+            stderr=subprocess.PIPE,
+            env=env,
+            timeout=START_S,
+            check=False,
+        )
+    finally:
+        os.close(replies)
+    assert child.returncode == 0, child.stderr.decode()
+    with Store(store_url) as store:
+        assert [c.slot for c in store.run_calls("r")] == [0, 1]
