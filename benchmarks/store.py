@@ -4,11 +4,13 @@ with persistence on and off.
 
 Part 1 feeds synthetic runs (a start, N calls, a decision) from 64 concurrent tasks the way a
 fan-out does, and compares
-  - ``StoreWriter``: one writer task, batched bulk upserts;
+  - ``StoreWriter``: one writer task, batched bulk upserts, committing from a worker thread,
+    and as shipped (its commits move to its own process after 1,000 operations);
   - one transaction per run (``Store.save_run`` at the end of each run);
   - per-row ORM ``session.add`` + ``commit`` (the obvious first implementation).
 Part 2 runs the engine over a batch against ``tally sim-server`` on loopback (a subprocess),
-once recording every run and call through the store and once recording nothing.
+recording nothing, then every run and call through the writer both ways, in interleaved
+rounds; each round gives a paired loss against the batch with persistence off.
 
 Run: ``.venv/bin/python benchmarks/store.py`` (``--help`` for sizes; ``--no-postgres`` when
 no server runs on 127.0.0.1:5432).
@@ -17,6 +19,7 @@ no server runs on 127.0.0.1:5432).
 from __future__ import annotations
 
 import argparse
+import resource
 import socket
 import statistics
 import subprocess
@@ -123,7 +126,9 @@ def synthetic_runs(n_runs: int) -> list[RunResult]:
     return runs
 
 
-async def through_writer(store: Store, runs: list[RunResult]) -> tuple[float, float]:
+async def through_writer(
+    store: Store, runs: list[RunResult], process_after: int | None
+) -> tuple[float, float]:
     """Wall time until everything is committed, and event-loop CPU per queued operation."""
     gate = anyio.CapacityLimiter(FANOUT)
     enqueue_cpu = 0.0
@@ -146,7 +151,7 @@ async def through_writer(store: Store, runs: list[RunResult]) -> tuple[float, fl
             enqueue_cpu += time.process_time() - c0
 
     t0 = time.perf_counter()
-    async with StoreWriter(store) as writer:
+    async with StoreWriter(store, process_after=process_after) as writer:
         async with anyio.create_task_group() as tg:
             for run in runs:
                 tg.start_soon(one, run)
@@ -203,6 +208,7 @@ def part_one(backends: list[str], pg_url: str, rows: int, baseline_rows: int) ->
     print(f"{'backend':<10} {'method':<28} {'rows':>7} {'seconds':>8} {'rows/s':>9} {'ratio':>7}")
     for backend in backends:
         results: list[tuple[str, int, float]] = []
+        loop_cpu: list[str] = []
         methods: list[tuple[str, int, Callable[[Store, list[RunResult]], float]]] = [
             ("per-row add+commit (ORM)", baseline_rows, per_row_commits),
             ("one transaction per run", min(rows, baseline_rows * 5), per_run_transactions),
@@ -214,10 +220,12 @@ def part_one(backends: list[str], pg_url: str, rows: int, baseline_rows: int) ->
                 assert count_calls(store) == len(runs) * VOTES
             results.append((name, len(runs) * VOTES, seconds))
         runs = synthetic_runs(rows // VOTES)
-        with fresh_database(backend, pg_url) as store:
-            seconds, cpu_per_op = anyio.run(through_writer, store, runs)
-            assert count_calls(store) == len(runs) * VOTES
-        results.append(("StoreWriter (batched)", len(runs) * VOTES, seconds))
+        for name, process_after in (("thread", None), ("as shipped", 1_000)):
+            with fresh_database(backend, pg_url) as store:
+                seconds, cpu_per_op = anyio.run(through_writer, store, runs, process_after)
+                assert count_calls(store) == len(runs) * VOTES
+            results.append((f"StoreWriter, {name}", len(runs) * VOTES, seconds))
+            loop_cpu.append(f"{name} {cpu_per_op * 1e6:.1f} us")
         base_rate = results[0][1] / results[0][2]
         for name, n, secs in results:
             rate = n / secs
@@ -225,9 +233,7 @@ def part_one(backends: list[str], pg_url: str, rows: int, baseline_rows: int) ->
                 f"{backend:<10} {name:<28} {n:>7} {secs:>8.2f} {rate:>9.0f} "
                 f"{rate / base_rate:>6.1f}x"
             )
-        print(
-            f"{backend:<10} StoreWriter event-loop CPU per queued write: {cpu_per_op * 1e6:.1f} us"
-        )
+        print(f"{backend:<10} StoreWriter event-loop CPU per queued write: {', '.join(loop_cpu)}")
 
 
 # -- part two: a batch against the sim server ----------------------------------------------------
@@ -276,8 +282,9 @@ def sim_server(time_scale: float) -> Iterator[str]:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Mode = str  # "off" | "on" (one resume read per batch) | "on-per-run" (one per item)
-MODES = ("off", "on", "on-per-run")
+Mode = str  # "off": nothing stored | "thread": commits from a worker thread only | "process":
+# the product's writer, which moves its commits to its own process once a batch is under way
+MODES = ("off", "thread", "process")
 
 
 class StoreClock:
@@ -303,9 +310,10 @@ class StoreClock:
 
 async def batch_throughput(
     base_url: str, model: str, items: int, concurrency: int, store: Store | None, mode: Mode
-) -> tuple[float, float, float]:
-    """For a batch of ``items`` runs (N=VOTES) sharing one ceiling: calls per second, process
-    CPU per call (all threads), and the store's own CPU per call."""
+) -> tuple[float, float, float, float]:
+    """For a batch of ``items`` runs (N=VOTES) sharing one ceiling: calls per second, the
+    engine process's CPU per call (all threads), the store's CPU per call in that process,
+    and the CPU per call of the writer's own process."""
     from core.api import StoreRecorder
     from core.config import ProviderConfig, TallyConfig
     from core.cost import PriceBook
@@ -364,15 +372,12 @@ async def batch_throughput(
         prior: dict[str, list[CallResult]] = {}
         if store is not None:
             store.write = clock.wrap_thread(store.write)  # type: ignore[method-assign]
-            read_one = clock.wrap_thread(store.finished_calls)
             read_all = clock.wrap_thread(store.batch_finished_calls)
 
         async def one(i: int, batch_id: str | None) -> None:
             async with runs_at_once:
                 run_id = f"{batch_id or 'nostore'}-{i:06d}"
                 done = prior.get(run_id, [])
-                if store is not None and mode == "on-per-run":
-                    done = await anyio.to_thread.run_sync(read_one, run_id)
                 req = RunRequest(
                     run_id=run_id,
                     input=texts[i],
@@ -386,6 +391,7 @@ async def batch_throughput(
                 await engine.run(req, prior={(c.phase, c.slot): c for c in done})
 
         t0, c0 = time.perf_counter(), time.process_time()
+        child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if store is None:
             async with anyio.create_task_group() as tg:
                 for i in range(items):
@@ -400,18 +406,22 @@ async def batch_throughput(
                 concurrency=concurrency,
                 items=[(i, None, t, None) for i, t in enumerate(texts)],
             )
-            if mode == "on":  # what a resumed batch needs, read once
-                prior = await anyio.to_thread.run_sync(read_all, batch_id)
-            async with StoreWriter(store) as writer:
+            # what a resumed batch needs, read once
+            prior = await anyio.to_thread.run_sync(read_all, batch_id)
+            async with StoreWriter(
+                store, process_after=None if mode == "thread" else 1_000
+            ) as writer:
                 engine.recorder = TimedRecorder(store, writer)
                 async with anyio.create_task_group() as tg:
                     for i in range(items):
                         tg.start_soon(one, i, batch_id)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        child1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the writer's, once it ended
+        writer_cpu = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
         if store is not None:
             assert count_calls(store) == items * VOTES
         calls = items * VOTES
-        return calls / wall, cpu / calls, (clock.loop + clock.thread) / calls
+        return calls / wall, cpu / calls, (clock.loop + clock.thread) / calls, writer_cpu / calls
 
 
 def part_two(
@@ -420,23 +430,24 @@ def part_two(
     model = "sim-fast"
     print(
         f"\n== batch of {items} runs x {VOTES} votes at concurrency {concurrency} against the "
-        f"sim server ({model}, time scale {time_scale}); median of {rounds} rounds"
+        f"sim server ({model}, time scale {time_scale}); {rounds} rounds"
     )
     print(
-        "   on: runs and calls recorded through StoreWriter, the batch's finished calls read "
-        "once;\n   on-per-run: the same with one finished-calls read per item.\n"
-        "   store cpu: CPU the store itself used per call (event loop + its threads), and its "
-        "share of the CPU\n   the batch used with persistence off: the throughput a CPU-bound "
-        "batch can lose to it."
+        "   thread: runs and calls recorded through StoreWriter, every commit from a worker "
+        "thread;\n   process: the same writer as shipped, which moves its commits to its own "
+        "process after\n   1,000 operations. Both read the batch's finished calls once.\n"
+        "   engine cpu: CPU per call of the engine's process (all threads); store: the part of "
+        "it spent\n   on the store (event loop + worker threads); writer proc: CPU per call "
+        "of the writer's process."
     )
     with sim_server(time_scale) as url:
         anyio.run(batch_throughput, url, model, max(8, items // 10), concurrency, None, "off")
         print(
-            f"{'backend':<10} {'mode':<11} {'calls/s':>8} {'loss':>7} {'cpu/call':>10} "
-            f"{'store cpu/call':>15} {'share':>6}"
+            f"{'backend':<10} {'mode':<8} {'calls/s':>8} {'loss':>7} {'loss, min .. max':>18} "
+            f"{'engine cpu':>11} {'store':>7} {'writer proc':>12}"
         )
         for backend in backends:
-            got: dict[str, list[tuple[float, float, float]]] = {m: [] for m in MODES}
+            got: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in MODES}
             for _ in range(rounds):  # interleaved, so load drift hits every mode alike
                 for mode in MODES:
                     if mode == "off":
@@ -448,14 +459,20 @@ def part_two(
                         got[mode].append(
                             anyio.run(batch_throughput, url, model, items, concurrency, store, mode)
                         )
-            med = {m: [statistics.median(x[k] for x in got[m]) for k in range(3)] for m in MODES}
-            off_rate, off_cpu, _ = med["off"]
+            # a round's off and on batches ran back to back, so each round gives a paired loss
+            loss = {
+                m: [1 - r[0] / o[0] for r, o in zip(got[m], got["off"], strict=True)] for m in MODES
+            }
             for mode in MODES:
-                rate, cpu, store_cpu = med[mode]
+                rate, cpu, store_cpu, writer_cpu = (
+                    statistics.median(x[k] for x in got[mode]) for k in range(4)
+                )
+                mid = 100 * statistics.median(loss[mode])
+                spread = f"{100 * min(loss[mode]):+.1f}% .. {100 * max(loss[mode]):+.1f}%"
                 print(
-                    f"{backend:<10} {mode:<11} {rate:>8.0f} {100 * (1 - rate / off_rate):>6.1f}% "
-                    f"{1e3 * cpu:>7.3f} ms {1e6 * store_cpu:>11.0f} us "
-                    f"{100 * store_cpu / off_cpu:>5.1f}%"
+                    f"{backend:<10} {mode:<8} {rate:>8.0f} {mid:>6.1f}% "
+                    f"{spread if mode != 'off' else '':>18} {1e3 * cpu:>8.3f} ms "
+                    f"{1e6 * store_cpu:>4.0f} us {1e6 * writer_cpu:>9.0f} us"
                 )
 
 
@@ -466,7 +483,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1000, help="runs in the sim batch")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--time-scale", type=float, default=0.2, help="sim latency multiplier")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--postgres-url", default=PG_URL)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--skip-batch", action="store_true", help="only the store part")
