@@ -208,9 +208,9 @@ class _Run:
             decision = self.decide("panel")
             if decision.status in (DecisionStatus.TIE, DecisionStatus.NO_CONVERGENCE):
                 decision = await self.break_tie(decision)
-        except BaseException:
+        except BaseException as exc:
             with anyio.CancelScope(shield=True):
-                await self.record_unfinished()
+                await self.record_unfinished(exc)
             raise
         result = self.result(decision)
         with anyio.CancelScope(shield=True):
@@ -218,13 +218,20 @@ class _Run:
         self.emit("decision", decision=decision, message=decision.reason)
         return result
 
-    async def record_unfinished(self) -> None:
-        """A run cancelled from outside (user, Ctrl-C) still leaves every started call recorded."""
+    async def record_unfinished(self, exc: BaseException) -> None:
+        """A run cancelled from outside (user, Ctrl-C) still leaves every started call recorded.
+        A single run is stored ``failed`` rather than left ``running``; a batch's run stays
+        ``running``, which is what tells a resumed batch to run it again."""
         for call in self.calls.values():
             if not call.status.final:
                 call.status = CallStatus.CANCELLED
                 call.error = call.error or "run cancelled"
                 await self.engine.recorder.call_finished(self.req.run_id, call, None)
+        if self.req.batch_id is None:
+            cancelled = isinstance(exc, (anyio.get_cancelled_exc_class(), KeyboardInterrupt))
+            reason = "run cancelled" if cancelled else f"run failed: {exc}"
+            decision = Decision(status=DecisionStatus.FAILED, reason=reason)
+            await self.engine.recorder.run_finished(self.result(decision), self.req.source)
 
     def panel_calls(self, phases: Sequence[str] = ("panel", "expand")) -> list[CallResult]:
         return [c for (phase, _), c in sorted(self.calls.items()) if phase in phases]

@@ -445,6 +445,20 @@ async def test_cancelling_a_run_records_every_started_call() -> None:
     assert isinstance(engine.recorder, MemoryRecorder)
     statuses = [c.status for _, c, _ in engine.recorder.calls]
     assert statuses == [CallStatus.CANCELLED] * 3
+    (ended,) = engine.recorder.finished  # stored failed, not left running
+    assert ended.decision.status == DecisionStatus.FAILED
+    assert ended.decision.reason == "run cancelled"
+    assert [c.status for c in ended.calls] == [CallStatus.CANCELLED] * 3
+
+
+async def test_a_cancelled_batch_run_is_left_for_the_resume() -> None:
+    p = FakeProvider("f", {"a": [(5.0, "regression")]})
+    engine = make_engine(p)
+    req = replace(request(["f:a"], n=3), batch_id="b1", item_index=0)
+    with anyio.move_on_after(0.05):
+        await engine.run(req)
+    assert isinstance(engine.recorder, MemoryRecorder)
+    assert len(engine.recorder.calls) == 3 and engine.recorder.finished == []
 
 
 async def test_throttling_cuts_the_provider_ceiling() -> None:
