@@ -60,6 +60,9 @@ def test_ctrl_c_stores_the_run_as_failed(tmp_path: Path, slow_sim_url: str) -> N
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # a shell that starts a job in the background ignores SIGINT for it, and children
+        # inherit that; Ctrl-C at a terminal is what this test stands for
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60
