@@ -248,9 +248,8 @@ class Runner:
                 progress.decision = result.decision
                 progress.calls = {(c.phase, c.slot): c.model_copy() for c in result.calls}
 
-        async def on_cancel() -> None:
+        async def on_cancel() -> None:  # the engine has stored the run failed already
             result = self._cancelled_result(request, progress)
-            await self.tally.engine.recorder.run_finished(result, request.source)
             with self._lock:
                 progress.result = result
                 progress.decision = result.decision
@@ -267,7 +266,7 @@ class Runner:
         await self._guard(job, body, on_cancel, on_end)
 
     def _cancelled_result(self, request: RunRequest, progress: RunProgress) -> RunResult:
-        """A cancelled run is stored as ``failed`` with what it had: never left ``running``."""
+        """What the page shows of a cancelled run: ``failed``, with what it had."""
         with self._lock:
             calls = []
             for call in progress.sorted_calls():

@@ -931,9 +931,9 @@ def _alembic_config(conn: Connection | None = None) -> Any:
 
 def head_revision() -> str | None:
     """The newest migration shipped with this code (read once)."""
-    from alembic.script import ScriptDirectory
-
     if not _HEAD:
+        from alembic.script import ScriptDirectory
+
         _HEAD.append(ScriptDirectory.from_config(_alembic_config()).get_current_head())
     return _HEAD[0]
 

@@ -98,7 +98,7 @@ class StoreWriter:
         self._recent: dict[str, CallResult] = {}  # cache key -> latest ok call recorded here
         self._committer = Committer(store)  # the worker-thread side
         self._process: WriterProcess | None = None  # the writer's own process, once ready
-        self._process_state = "no"  # no | starting | running | failed
+        self._process_tried = False  # started at most once per writer
         self._starting: anyio.CancelScope | None = None
         self._stopped = False
 
@@ -331,17 +331,17 @@ class StoreWriter:
                 return await self._process.commit(writes)
             except StoreError as err:  # the batch is written again below: upserts, so safe
                 log.warning("%s; writing from the engine's process again", err)
-                self._process, self._process_state = None, "failed"
+                self._process = None
         elif self._wants_process():
             assert self._tg is not None
-            self._process_state = "starting"
+            self._process_tried = True
             self._tg.start_soon(self._start_process)
         return await anyio.to_thread.run_sync(self._committer.commit, writes)
 
     def _wants_process(self) -> bool:
         return (
             self.process_after is not None
-            and self._process_state == "no"
+            and not self._process_tried
             and self.committed >= self.process_after
             and not self.store.in_memory  # another process could not see it
         )
@@ -352,10 +352,8 @@ class StoreWriter:
                 process = await WriterProcess.start(self.store)
             except StoreError as err:
                 log.warning("%s; writing from the engine's process", err)
-                self._process_state = "failed"
                 return
             self._process = process
-            self._process_state = "running"
         self._starting = None
         if self._stopped:  # the queue ended while it started
             await self._stop_process()
