@@ -39,7 +39,7 @@ from core.panel import Panel
 from core.result import CallResult, CallStatus, RunResult
 from core.store.commit import Call, Committer, Finish, Outcome, Start, Write
 from core.store.db import Store
-from core.store.tables import SpecCache, call_row, finish_row, start_row
+from core.store.tables import SpecCache, call_from_row, call_row, finish_row, start_row
 from core.store.writer_process import WriterProcess
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,10 @@ _TRACKED_RUNS = 10_000
 older run dropped from this memory only costs its calls being written twice."""
 
 _RECENT_KEYS = 50_000
-"""Cache keys of ok calls recorded through this writer, answered without waiting for a commit."""
+"""Cache keys of ok calls recorded through this writer, answered without waiting for a commit.
+
+Both memories hold the call rows themselves: dicts of plain values, which the garbage collector
+does not track, so a long batch's memory costs its collections nothing (model copies did)."""
 
 
 @dataclass(slots=True)
@@ -95,7 +98,7 @@ class StoreWriter:
         self._first_error: str | None = None
         self._recorded: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
         self._specs = SpecCache()
-        self._recent: dict[str, CallResult] = {}  # cache key -> latest ok call recorded here
+        self._recent: dict[str, dict[str, Any]] = {}  # cache key -> latest ok call row here
         self._committer = Committer(store)  # the worker-thread side
         self._process: WriterProcess | None = None  # the writer's own process, once ready
         self._process_tried = False  # started at most once per writer
@@ -183,35 +186,32 @@ class StoreWriter:
     ) -> None:
         """Queue a call in its current state; a later record of the same (phase, slot) of the
         run replaces it."""
-        row = call_row(run_id, call, cache_key)
+        row = call_row(run_id, call)
         recorded = self._recorded.get(run_id)
         if recorded is None:
             if len(self._recorded) >= _TRACKED_RUNS:  # runs that never finish must not pile up
                 del self._recorded[next(iter(self._recorded))]
             recorded = self._recorded[run_id] = {}
-        recorded[(call.phase, call.slot)] = dict(call.__dict__)  # the fields as recorded
+        recorded[(call.phase, call.slot)] = row  # the call as recorded
         if cache_key is not None and call.status == CallStatus.OK:
             self._recent.pop(cache_key, None)  # re-inserted last: the newest leave last
             if len(self._recent) >= _RECENT_KEYS:
                 del self._recent[next(iter(self._recent))]
-            self._recent[cache_key] = call.model_copy()
-        await self._put(Call(row))
+            self._recent[cache_key] = row
+        await self._put(Call({**row, "cache_key": cache_key}))
 
     async def finish_run(self, result: RunResult, *, source: str = "library") -> None:
         """Queue the decision and any call not already recorded exactly as it ends."""
         recorded = self._recorded.pop(result.run_id, {})
-        calls = [
-            call_row(result.run_id, call)
-            for call in result.calls
-            if recorded.get((call.phase, call.slot)) != call.__dict__
-        ]
+        rows = (call_row(result.run_id, call) for call in result.calls)
+        calls = [row for row in rows if recorded.get((row["phase"], row["slot"])) != row]
         await self._put(Finish(finish_row(result, source=source, finished_at=time.time()), calls))
 
     async def cache_lookup(self, keys: Sequence[str]) -> dict[str, CallResult]:
         """``Store.cache_lookup`` that also sees calls recorded here but not yet committed,
         without waiting for a commit: answers recorded through this writer come from memory,
         the rest from the store in a worker thread."""
-        found = {k: self._recent[k] for k in keys if k in self._recent}
+        found = {k: call_from_row(self._recent[k]) for k in keys if k in self._recent}
         missing = [k for k in dict.fromkeys(keys) if k not in found]
         if missing:
             stored = await anyio.to_thread.run_sync(self.store.cache_lookup, missing)

@@ -3,6 +3,7 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import anyio
@@ -265,10 +266,23 @@ async def test_cache_lookup_sees_recorded_calls_before_their_commit(
         await writer.record_call("r", make_call(2, status=CallStatus.ERROR), cache_key="k2")
         got = await writer.cache_lookup(["k1", "k2", "k-old", "nope"])
         assert writer.pending > 0  # answered without a commit
-        assert got["k1"].answer == "second" and got["k-old"].answer == "stored"
+        assert got["k1"] == make_call(1, answer="second") and got["k-old"].answer == "stored"
         assert set(got) == {"k1", "k-old"}
         for i in range(3):  # the memory is bounded; older keys fall back to the store
             await writer.record_call("r", make_call(10 + i, answer=str(i)), cache_key=f"m{i}")
         assert list(writer._recent) == ["m1", "m2"]
         await writer.flush()
         assert (await writer.cache_lookup(["k1"]))["k1"].answer == "second"
+
+
+async def test_the_writers_memory_adds_nothing_to_garbage_collection(
+    store: Store, make_call: MakeCall
+) -> None:
+    """A batch keeps tens of thousands of recorded calls in memory; held as rows of plain values,
+    the collector does not track them, so they add nothing to every collection's work."""
+    async with StoreWriter(store, max_delay=10.0) as writer:
+        await writer.start_run("r", "x", {}, [], {}, source="library")
+        for slot in range(3):
+            await writer.record_call("r", make_call(slot), cache_key=f"k{slot}")
+        held = [*writer._recent.values(), *writer._recorded["r"].values()]
+        assert len(held) == 6 and not any(gc.is_tracked(row) for row in held)
