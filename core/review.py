@@ -143,7 +143,8 @@ def agrees(review: ReviewRow) -> bool | None:
 
 
 def audit_rows(reviews: Iterable[ReviewRow]) -> list[dict[str, Any]]:
-    """The audit trail as table rows: who, when (local time), what, why."""
+    """The audit trail as table rows: who, when (local time), what, why, and the panel's
+    decision it replaced."""
     return [
         {
             "when": local_time(r.created_at),
@@ -153,6 +154,7 @@ def audit_rows(reviews: Iterable[ReviewRow]) -> list[dict[str, Any]]:
             "was": r.previous_status,
             "panel plurality": r.panel_plurality or "none (tie)",
             "agrees with panel": {True: "yes", False: "no", None: "n/a"}[agrees(r)],
+            "panel's reason": r.previous_reason or "",  # the decision the review replaced
         }
         for r in reviews
     ]

@@ -143,6 +143,7 @@ class ReviewRow:
     created_at: float
     previous_status: str
     panel_plurality: str | None
+    previous_reason: str | None = None  # why the panel's decision was what it was
 
 
 @dataclass(frozen=True)
@@ -576,6 +577,7 @@ class Store:
                     created_at=now,
                     previous_status=status,
                     panel_plurality=plurality(loads(row["votes_json"], {})),
+                    previous_reason=row["reason"],
                 )
             )
         return self.get_run(run_id)
@@ -600,6 +602,7 @@ class Store:
                     created_at=r["created_at"],
                     previous_status=r["previous_status"],
                     panel_plurality=r["panel_plurality"],
+                    previous_reason=r["previous_reason"],
                 )
                 for r in rows
             ]

@@ -139,6 +139,8 @@ class ReviewRecord(SQLModel, table=True):
     created_at: float = Field(sa_type=Double, index=True)
     previous_status: str
     panel_plurality: str | None = None
+    previous_reason: str | None = Field(default=None, sa_type=Text)
+    """The decision's reason the review replaced (None in reviews older than migration 0002)."""
 
 
 class SweepRecord(SQLModel, table=True):

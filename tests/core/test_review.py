@@ -143,6 +143,7 @@ def review(label: str, plurality: str | None) -> ReviewRow:
         created_at=1_700_000_000.0,
         previous_status="needs_review",
         panel_plurality=plurality,
+        previous_reason="tie: sent to a reviewer",
     )
 
 
@@ -158,6 +159,7 @@ def test_audit_rows_say_who_when_what_why() -> None:
     assert row["label"] == "b"
     assert row["reason"] == "because"
     assert row["agrees with panel"] == "no"
+    assert row["panel's reason"] == "tie: sent to a reviewer"
     assert row["when"].startswith("2023-11-1")
     (tie,) = audit_rows([review("b", None)])
     assert tie["panel plurality"] == "none (tie)"

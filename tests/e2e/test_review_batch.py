@@ -224,6 +224,7 @@ def test_a_tie_sent_to_a_human_is_resolved_on_the_review_page(
         assert stored.decision.label in LABELS
         (row,) = store.reviews(run_id)
         assert (row.reviewer, row.reason) == ("Ana E2E", "the diff removes the pay button")
+        assert row.previous_reason  # the panel's reason, kept beside the reviewer's
         assert run_id not in [r.run_id for r in store.review_queue(limit=1000)]
 
 

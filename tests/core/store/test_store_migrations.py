@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Integer, MetaData, inspect
+from sqlalchemy import Column, Integer, MetaData, inspect, text
 
 from core.store import Store
 from core.store.db import head_revision
@@ -36,7 +36,7 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     with Store(empty_url) as store:
         assert store.revision() is None
         store.upgrade()
-        assert store.revision() == head_revision() == "0001"
+        assert store.revision() == head_revision() == "0002"
         assert diffs(store, metadata) == []
         tables = set(inspect(store.engine).get_table_names())
         assert {"batch", "batch_item", "run", "call", "review", "sweep", "curve"} <= tables
@@ -77,3 +77,40 @@ def test_sqlite_settings_are_applied(tmp_path: Path) -> None:
         "synchronous": 1,
         "foreign_keys": 1,
     }
+
+
+def test_a_store_at_the_first_migration_upgrades_with_its_reviews(
+    empty_url: str, make_call: Any, make_result: Any
+) -> None:
+    """0002 adds the replaced decision's reason to reviews: older reviews stay, without one,
+    and the step can be taken back and forth."""
+    from alembic import command
+
+    from core.store.db import _alembic_config
+
+    def migrate(store: Store, step: Any, to: str) -> None:
+        with store.engine.begin() as conn:
+            step(_alembic_config(conn), to)
+
+    with Store(empty_url) as store:
+        migrate(store, command.upgrade, "0001")
+        assert store.revision() == "0001"
+        store.save_run(make_result("r"), source="cli")
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO review (run_id, reviewer, label, reason, created_at, "
+                    "previous_status) VALUES ('r', 'ana', 'yes', 'clear', 1.0, 'needs_review')"
+                )
+            )
+        store.upgrade()
+        assert store.revision() == "0002" and diffs(store, metadata) == []
+        (old,) = store.reviews("r")
+        assert (old.reviewer, old.reason, old.previous_reason) == ("ana", "clear", None)
+        migrate(store, command.downgrade, "0001")
+        assert store.revision() == "0001"
+        assert "previous_reason" not in {
+            c["name"] for c in inspect(store.engine).get_columns("review")
+        }
+        store.upgrade()
+        assert [r.reason for r in store.reviews("r")] == ["clear"]

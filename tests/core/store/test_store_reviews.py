@@ -56,6 +56,7 @@ def test_queue_resolve_and_audit_trail(
     entry = trail[0]
     assert (entry.reviewer, entry.label, entry.reason) == ("ana", "yes", "the page regressed")
     assert entry.previous_status == "needs_review" and entry.panel_plurality == "no"
+    assert entry.previous_reason == "tie: sent to a reviewer"  # the panel's, kept beside
     assert before <= entry.created_at <= time.time()
     assert store.reviews("decided") == []
 
