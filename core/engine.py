@@ -40,6 +40,9 @@ from core.result import (
 from core.retry import RetryPolicy, call_with_retries
 from core.task import Task
 
+RUN_CANCELLED = "run cancelled"
+"""The reason a run cancelled from outside is stored with, and its unfinished calls' error."""
+
 EventSink = Callable[[Event], None]
 
 
@@ -225,11 +228,11 @@ class _Run:
         for call in self.calls.values():
             if not call.status.final:
                 call.status = CallStatus.CANCELLED
-                call.error = call.error or "run cancelled"
+                call.error = call.error or RUN_CANCELLED
                 await self.engine.recorder.call_finished(self.req.run_id, call, None)
         if self.req.batch_id is None:
             cancelled = isinstance(exc, (anyio.get_cancelled_exc_class(), KeyboardInterrupt))
-            reason = "run cancelled" if cancelled else f"run failed: {exc}"
+            reason = RUN_CANCELLED if cancelled else f"run failed: {exc}"
             decision = Decision(status=DecisionStatus.FAILED, reason=reason)
             await self.engine.recorder.run_finished(self.result(decision), self.req.source)
 

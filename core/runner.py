@@ -27,7 +27,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from core.api import Tally, new_id
 from core.batch import load_resume
-from core.engine import RunRequest, build_result, call_order
+from core.engine import RUN_CANCELLED, RunRequest, build_result, call_order
 from core.errors import InputError, TallyError
 from core.panel import Panel
 from core.policy import Policy
@@ -50,8 +50,6 @@ MAX_EVENTS = 200
 
 MAX_FINISHED_JOBS = 100
 """Finished jobs remembered for the pages; older ones are read from the store instead."""
-
-CANCELLED_REASON = "cancelled by the user"
 
 
 @dataclass
@@ -259,23 +257,24 @@ class Runner:
             progress.done = True
             progress.error = error
             progress.cancelled = cancelled
-            line = f"cancelled: {CANCELLED_REASON}" if cancelled else (error and f"error: {error}")
+            line = "cancelled by the user" if cancelled else (error and f"error: {error}")
             if line:
                 progress.events.append(line)
 
         await self._guard(job, body, on_cancel, on_end)
 
     def _cancelled_result(self, request: RunRequest, progress: RunProgress) -> RunResult:
-        """What the page shows of a cancelled run: ``failed``, with what it had."""
+        """What the page shows of a cancelled run: ``failed``, with what it had, in the words
+        the engine stored it with."""
         with self._lock:
             calls = []
             for call in progress.sorted_calls():
                 if not call.status.final:
                     call = call.model_copy(
-                        update={"status": CallStatus.CANCELLED, "error": CANCELLED_REASON}
+                        update={"status": CallStatus.CANCELLED, "error": RUN_CANCELLED}
                     )
                 calls.append(call)
-        decision = Decision(status=DecisionStatus.FAILED, reason=f"run {CANCELLED_REASON}")
+        decision = Decision(status=DecisionStatus.FAILED, reason=RUN_CANCELLED)
         latency_ms = (time.time() - progress.started_at) * 1000
         return build_result(request, calls, decision, latency_ms=latency_ms)
 
