@@ -5,7 +5,7 @@ with persistence on and off.
 Part 1 feeds synthetic runs (a start, N calls, a decision) from 64 concurrent tasks the way a
 fan-out does, and compares
   - ``StoreWriter``: one writer task, batched bulk upserts, committing from a worker thread,
-    and as shipped (its commits move to its own process after 1,000 operations);
+    and as shipped (its commits move to its own process after ``PROCESS_AFTER`` operations);
   - one transaction per run (``Store.save_run`` at the end of each run);
   - per-row ORM ``session.add`` + ``commit`` (the obvious first implementation).
 Part 2 runs the engine over a batch against ``tally sim-server`` on loopback (a subprocess),
@@ -46,6 +46,7 @@ from core.errors import StoreError  # noqa: E402
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult  # noqa: E402
 from core.store import Store, StoreWriter  # noqa: E402
 from core.store.tables import CallRecord, RunRecord, call_row, start_row  # noqa: E402
+from core.store.writer import PROCESS_AFTER  # noqa: E402
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 VOTES = 5
@@ -220,7 +221,7 @@ def part_one(backends: list[str], pg_url: str, rows: int, baseline_rows: int) ->
                 assert count_calls(store) == len(runs) * VOTES
             results.append((name, len(runs) * VOTES, seconds))
         runs = synthetic_runs(rows // VOTES)
-        for name, process_after in (("thread", None), ("as shipped", 1_000)):
+        for name, process_after in (("thread", None), ("as shipped", PROCESS_AFTER)):
             with fresh_database(backend, pg_url) as store:
                 seconds, cpu_per_op = anyio.run(through_writer, store, runs, process_after)
                 assert count_calls(store) == len(runs) * VOTES
@@ -409,7 +410,7 @@ async def batch_throughput(
             # what a resumed batch needs, read once
             prior = await anyio.to_thread.run_sync(read_all, batch_id)
             async with StoreWriter(
-                store, process_after=None if mode == "thread" else 1_000
+                store, process_after=None if mode == "thread" else PROCESS_AFTER
             ) as writer:
                 engine.recorder = TimedRecorder(store, writer)
                 async with anyio.create_task_group() as tg:
@@ -435,7 +436,8 @@ def part_two(
     print(
         "   thread: runs and calls recorded through StoreWriter, every commit from a worker "
         "thread;\n   process: the same writer as shipped, which moves its commits to its own "
-        "process after\n   1,000 operations. Both read the batch's finished calls once.\n"
+        f"process after\n   {PROCESS_AFTER:,} operations. Both read the batch's finished calls "
+        "once.\n"
         "   engine cpu: CPU per call of the engine's process (all threads); store: the part of "
         "it spent\n   on the store (event loop + worker threads); writer proc: CPU per call "
         "of the writer's process."

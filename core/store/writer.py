@@ -48,6 +48,10 @@ _TRACKED_RUNS = 10_000
 """Runs whose recorded calls are remembered, so their finish need not write them again. An
 older run dropped from this memory only costs its calls being written twice."""
 
+PROCESS_AFTER = 1_000
+"""Operations a writer commits from a worker thread before its commits move to its own process:
+more than a single run ever writes, fewer than a batch writes in its first seconds."""
+
 _RECENT_KEYS = 50_000
 """Cache keys of ok calls recorded through this writer, answered without waiting for a commit.
 
@@ -67,8 +71,7 @@ class StoreWriter:
     """Batched, ordered, non-blocking persistence of runs and calls (an async context manager).
 
     ``process_after``: operations committed from a worker thread before the writing moves to
-    the writer's own process (None: never). A single run never gets there; a batch does
-    within its first seconds.
+    the writer's own process (None: never; see ``PROCESS_AFTER``).
     """
 
     def __init__(
@@ -78,7 +81,7 @@ class StoreWriter:
         max_batch: int = 500,
         max_delay: float = 0.05,
         buffer: int = 100_000,
-        process_after: int | None = 1_000,
+        process_after: int | None = PROCESS_AFTER,
     ) -> None:
         self.store = store
         self.process_after = process_after
@@ -347,14 +350,14 @@ class StoreWriter:
         )
 
     async def _start_process(self) -> None:
-        with anyio.CancelScope() as self._starting:
-            try:
-                process = await WriterProcess.start(self.store)
-            except StoreError as err:
-                log.warning("%s; writing from the engine's process", err)
-                return
-            self._process = process
-        self._starting = None
+        try:
+            with anyio.CancelScope() as self._starting:
+                self._process = await WriterProcess.start(self.store)
+        except StoreError as err:
+            log.warning("%s; writing from the engine's process", err)
+            return
+        finally:
+            self._starting = None
         if self._stopped:  # the queue ended while it started
             await self._stop_process()
 
