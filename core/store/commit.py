@@ -1,23 +1,30 @@
 """What the store writer commits, and how: queued operations turned into one transaction each.
 
 The same ``Committer`` does the work wherever the writer does it: in a worker thread of the
-engine's process, or in the writer's own process (``core.store.writer_process``). The
-operations are plain rows, so they cross a pipe as they are.
+engine's process, or in the writer's own process (``core.store.writer_process``). It speaks
+to the database driver directly (``core.store.upsert``), so this module imports no SQLAlchemy
+and the writer's process starts in a fraction of a second. The operations are plain rows, so
+they cross a pipe as they are.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
-
-from core.errors import StoreError
-from core.store.db import Store, WriteBatch
+from core.store.upsert import (
+    Upsert,
+    WriteBatch,
+    collapsed,
+    error_message,
+    set_up_sqlite,
+    statements,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +69,47 @@ def write_batch(ops: Sequence[Write]) -> WriteBatch:
     return batch
 
 
-class Committer:
-    """Commits lists of operations on one connection kept between them (no pool checkout per
-    commit), replaced once if the server dropped it. Blocking: call it from a worker thread or
-    from the writer's own process."""
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A store as the committer sees it: the driver, how to connect, the compiled upserts
+    (``Store.target()`` builds it). Plain values, so it crosses a pipe too."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._conn: Connection | None = None
+    dialect: str  # "sqlite" or "postgresql"
+    safe_url: str  # for messages: never shows a password
+    driver: str  # the DB-API module: "sqlite3" or "psycopg"
+    connect_args: tuple[Any, ...]
+    connect_kwargs: dict[str, Any]
+    upserts: dict[str, Upsert]
+
+    def connect(self) -> Any:
+        """A new driver connection, set up as the store's engine sets up its own."""
+        conn = importlib.import_module(self.driver).connect(
+            *self.connect_args, **self.connect_kwargs
+        )
+        if self.dialect == "sqlite":
+            set_up_sqlite(conn)
+        return conn
+
+
+class Committer:
+    """Commits lists of operations on one driver connection kept between them, replaced once
+    if the server dropped it. Blocking: call it from a worker thread or from the writer's own
+    process.
+
+    ``connect``: where connections come from (default: ``target.connect``; the engine's
+    process passes its pool's, so an in-memory SQLite store is the one it writes to).
+    """
+
+    def __init__(self, target: Target, connect: Callable[[], Any] | None = None) -> None:
+        self.target = target
+        self._connect = connect or target.connect
+        self._dbapi: ModuleType = importlib.import_module(target.driver)
+        self._conn: Any = None
+
+    def open(self) -> None:
+        """Connect now rather than at the first commit (raises the driver's error)."""
+        if self._conn is None:
+            self._conn = self._connect()
 
     def commit(self, ops: Sequence[Write]) -> Outcome:
         """One transaction for all of ``ops``; when a row breaks a constraint, the others are
@@ -78,45 +118,73 @@ class Committer:
         try:
             self._write_kept(write_batch(ops))
             return Outcome()
-        except StoreError as err:
-            if isinstance(err.__cause__, IntegrityError) and len(ops) > 1:
+        except self._dbapi.Error as err:
+            if isinstance(err, self._dbapi.IntegrityError) and len(ops) > 1:
                 return self._one_by_one(ops)
-            return Outcome(len(ops), str(err))
+            return Outcome(len(ops), error_message(self.target.safe_url, err))
         except Exception as err:  # a bug must not lose the rest of the queue
             log.exception("store write failed")
             return Outcome(len(ops), f"{type(err).__name__}: {err}")
 
-    def close(self) -> None:
+    def close(self, *, lost: bool = False) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            invalidate = getattr(conn, "invalidate", None)  # a pool's connection: never reuse it
+            if lost and invalidate is not None:
+                invalidate()
+            conn.close()
 
     def _write_kept(self, batch: WriteBatch) -> None:
         """Write on the kept connection; a failure drops it, so the next commit (or the
         one-by-one retry) starts on a fresh one."""
-        if self._conn is None:
-            self._conn = self.store.write_connection()
+        self.open()
         try:
-            self.store.write(batch, self._conn)
-        except StoreError as err:
-            self.close()
-            cause = err.__cause__
-            if not (isinstance(cause, DBAPIError) and cause.connection_invalidated):
+            self._write(batch)
+        except self._dbapi.Error:
+            lost = self._lost()
+            self.close(lost=lost)
+            if not lost:
                 raise
             # the kept connection died (a server restart, an idle timeout): once more, fresh
-            self._conn = self.store.write_connection()
-            self.store.write(batch, self._conn)
+            self.open()
+            self._write(batch)
         except BaseException:
             self.close()
             raise
+
+    def _lost(self) -> bool:
+        """The connection itself is gone, not just this transaction (psycopg marks it)."""
+        return bool(getattr(self._conn, "closed", False) or getattr(self._conn, "broken", False))
+
+    def _write(self, batch: WriteBatch) -> None:
+        conn = self._conn
+        cur = conn.cursor()
+        try:
+            if self.target.dialect == "sqlite":
+                cur.execute("BEGIN IMMEDIATE")
+            for name, rows in collapsed(batch):
+                for sql, params in statements(self.target.dialect, self.target.upserts[name], rows):
+                    if isinstance(params, list):
+                        cur.executemany(sql, params)
+                    else:
+                        cur.execute(sql, params)
+            conn.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                cur.close()
 
     def _one_by_one(self, ops: Sequence[Write]) -> Outcome:
         failed, first = 0, None
         for op in ops:
             try:
-                self.store.write(write_batch([op]))
+                self._write_kept(write_batch([op]))
             except Exception as err:
                 failed += 1
-                first = first or str(err)
+                first = first or error_message(self.target.safe_url, err)
         return Outcome(failed, first)

@@ -10,15 +10,13 @@ wait for each other instead of failing on a read lock that cannot be upgraded.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +44,7 @@ from core.errors import InputError, NotFoundError, StoreError
 from core.panel import Panel
 from core.result import CallResult, DecisionStatus, RunResult
 from core.store import queries
+from core.store.commit import Target
 from core.store.queries import (
     CostPoint,
     MixPoint,
@@ -74,11 +73,18 @@ from core.store.tables import (
     start_row,
     sweep_t,
 )
+from core.store.upsert import (
+    Upsert,
+    WriteBatch,
+    collapsed,
+    error_message,
+    first_line,
+    set_up_sqlite,
+    statements,
+)
 
 DEFAULT_URL = "sqlite:///data/tally.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
-# SQLite binds at most 32,766 parameters per statement (999 before 3.32)
-_SQLITE_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 _UPGRADE_LOCK = 7_274_001  # PostgreSQL advisory lock: one migrating process at a time
 
 
@@ -89,24 +95,6 @@ def new_id() -> str:
 def mask_url(text: str) -> str:
     """A URL-ish string with any password replaced, for messages about unparseable URLs."""
     return re.sub(r"://([^:/@\s]*):[^@\s]*@", r"://\1:***@", text)
-
-
-def _first_line(err: BaseException) -> str:
-    orig = getattr(err, "orig", None) or err
-    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
-    return lines[0] if lines else type(orig).__name__
-
-
-@dataclass
-class WriteBatch:
-    """Rows to write in one transaction: run starts, finished runs, then calls."""
-
-    starts: list[dict[str, Any]] = field(default_factory=list)
-    finishes: list[dict[str, Any]] = field(default_factory=list)
-    calls: list[dict[str, Any]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.starts) + len(self.finishes) + len(self.calls)
 
 
 @dataclass(frozen=True)
@@ -202,12 +190,12 @@ class Store:
             self.engine: Engine = create_engine(parsed, **kwargs)
         except (ArgumentError, NoSuchModuleError, ImportError) as err:
             raise StoreError(
-                f"cannot open the store at {self.safe_url}: {_first_line(err)}"
+                f"cannot open the store at {self.safe_url}: {first_line(err)}"
             ) from None
         if self.dialect == "sqlite":
             _sqlite_events(self.engine)
         self._upsert_cache: dict[str, Insert] = {}
-        self._sql_cache: dict[str, tuple[str, str, str, list[str]]] = {}
+        self._sql_cache: dict[str, Upsert] = {}
 
     def __repr__(self) -> str:
         return f"Store({self.safe_url!r})"
@@ -229,10 +217,7 @@ class Store:
         try:
             yield
         except SQLAlchemyError as err:
-            msg = _first_line(err)
-            if "no such table" in msg or ("relation" in msg and "does not exist" in msg):
-                msg += " (run `tally db upgrade`)"
-            raise StoreError(f"store {self.safe_url}: {msg}") from err
+            raise StoreError(error_message(self.safe_url, err)) from err
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -276,10 +261,8 @@ class Store:
         self._upsert_cache[name] = stmt
         return stmt
 
-    def _bulk_sql(self, name: str) -> tuple[str, str, str, list[str]]:
-        """The upsert compiled once for the driver: the whole statement with named parameters,
-        the INSERT head and ON CONFLICT clause a multi-row statement is built from, and the
-        column order."""
+    def _bulk_sql(self, name: str) -> Upsert:
+        """The upsert compiled once for the driver (``core.store.upsert``)."""
         cached = self._sql_cache.get(name)
         if cached is None:
             t = call_t if name == "call" else run_t
@@ -287,30 +270,22 @@ class Store:
             single = str(self._upsert(name).compile(dialect=self.engine.dialect, column_keys=keys))
             head, _, _ = single.partition(" VALUES ")
             _, _, conflict = single.partition(" ON CONFLICT ")
-            cached = (single, head, conflict, keys)
-            self._sql_cache[name] = cached
+            cached = self._sql_cache[name] = Upsert(single, head, conflict, tuple(keys))
         return cached
 
-    def _bulk_write(self, conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
-        """Upsert rows straight through the driver (they hold only str, int, float, bool and
-        None, so SQLAlchemy's per-row parameter processing is skipped).
-
-        SQLite gets one INSERT .. VALUES (..), (..) statement per chunk instead of a step per
-        row: each step releases and retakes the GIL, and in a busy process that hand-off, not
-        SQLite, is what a writer thread pays most for (a third of the CPU, measured).
-        PostgreSQL gets psycopg's pipelined executemany of one statement, which measured
-        cheaper than multi-row VALUES or one array per column.
-        """
-        single, head, conflict, keys = self._bulk_sql(name)
-        if self.dialect == "postgresql":
-            conn.exec_driver_sql(single, rows)
-            return
-        row_marks = "(" + ", ".join("?" * len(keys)) + ")"
-        per_statement = min(500, _SQLITE_MAX_PARAMS // len(keys))
-        for at in range(0, len(rows), per_statement):
-            chunk = rows[at : at + per_statement]
-            sql = f"{head} VALUES {', '.join([row_marks] * len(chunk))} ON CONFLICT {conflict}"
-            conn.exec_driver_sql(sql, tuple([r[k] for r in chunk for k in keys]))
+    def target(self) -> Target:
+        """This store for ``core.store.commit``: the driver, its connect arguments and the
+        compiled upserts, so a committer writes without SQLAlchemy."""
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        kwargs = {k: v for k, v in kwargs.items() if k != "context"}  # SQLAlchemy's adapters
+        return Target(
+            dialect=self.dialect,
+            safe_url=self.safe_url,
+            driver=self.engine.dialect.loaded_dbapi.__name__,
+            connect_args=tuple(args),
+            connect_kwargs=kwargs,
+            upserts={name: self._bulk_sql(name) for name in ("start", "finish", "call")},
+        )
 
     # -- migrations (Alembic is imported here only: the writer's process never needs it) -----
 
@@ -325,7 +300,7 @@ class Store:
             try:
                 command.upgrade(_alembic_config(conn), "head")
             except CommandError as err:
-                raise StoreError(f"store {self.safe_url}: migrations: {_first_line(err)}") from None
+                raise StoreError(f"store {self.safe_url}: migrations: {first_line(err)}") from None
 
     def revision(self) -> str | None:
         """The migration the database is at (None for an empty database)."""
@@ -341,35 +316,18 @@ class Store:
 
     # -- writing runs and calls ----------------------------------------------------------------
 
-    def write(self, batch: WriteBatch, conn: Connection | None = None) -> None:
+    def write(self, batch: WriteBatch) -> None:
         """Write run starts, finished runs and calls in one transaction, with bulk statements.
 
         Order inside the transaction keeps foreign keys satisfied: runs exist before their
         calls. A start never overwrites an existing run; a finish and a call overwrite the
         earlier state of the same run or the same (run, phase, slot). Duplicates within the
         batch are collapsed first (the first start, the last finish and the last call win).
-        ``conn``: a connection from ``write_connection()`` kept by a long-lived writer, which
-        saves a pool checkout per transaction.
         """
-        starts = list({r["id"]: r for r in reversed(batch.starts)}.values())
-        finishes = list({r["id"]: r for r in batch.finishes}.values())
-        calls = list({(r["run_id"], r["phase"], r["slot"]): r for r in batch.calls}.values())
-        with contextlib.ExitStack() as stack:
-            if conn is None:
-                conn = stack.enter_context(self._write())
-            else:
-                stack.enter_context(self._errors())
-                stack.enter_context(conn.begin())
-            for name, rows in (("start", starts), ("finish", finishes), ("call", calls)):
-                if rows:
-                    self._bulk_write(conn, name, rows)
-
-    def write_connection(self) -> Connection:
-        """A connection for ``write(batch, conn)``; the caller closes it."""
-        with self._errors():
-            conn = self.engine.connect()
-        conn.execution_options(tally_write=True)
-        return conn
+        with self._write() as conn:
+            for name, rows in collapsed(batch):
+                for sql, params in statements(self.dialect, self._bulk_sql(name), rows):
+                    conn.exec_driver_sql(sql, params)
 
     def save_run(self, result: RunResult, *, source: str) -> None:
         """Store a finished run and all its calls in one transaction."""
@@ -946,13 +904,7 @@ def _sqlite_events(engine: Engine) -> None:
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # the driver leaves transactions to us
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=5000")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
+        set_up_sqlite(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:

@@ -102,7 +102,7 @@ class StoreWriter:
         self._recorded: dict[str, dict[tuple[str, int], dict[str, Any]]] = {}
         self._specs = SpecCache()
         self._recent: dict[str, dict[str, Any]] = {}  # cache key -> latest ok call row here
-        self._committer = Committer(store)  # the worker-thread side
+        self._committer = Committer(store.target(), store.engine.raw_connection)  # in a thread
         self._process: WriterProcess | None = None  # the writer's own process, once ready
         self._process_tried = False  # started at most once per writer
         self._starting: anyio.CancelScope | None = None

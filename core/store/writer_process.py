@@ -6,8 +6,11 @@ itself and the hand-off between the two. Once a writer has committed enough to s
 carrying a batch, it starts this process and sends it the operations instead; the engine's
 side then only pickles rows onto a pipe.
 
+The child imports no SQLAlchemy (``core.store.commit`` speaks to the driver), so it is ready
+in a fraction of a second rather than the two a full import of the store costs here.
+
 The protocol is length-prefixed pickle frames over the child's stdin and stdout (both ends
-are this package, one parent and its own child): the database URL, then ``("ready", None)``
+are this package, one parent and its own child): the store's ``Target``, then ``("ready", None)``
 or ``("error", message)`` back; after that, one list of operations per commit, each answered
 with its ``Outcome``. The child ignores Ctrl-C (the terminal sends it to the whole process
 group; the engine's side decides what stops) and ends when its input closes, after
@@ -24,15 +27,18 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from core.errors import StoreError
-from core.store.commit import Committer, Outcome, Write
-from core.store.db import Store
+from core.store.commit import Committer, Outcome, Target, Write
+from core.store.upsert import error_message
+
+if TYPE_CHECKING:
+    from core.store.db import Store
 
 _HEADER = struct.Struct(">I")
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -73,8 +79,7 @@ class WriterProcess:
         )
         self = cls(process)
         try:
-            url = store.engine.url.render_as_string(hide_password=False)
-            kind, message = await self._ask(url)
+            kind, message = await self._ask(store.target())
             if kind != "ready":
                 raise StoreError(f"the store writer process could not open the store: {message}")
         except BaseException:
@@ -154,20 +159,20 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     requests, replies = sys.stdin.buffer, _Replies(sys.stdout.buffer)
     sys.stdout = sys.stderr  # nothing but replies may reach the reply pipe
-    url = _read(requests)
-    if url is None:
+    target = _read(requests)
+    if target is None:
         return 0
+    assert isinstance(target, Target)
+    committer = Committer(target)
     try:
-        store = Store(url)
-    except StoreError as err:
-        replies.send(("error", str(err)))
+        committer.open()
+    except Exception as err:
+        replies.send(("error", error_message(target.safe_url, err)))
         return 1
     replies.send(("ready", None))
-    committer = Committer(store)
     try:
         while (ops := _read(requests)) is not None:
             replies.send(committer.commit(ops))
     finally:
         committer.close()
-        store.close()
     return 0

@@ -224,33 +224,6 @@ async def test_runs_left_unfinished_are_not_remembered_forever(
     ]
 
 
-@pytest.mark.postgres
-async def test_a_dropped_connection_is_replaced(
-    pg_store_url: str, make_call: MakeCall, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The writer keeps one connection between batches; if the server drops it, the next
-    batch goes out on a new one and nothing is lost."""
-    from sqlalchemy import create_engine, text
-
-    with Store(pg_store_url) as store:
-        async with StoreWriter(store, max_delay=0) as writer:
-            await writer.start_run("kept", "x", {}, [], {}, source="library")
-            await writer.record_call("kept", make_call(0))
-            await writer.flush()
-            kept = writer._committer._conn
-            assert kept is not None
-            pid = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-            kept.rollback()
-            admin = create_engine(pg_store_url)
-            with admin.begin() as conn:
-                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            admin.dispose()
-            for slot in range(1, 4):
-                await writer.record_call("kept", make_call(slot))
-            await writer.flush()
-        assert [c.slot for c in store.run_calls("kept")] == [0, 1, 2, 3]
-
-
 async def test_cache_lookup_sees_recorded_calls_before_their_commit(
     store: Store, make_call: MakeCall, monkeypatch: pytest.MonkeyPatch
 ) -> None:

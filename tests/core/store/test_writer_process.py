@@ -9,12 +9,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
+from sqlalchemy.pool import NullPool
 
 from core.errors import StoreError
 from core.result import CallResult, RunResult
@@ -36,7 +36,7 @@ START: dict[str, Any] = {
     "gold": None,
     "created_at": 1.0,
 }
-START_S = 60  # a child imports SQLAlchemy in about a second; CI machines can be slower
+START_S = 60  # a child starts in under a second; CI machines can be slower
 
 
 async def in_process(writer: StoreWriter) -> None:
@@ -89,6 +89,22 @@ async def test_a_dead_writer_process_costs_nothing(store: Store, make_call: Make
     assert [c.slot for c in store.run_calls("r")] == list(range(20))
 
 
+async def test_a_bad_row_in_the_process_spares_the_rest(store: Store, make_call: MakeCall) -> None:
+    """One row breaking a constraint fails alone: the process retries the others one by one
+    and reports the failure in one line."""
+    async with StoreWriter(store, max_delay=0, process_after=0) as writer:
+        await writer.start_run("r", "x", {}, [], {}, source="batch")
+        await writer.flush()
+        await in_process(writer)
+        await writer.record_call("r", make_call(0))
+        await writer.record_call("ghost", make_call(0))  # no such run: a foreign key error
+        await writer.record_call("r", make_call(1))
+        with pytest.raises(StoreError, match=r"^1 store write\(s\) failed; first: store ") as err:
+            await writer.flush()
+        assert "\n" not in str(err.value) and writer.in_process
+    assert [c.slot for c in store.run_calls("r")] == [0, 1]
+
+
 async def test_ctrl_c_does_not_stop_the_writer_process(store: Store, make_call: MakeCall) -> None:
     """The terminal sends Ctrl-C to the whole process group; the engine's side decides what
     stops, and the writer's process goes on committing until its input closes."""
@@ -104,12 +120,63 @@ async def test_ctrl_c_does_not_stop_the_writer_process(store: Store, make_call: 
     assert len(store.run_calls("r")) == 1
 
 
-async def test_a_store_the_process_cannot_open_is_refused_in_one_line() -> None:
-    fake = SimpleNamespace(
-        engine=SimpleNamespace(url=SimpleNamespace(render_as_string=lambda **_: "nosuch://db"))
+async def test_a_store_the_process_cannot_open_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "a-folder.db").mkdir()
+    with Store(f"sqlite:///{tmp_path}/a-folder.db") as store, pytest.raises(StoreError) as err:
+        await WriterProcess.start(store)
+    message = str(err.value)
+    assert message.startswith("the store writer process could not open the store: store sqlite:")
+    assert "unable to open database file" in message and "\n" not in message
+
+
+def test_the_writer_process_does_not_import_sqlalchemy() -> None:
+    """Importing SQLAlchemy is most of a Python process's start-up here; the writer's process
+    must be ready in a fraction of that."""
+    code = (
+        "import sys; import core.store.writer_process; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'sqlmodel', "
+        "'pydantic', 'alembic', 'pandas'}))"
     )
-    with pytest.raises(StoreError, match="could not open the store: unsupported database"):
-        await WriterProcess.start(fake)  # type: ignore[arg-type]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("where", ["thread", "process"])
+async def test_a_dropped_connection_is_replaced(
+    pg_store_url: str, make_call: MakeCall, where: str
+) -> None:
+    """The writer keeps one connection between batches, in a worker thread or in its own
+    process; if the server drops it, the next batch goes out on a new one and nothing is
+    lost."""
+    from sqlalchemy import create_engine, text
+
+    with Store(pg_store_url) as store:
+        process_after = 0 if where == "process" else None
+        async with StoreWriter(store, max_delay=0, process_after=process_after) as writer:
+            await writer.start_run("kept", "x", {}, [], {}, source="library")
+            await writer.record_call("kept", make_call(0))
+            await writer.flush()
+            if where == "process":
+                await in_process(writer)
+            admin = create_engine(pg_store_url, poolclass=NullPool)
+            with admin.begin() as conn:  # every other connection to the database, ours too
+                dropped = conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).scalar()
+            admin.dispose()
+            assert dropped
+            for slot in range(1, 4):
+                await writer.record_call("kept", make_call(slot))
+                await writer.flush()  # no error: each batch went out
+            assert writer.in_process == (where == "process")  # the same process went on
+        assert [c.slot for c in store.run_calls("kept")] == [0, 1, 2, 3]
 
 
 @pytest.mark.filterwarnings("ignore:Selection of the SingletonThreadPool")
@@ -135,7 +202,7 @@ def test_what_was_handed_over_is_committed_when_the_engine_dies(
     dropped, every whole frame is committed, and nobody is left to read the replies."""
     start = start_row("r", "x", {}, [], {}, **START)
     frames = [
-        _frame(store_url),
+        _frame(Store(store_url).target()),
         _frame([Start(start), Call(call_row("r", make_call(0)))]),
         _frame([Call(call_row("r", make_call(1)))]),
         _frame([Call(call_row("r", make_call(2)))])[:-3],  # cut off mid-frame
