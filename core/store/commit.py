@@ -13,7 +13,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -77,8 +77,8 @@ class Target:
     dialect: str  # "sqlite" or "postgresql"
     safe_url: str  # for messages: never shows a password
     driver: str  # the DB-API module: "sqlite3" or "psycopg"
-    connect_args: tuple[Any, ...]
-    connect_kwargs: dict[str, Any]
+    connect_args: tuple[Any, ...] = field(repr=False)  # may hold a password
+    connect_kwargs: dict[str, Any] = field(repr=False)
     upserts: dict[str, Upsert]
 
     def connect(self) -> Any:

@@ -144,6 +144,13 @@ def test_the_writer_process_does_not_import_sqlalchemy() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_what_the_process_is_sent_never_shows_the_password() -> None:
+    with Store("postgresql+psycopg://tally:s3cret@127.0.0.1:5432/x") as store:
+        target = store.target()
+    assert target.connect_kwargs["password"] == "s3cret"  # the child needs it
+    assert "s3cret" not in repr(target) and "s3cret" not in target.safe_url
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("where", ["thread", "process"])
 async def test_a_dropped_connection_is_replaced(
