@@ -7,10 +7,12 @@ fan-out does, and compares
   - ``StoreWriter``: one writer task, batched bulk upserts, committing from a worker thread,
     and as shipped (its commits move to its own process after ``PROCESS_AFTER`` operations);
   - one transaction per run (``Store.save_run`` at the end of each run);
-  - per-row ORM ``session.add`` + ``commit`` (the obvious first implementation).
-Part 2 runs the engine over a batch against ``tally sim-server`` on loopback (a subprocess),
-recording nothing, then every run and call through the writer both ways, in interleaved
-rounds; each round gives a paired loss against the batch with persistence off.
+  - per-row ORM ``session.add`` + ``commit`` (the obvious first implementation);
+then how long the writer's own process takes to start, next to a child that opens the store
+through SQLAlchemy. Part 2 runs the engine over a batch against ``tally sim-server`` on
+loopback (a subprocess), recording nothing, then every run and call through the writer both
+ways, in interleaved rounds; each round gives a paired loss against the batch with
+persistence off.
 
 Run: ``.venv/bin/python benchmarks/store.py`` (``--help`` for sizes; ``--no-postgres`` when
 no server runs on 127.0.0.1:5432).
@@ -29,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -47,6 +50,7 @@ from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunRes
 from core.store import Store, StoreWriter  # noqa: E402
 from core.store.tables import CallRecord, RunRecord, call_row, start_row  # noqa: E402
 from core.store.writer import PROCESS_AFTER  # noqa: E402
+from core.store.writer_process import WriterProcess  # noqa: E402
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 VOTES = 5
@@ -235,6 +239,46 @@ def part_one(backends: list[str], pg_url: str, rows: int, baseline_rows: int) ->
                 f"{rate / base_rate:>6.1f}x"
             )
         print(f"{backend:<10} StoreWriter event-loop CPU per queued write: {', '.join(loop_cpu)}")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def start_writer_process(store: Store) -> None:
+    process = await WriterProcess.start(store)
+    await process.close()
+
+
+def start_through_sqlalchemy(store: Store) -> None:
+    """The alternative: a child that opens the store through SQLAlchemy, as ``Store`` does."""
+    url = store.engine.url.render_as_string(hide_password=False)
+    code = f"from core.store.db import Store; Store({url!r}).engine.connect().close()"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def start_up(backends: list[str], pg_url: str, repeats: int = 3) -> None:
+    print(
+        "\n== the writer's process: seconds until it is ready, and its CPU (median of "
+        f"{repeats});\n   next to a child that opens the store through SQLAlchemy"
+    )
+    print(f"{'backend':<10} {'child':<24} {'ready s':>8} {'cpu s':>7}")
+    for backend in backends:
+        with fresh_database(backend, pg_url) as store:
+            starts: list[tuple[str, Callable[[], object]]] = [
+                ("writer's process", partial(anyio.run, start_writer_process, store)),
+                ("through SQLAlchemy", partial(start_through_sqlalchemy, store)),
+            ]
+            for name, start in starts:
+                walls, cpus = [], []
+                for _ in range(repeats):
+                    wall, cpu = time.perf_counter(), children_cpu()
+                    start()
+                    walls.append(time.perf_counter() - wall)
+                    cpus.append(children_cpu() - cpu)
+                wall, cpu = statistics.median(walls), statistics.median(cpus)
+                print(f"{backend:<10} {name:<24} {wall:>8.2f} {cpu:>7.2f}")
 
 
 # -- part two: a batch against the sim server ----------------------------------------------------
@@ -489,10 +533,14 @@ def main() -> None:
     parser.add_argument("--postgres-url", default=PG_URL)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--skip-batch", action="store_true", help="only the store part")
+    parser.add_argument("--skip-rows", action="store_true", help="only the batch part")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # rows as they come
     backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgresql"]
     try:
-        part_one(backends, args.postgres_url, args.rows, args.baseline_rows)
+        if not args.skip_rows:
+            part_one(backends, args.postgres_url, args.rows, args.baseline_rows)
+            start_up(backends, args.postgres_url)
         if not args.skip_batch:
             part_two(
                 backends,
