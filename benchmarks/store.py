@@ -247,7 +247,7 @@ def children_cpu() -> float:
 
 
 async def start_writer_process(store: Store) -> None:
-    process = await WriterProcess.start(store)
+    process = await WriterProcess.start(store.target())
     await process.close()
 
 
@@ -416,7 +416,6 @@ async def batch_throughput(
         runs_at_once = anyio.CapacityLimiter(max(4, concurrency * 2))
         prior: dict[str, list[CallResult]] = {}
         if store is not None:
-            store.write = clock.wrap_thread(store.write)  # type: ignore[method-assign]
             read_all = clock.wrap_thread(store.batch_finished_calls)
 
         async def one(i: int, batch_id: str | None) -> None:
@@ -436,7 +435,7 @@ async def batch_throughput(
                 await engine.run(req, prior={(c.phase, c.slot): c for c in done})
 
         t0, c0 = time.perf_counter(), time.process_time()
-        child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child0 = children_cpu()
         if store is None:
             async with anyio.create_task_group() as tg:
                 for i in range(items):
@@ -456,13 +455,14 @@ async def batch_throughput(
             async with StoreWriter(
                 store, process_after=None if mode == "thread" else PROCESS_AFTER
             ) as writer:
+                commit = writer._committer.commit  # the commits made from a worker thread
+                writer._committer.commit = clock.wrap_thread(commit)  # type: ignore[method-assign]
                 engine.recorder = TimedRecorder(store, writer)
                 async with anyio.create_task_group() as tg:
                     for i in range(items):
                         tg.start_soon(one, i, batch_id)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        child1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the writer's, once it ended
-        writer_cpu = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
+        writer_cpu = children_cpu() - child0  # the writer's process, once it ended
         if store is not None:
             assert count_calls(store) == items * VOTES
         calls = items * VOTES

@@ -352,7 +352,7 @@ class StoreWriter:
     async def _start_process(self) -> None:
         try:
             with anyio.CancelScope() as self._starting:
-                self._process = await WriterProcess.start(self.store)
+                self._process = await WriterProcess.start(self._committer.target)
         except StoreError as err:
             log.warning("%s; writing from the engine's process", err)
             return

@@ -27,7 +27,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import anyio
 from anyio.abc import Process
@@ -36,9 +36,6 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from core.errors import StoreError
 from core.store.commit import Committer, Outcome, Target, Write
 from core.store.upsert import error_message
-
-if TYPE_CHECKING:
-    from core.store.db import Store
 
 _HEADER = struct.Struct(">I")
 _ROOT = str(Path(__file__).resolve().parents[2])
@@ -66,8 +63,8 @@ class WriterProcess:
         return self._process.pid
 
     @classmethod
-    async def start(cls, store: Store) -> WriterProcess:
-        """Start the process for ``store``'s database and wait until it is ready."""
+    async def start(cls, target: Target) -> WriterProcess:
+        """Start the process for ``target``'s database and wait until it is ready."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
         process = await anyio.open_process(
@@ -79,7 +76,7 @@ class WriterProcess:
         )
         self = cls(process)
         try:
-            kind, message = await self._ask(store.target())
+            kind, message = await self._ask(target)
             if kind != "ready":
                 raise StoreError(f"the store writer process could not open the store: {message}")
         except BaseException:

@@ -108,7 +108,7 @@ async def test_a_bad_row_in_the_process_spares_the_rest(store: Store, make_call:
 async def test_ctrl_c_does_not_stop_the_writer_process(store: Store, make_call: MakeCall) -> None:
     """The terminal sends Ctrl-C to the whole process group; the engine's side decides what
     stops, and the writer's process goes on committing until its input closes."""
-    process = await WriterProcess.start(store)
+    process = await WriterProcess.start(store.target())
     try:
         os.kill(process.pid, signal.SIGINT)
         await anyio.sleep(0.2)
@@ -123,7 +123,7 @@ async def test_ctrl_c_does_not_stop_the_writer_process(store: Store, make_call: 
 async def test_a_store_the_process_cannot_open_is_refused_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "a-folder.db").mkdir()
     with Store(f"sqlite:///{tmp_path}/a-folder.db") as store, pytest.raises(StoreError) as err:
-        await WriterProcess.start(store)
+        await WriterProcess.start(store.target())
     message = str(err.value)
     assert message.startswith("the store writer process could not open the store: store sqlite:")
     assert "unable to open database file" in message and "\n" not in message
