@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 from core.store.upsert import (
+    Staged,
     Upsert,
     WriteBatch,
     collapsed,
@@ -104,12 +105,29 @@ class Committer:
         self.target = target
         self._connect = connect or target.connect
         self._dbapi: ModuleType = importlib.import_module(target.driver)
+        self._staged = (
+            {name: Staged.of(name, upsert) for name, upsert in target.upserts.items()}
+            if target.dialect == "postgresql"
+            else {}
+        )
         self._conn: Any = None
 
     def open(self) -> None:
         """Connect now rather than at the first commit (raises the driver's error)."""
-        if self._conn is None:
-            self._conn = self._connect()
+        if self._conn is not None:
+            return
+        conn = self._connect()
+        if self._staged:
+            try:
+                with conn.cursor() as cur:
+                    for staged in self._staged.values():
+                        cur.execute(staged.create)
+                conn.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                raise
+        self._conn = conn
 
     def commit(self, ops: Sequence[Write]) -> Outcome:
         """One transaction for all of ``ops``; when a row breaks a constraint, the others are
@@ -165,11 +183,16 @@ class Committer:
             if self.target.dialect == "sqlite":
                 cur.execute("BEGIN IMMEDIATE")
             for name, rows in collapsed(batch):
+                staged = self._staged.get(name)
+                if staged is not None:
+                    keys = self.target.upserts[name].keys
+                    with cur.copy(staged.copy) as copy:
+                        for row in rows:
+                            copy.write_row([row[k] for k in keys])
+                    cur.execute(staged.insert)
+                    continue
                 for sql, params in statements(self.target.dialect, self.target.upserts[name], rows):
-                    if isinstance(params, list):
-                        cur.executemany(sql, params)
-                    else:
-                        cur.execute(sql, params)
+                    cur.execute(sql, params)
             conn.commit()
         except BaseException:
             with contextlib.suppress(Exception):

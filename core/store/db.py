@@ -270,7 +270,8 @@ class Store:
             single = str(self._upsert(name).compile(dialect=self.engine.dialect, column_keys=keys))
             head, _, _ = single.partition(" VALUES ")
             _, _, conflict = single.partition(" ON CONFLICT ")
-            cached = self._sql_cache[name] = Upsert(single, head, conflict, tuple(keys))
+            cached = Upsert(single, head, conflict, str(t.name), tuple(keys))
+            self._sql_cache[name] = cached
         return cached
 
     def target(self) -> Target:
