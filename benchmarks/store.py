@@ -21,6 +21,7 @@ no server runs on 127.0.0.1:5432).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import socket
 import statistics
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -48,7 +49,9 @@ from sqlmodel import Session  # noqa: E402
 from core.errors import StoreError  # noqa: E402
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult  # noqa: E402
 from core.store import Store, StoreWriter  # noqa: E402
+from core.store.commit import Call, Committer, Target  # noqa: E402
 from core.store.tables import CallRecord, RunRecord, call_row, start_row  # noqa: E402
+from core.store.upsert import WriteBatch  # noqa: E402
 from core.store.writer import PROCESS_AFTER  # noqa: E402
 from core.store.writer_process import WriterProcess  # noqa: E402
 
@@ -173,24 +176,27 @@ def per_run_transactions(store: Store, runs: list[RunResult]) -> float:
     return time.perf_counter() - t0
 
 
+def start_row_of(run: RunResult) -> dict[str, Any]:
+    return start_row(
+        run.run_id,
+        run.input,
+        run.task,
+        run.panel,
+        run.policy,
+        source="batch",
+        batch_id=None,
+        item_id=None,
+        item_index=None,
+        gold=None,
+        created_at=time.time(),
+    )
+
+
 def per_row_commits(store: Store, runs: list[RunResult]) -> float:
     t0 = time.perf_counter()
     with Session(store.engine) as session:
         for run in runs:
-            row = start_row(
-                run.run_id,
-                run.input,
-                run.task,
-                run.panel,
-                run.policy,
-                source="batch",
-                batch_id=None,
-                item_id=None,
-                item_index=None,
-                gold=None,
-                created_at=time.time(),
-            )
-            session.add(RunRecord(**row))
+            session.add(RunRecord(**start_row_of(run)))
             session.commit()
             for call in run.calls:
                 session.add(CallRecord(**call_row(run.run_id, call)))
@@ -246,6 +252,33 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stat(pid: str) -> tuple[str, list[str]]:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+
+
+def postgres_cpu() -> float:
+    """CPU seconds the PostgreSQL server on this machine has used: every live ``postgres``
+    process, plus the backends its postmaster has reaped (0 where /proc cannot tell). On a
+    machine of two cores, the server's work on the batch's rows competes with the batch too."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            name, fields = _proc_stat(pid)
+            if name != "postgres":
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            if _proc_stat(fields[1])[0] != "postgres":  # the postmaster: its reaped children
+                ticks += int(fields[13]) + int(fields[14])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / _TICK
+
+
 async def start_writer_process(store: Store) -> None:
     process = await WriterProcess.start(store.target())
     await process.close()
@@ -256,6 +289,45 @@ def start_through_sqlalchemy(store: Store) -> None:
     url = store.engine.url.render_as_string(hide_password=False)
     code = f"from core.store.db import Store; Store({url!r}).engine.connect().close()"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def upsert_forms(pg_url: str, rows: int, per_commit: int = 250) -> None:
+    """On PostgreSQL, the writer's staged upsert (COPY into a temporary table, then one
+    INSERT .. SELECT) next to psycopg's pipelined executemany of the upsert, as ``Store.write``
+    sends it: the driver's CPU and the server's per call row, in commits of ``per_commit``."""
+    print(f"\n== PostgreSQL upserts of {rows} call rows in commits of {per_commit}: CPU per row")
+    print(f"{'form':<34} {'driver us':>10} {'server us':>10}")
+    runs = synthetic_runs(rows // VOTES)
+    calls = [call_row(run.run_id, call) for run in runs for call in run.calls]
+    chunks = [calls[at : at + per_commit] for at in range(0, len(calls), per_commit)]
+
+    def executemany(target: Target) -> None:
+        conn = target.connect()
+        with conn.cursor() as cur:
+            for chunk in chunks:
+                cur.executemany(target.upserts["call"].single, chunk)
+                conn.commit()
+        conn.close()
+
+    def staged(target: Target) -> None:
+        committer = Committer(target)
+        for chunk in chunks:
+            assert committer.commit([Call(row) for row in chunk]).failed == 0
+        committer.close()
+
+    forms: list[tuple[str, Callable[[Target], None]]] = [
+        ("executemany (Store.write)", executemany),
+        ("COPY + INSERT .. SELECT (writer)", staged),
+    ]
+    for name, write in forms:
+        with fresh_database("postgresql", pg_url) as store:
+            target = store.target()
+            store.write(WriteBatch(starts=[start_row_of(run) for run in runs]))
+            cpu, server = time.process_time(), postgres_cpu()
+            write(target)
+            cpu, server = time.process_time() - cpu, postgres_cpu() - server
+            assert count_calls(store) == len(calls)
+        print(f"{name:<34} {1e6 * cpu / len(calls):>10.1f} {1e6 * server / len(calls):>10.1f}")
 
 
 def start_up(backends: list[str], pg_url: str, repeats: int = 3) -> None:
@@ -355,10 +427,10 @@ class StoreClock:
 
 async def batch_throughput(
     base_url: str, model: str, items: int, concurrency: int, store: Store | None, mode: Mode
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float, float, float, float]:
     """For a batch of ``items`` runs (N=VOTES) sharing one ceiling: calls per second, the
     engine process's CPU per call (all threads), the store's CPU per call in that process,
-    and the CPU per call of the writer's own process."""
+    the CPU per call of the writer's own process, and of the PostgreSQL server."""
     from core.api import StoreRecorder
     from core.config import ProviderConfig, TallyConfig
     from core.cost import PriceBook
@@ -435,7 +507,7 @@ async def batch_throughput(
                 await engine.run(req, prior={(c.phase, c.slot): c for c in done})
 
         t0, c0 = time.perf_counter(), time.process_time()
-        child0 = children_cpu()
+        child0, server0 = children_cpu(), postgres_cpu()
         if store is None:
             async with anyio.create_task_group() as tg:
                 for i in range(items):
@@ -463,10 +535,12 @@ async def batch_throughput(
                         tg.start_soon(one, i, batch_id)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         writer_cpu = children_cpu() - child0  # the writer's process, once it ended
+        server_cpu = postgres_cpu() - server0
         if store is not None:
             assert count_calls(store) == items * VOTES
         calls = items * VOTES
-        return calls / wall, cpu / calls, (clock.loop + clock.thread) / calls, writer_cpu / calls
+        store_cpu = clock.loop + clock.thread
+        return calls / wall, cpu / calls, store_cpu / calls, writer_cpu / calls, server_cpu / calls
 
 
 def part_two(
@@ -484,16 +558,17 @@ def part_two(
         "once.\n"
         "   engine cpu: CPU per call of the engine's process (all threads); store: the part of "
         "it spent\n   on the store (event loop + worker threads); writer proc: CPU per call "
-        "of the writer's process."
+        "of the writer's process;\n   pg server: CPU per call of the PostgreSQL server (all "
+        "its processes)."
     )
     with sim_server(time_scale) as url:
         anyio.run(batch_throughput, url, model, max(8, items // 10), concurrency, None, "off")
         print(
             f"{'backend':<10} {'mode':<8} {'calls/s':>8} {'loss':>7} {'loss, min .. max':>18} "
-            f"{'engine cpu':>11} {'store':>7} {'writer proc':>12}"
+            f"{'engine cpu':>11} {'store':>7} {'writer proc':>12} {'pg server':>10}"
         )
         for backend in backends:
-            got: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in MODES}
+            got: dict[str, list[tuple[float, ...]]] = {m: [] for m in MODES}
             for _ in range(rounds):  # interleaved, so load drift hits every mode alike
                 for mode in MODES:
                     if mode == "off":
@@ -510,15 +585,16 @@ def part_two(
                 m: [1 - r[0] / o[0] for r, o in zip(got[m], got["off"], strict=True)] for m in MODES
             }
             for mode in MODES:
-                rate, cpu, store_cpu, writer_cpu = (
-                    statistics.median(x[k] for x in got[mode]) for k in range(4)
+                rate, cpu, store_cpu, writer_cpu, server_cpu = (
+                    statistics.median(x[k] for x in got[mode]) for k in range(5)
                 )
                 mid = 100 * statistics.median(loss[mode])
                 spread = f"{100 * min(loss[mode]):+.1f}% .. {100 * max(loss[mode]):+.1f}%"
                 print(
                     f"{backend:<10} {mode:<8} {rate:>8.0f} {mid:>6.1f}% "
                     f"{spread if mode != 'off' else '':>18} {1e3 * cpu:>8.3f} ms "
-                    f"{1e6 * store_cpu:>4.0f} us {1e6 * writer_cpu:>9.0f} us"
+                    f"{1e6 * store_cpu:>4.0f} us {1e6 * writer_cpu:>9.0f} us "
+                    f"{1e6 * server_cpu if backend == 'postgresql' else 0:>7.0f} us"
                 )
 
 
@@ -532,15 +608,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--postgres-url", default=PG_URL)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--skip-batch", action="store_true", help="only the store part")
     parser.add_argument("--skip-rows", action="store_true", help="only the batch part")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # rows as they come
-    backends = ["sqlite"] if args.no_postgres else ["sqlite", "postgresql"]
+    backends = [
+        b for b, off in (("sqlite", args.no_sqlite), ("postgresql", args.no_postgres)) if not off
+    ]
     try:
         if not args.skip_rows:
             part_one(backends, args.postgres_url, args.rows, args.baseline_rows)
             start_up(backends, args.postgres_url)
+            if "postgresql" in backends:
+                upsert_forms(args.postgres_url, args.rows)
         if not args.skip_batch:
             part_two(
                 backends,
