@@ -7,7 +7,10 @@ carrying a batch, it starts this process and sends it the operations instead; th
 side then only pickles rows onto a pipe.
 
 The child imports no SQLAlchemy (``core.store.commit`` speaks to the driver), so it is ready
-in a fraction of a second rather than the two a full import of the store costs here.
+in a fraction of a second rather than the two a full import of the store costs here. It runs
+at a lower priority (``NICENESS``): on a machine whose cores the batch keeps busy, the writer
+gives way to the engine and the model servers, and only its commits wait; they batch up
+meanwhile, and the queue in front of them is what absorbs the delay.
 
 The protocol is length-prefixed pickle frames over the child's stdin and stdout (both ends
 are this package, one parent and its own child): the store's ``Target``, then ``("ready", None)``
@@ -41,6 +44,8 @@ _HEADER = struct.Struct(">I")
 _ROOT = str(Path(__file__).resolve().parents[2])
 """Where ``core`` is imported from, so the child finds it whatever its working folder."""
 _CHILD = "import sys; from core.store.writer_process import main; sys.exit(main())"
+NICENESS = 10
+"""Added to the child's nice value: a tenth of the engine's share of a core it must share."""
 _STOP_TIMEOUT_S = 60.0
 """How long closing waits for the last commits before the process is killed."""
 
@@ -154,6 +159,8 @@ class _Replies:
 def main() -> int:
     """The child: open the store, then commit each frame of operations until input ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "nice"):
+        os.nice(NICENESS)
     requests, replies = sys.stdin.buffer, _Replies(sys.stdout.buffer)
     sys.stdout = sys.stderr  # nothing but replies may reach the reply pipe
     target = _read(requests)

@@ -22,7 +22,7 @@ from core.result import CallResult, RunResult
 from core.store import Store, StoreWriter
 from core.store.commit import Call, Outcome, Start
 from core.store.tables import call_row, start_row
-from core.store.writer_process import _CHILD, WriterProcess, _frame
+from core.store.writer_process import _CHILD, NICENESS, WriterProcess, _frame
 
 pytestmark = pytest.mark.anyio
 
@@ -119,6 +119,15 @@ async def test_ctrl_c_does_not_stop_the_writer_process(store: Store, make_call: 
         await process.close()
     assert outcome == Outcome()
     assert len(store.run_calls("r")) == 1
+
+
+async def test_the_writer_process_gives_way_to_the_engine(store: Store) -> None:
+    process = await WriterProcess.start(store.target())
+    try:
+        niceness = os.getpriority(os.PRIO_PROCESS, process.pid)
+    finally:
+        await process.close()
+    assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
 
 
 async def test_a_store_the_process_cannot_open_is_refused_in_one_line(tmp_path: Path) -> None:
