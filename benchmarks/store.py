@@ -9,10 +9,11 @@ fan-out does, and compares
   - one transaction per run (``Store.save_run`` at the end of each run);
   - per-row ORM ``session.add`` + ``commit`` (the obvious first implementation);
 then how long the writer's own process takes to start, next to a child that opens the store
-through SQLAlchemy. Part 2 runs the engine over a batch against ``tally sim-server`` on
-loopback (a subprocess), recording nothing, then every run and call through the writer both
-ways, in interleaved rounds; each round gives a paired loss against the batch with
-persistence off.
+through SQLAlchemy, and on PostgreSQL the writer's staged upsert next to an executemany.
+Part 2 runs the engine over a batch against ``tally sim-server`` on loopback (a subprocess),
+recording every run and call through the writer both ways, between two batches that record
+nothing, in rounds; each round gives a paired loss against those two, and their own
+difference shows the noise of the measure.
 
 Run: ``.venv/bin/python benchmarks/store.py`` (``--help`` for sizes; ``--no-postgres`` when
 no server runs on 127.0.0.1:5432).
@@ -399,9 +400,10 @@ def sim_server(time_scale: float) -> Iterator[str]:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Mode = str  # "off": nothing stored | "thread": commits from a worker thread only | "process":
-# the product's writer, which moves its commits to its own process once a batch is under way
-MODES = ("off", "thread", "process")
+Mode = str  # "off", "again": nothing stored | "thread": commits from a worker thread only |
+# "process": the product's writer, which moves its commits to its own process once a batch is
+# under way
+MODES = ("off", "thread", "process", "again")
 
 
 class StoreClock:
@@ -552,10 +554,12 @@ def part_two(
         f"sim server ({model}, time scale {time_scale}); {rounds} rounds"
     )
     print(
-        "   thread: runs and calls recorded through StoreWriter, every commit from a worker "
-        "thread;\n   process: the same writer as shipped, which moves its commits to its own "
-        f"process after\n   {PROCESS_AFTER:,} operations. Both read the batch's finished calls "
-        "once.\n"
+        "   off, again: nothing stored, before and after the stored batches of each round (the "
+        "order\n   alternates); a loss is against their mean, and again's against off is the "
+        "noise of the\n   measure. thread: runs and calls recorded through StoreWriter, every "
+        "commit from a worker\n   thread; process: the same writer as shipped, which moves "
+        f"its commits to its own process\n   after {PROCESS_AFTER:,} operations. Both read "
+        "the batch's finished calls once.\n"
         "   engine cpu: CPU per call of the engine's process (all threads); store: the part of "
         "it spent\n   on the store (event loop + worker threads); writer proc: CPU per call "
         "of the writer's process;\n   pg server: CPU per call of the PostgreSQL server (all "
@@ -564,14 +568,16 @@ def part_two(
     with sim_server(time_scale) as url:
         anyio.run(batch_throughput, url, model, max(8, items // 10), concurrency, None, "off")
         print(
-            f"{'backend':<10} {'mode':<8} {'calls/s':>8} {'loss':>7} {'loss, min .. max':>18} "
+            f"{'backend':<10} {'mode':<8} {'calls/s':>8} {'loss':>7} {'loss, middle half':>18} "
             f"{'engine cpu':>11} {'store':>7} {'writer proc':>12} {'pg server':>10}"
         )
         for backend in backends:
             got: dict[str, list[tuple[float, ...]]] = {m: [] for m in MODES}
-            for _ in range(rounds):  # interleaved, so load drift hits every mode alike
-                for mode in MODES:
-                    if mode == "off":
+            for r in range(rounds):
+                # each round brackets the stored batches between two with nothing stored, in
+                # turn forwards and backwards, so a drift in the machine's speed cancels out
+                for mode in MODES if r % 2 == 0 else MODES[::-1]:
+                    if mode in ("off", "again"):
                         got[mode].append(
                             anyio.run(batch_throughput, url, model, items, concurrency, None, mode)
                         )
@@ -580,20 +586,22 @@ def part_two(
                         got[mode].append(
                             anyio.run(batch_throughput, url, model, items, concurrency, store, mode)
                         )
-            # a round's off and on batches ran back to back, so each round gives a paired loss
-            loss = {
-                m: [1 - r[0] / o[0] for r, o in zip(got[m], got["off"], strict=True)] for m in MODES
-            }
+            # each round gives a paired loss against the mean of its two batches with nothing
+            # stored; "again" against "off" is the same batch twice: the noise of the measure
+            base = [(o[0] + a[0]) / 2 for o, a in zip(got["off"], got["again"], strict=True)]
+            loss = {m: [1 - r[0] / b for r, b in zip(got[m], base, strict=True)] for m in MODES}
+            loss["off"] = [0.0] * rounds
+            loss["again"] = [1 - a[0] / o[0] for a, o in zip(got["again"], got["off"], strict=True)]
             for mode in MODES:
                 rate, cpu, store_cpu, writer_cpu, server_cpu = (
                     statistics.median(x[k] for x in got[mode]) for k in range(5)
                 )
-                mid = 100 * statistics.median(loss[mode])
-                spread = f"{100 * min(loss[mode]):+.1f}% .. {100 * max(loss[mode]):+.1f}%"
+                mid = statistics.median(loss[mode])
+                low, _, high = statistics.quantiles(loss[mode], n=4) if rounds > 1 else [mid] * 3
+                spread = f"{100 * low:+.1f}% .. {100 * high:+.1f}%" if mode != "off" else ""
                 print(
-                    f"{backend:<10} {mode:<8} {rate:>8.0f} {mid:>6.1f}% "
-                    f"{spread if mode != 'off' else '':>18} {1e3 * cpu:>8.3f} ms "
-                    f"{1e6 * store_cpu:>4.0f} us {1e6 * writer_cpu:>9.0f} us "
+                    f"{backend:<10} {mode:<8} {rate:>8.0f} {100 * mid:>6.1f}% {spread:>18} "
+                    f"{1e3 * cpu:>8.3f} ms {1e6 * store_cpu:>4.0f} us {1e6 * writer_cpu:>9.0f} us "
                     f"{1e6 * server_cpu if backend == 'postgresql' else 0:>7.0f} us"
                 )
 
