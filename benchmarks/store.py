@@ -262,6 +262,21 @@ def _proc_stat(pid: str) -> tuple[str, list[str]]:
     return stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds process ``pid`` has used so far."""
+    fields = _proc_stat(str(pid))[1]
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def machine_busy() -> tuple[float, float]:
+    """CPU seconds, summed over every core, the machine has been busy and in all (from
+    /proc/stat: idle and I/O wait are not busy)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / _TICK, sum(ticks) / _TICK
+
+
 def postgres_cpu() -> float:
     """CPU seconds the PostgreSQL server on this machine has used: every live ``postgres``
     process, plus the backends its postmaster has reaped (0 where /proc cannot tell). On a
@@ -364,7 +379,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def sim_server(time_scale: float) -> Iterator[str]:
+def sim_server(time_scale: float) -> Iterator[tuple[str, int]]:
+    """The sim server in a subprocess: its base URL and its pid."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -392,7 +408,7 @@ def sim_server(time_scale: float) -> Iterator[str]:
             time.sleep(0.05)
         else:
             raise RuntimeError("the sim server did not start")
-        yield f"http://127.0.0.1:{port}/v1"
+        yield f"http://127.0.0.1:{port}/v1", proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -563,13 +579,25 @@ def part_two(
         "   engine cpu: CPU per call of the engine's process (all threads); store: the part of "
         "it spent\n   on the store (event loop + worker threads); writer proc: CPU per call "
         "of the writer's process;\n   pg server: CPU per call of the PostgreSQL server (all "
-        "its processes)."
+        "its processes); sim server:\n   the sim server's; busy: how much of the machine's "
+        "cores were busy during the batch."
     )
-    with sim_server(time_scale) as url:
+    with sim_server(time_scale) as (url, sim_pid):
+
+        def measured(store: Store | None, mode: Mode) -> tuple[float, ...]:
+            """``batch_throughput``, with the sim server's CPU per call and how busy the
+            machine's cores were."""
+            sim, (busy, total) = process_cpu(sim_pid), machine_busy()
+            got = anyio.run(batch_throughput, url, model, items, concurrency, store, mode)
+            sim = (process_cpu(sim_pid) - sim) / (items * VOTES)
+            busy_after, total_after = machine_busy()
+            return (*got, sim, (busy_after - busy) / (total_after - total))
+
         anyio.run(batch_throughput, url, model, max(8, items // 10), concurrency, None, "off")
         print(
             f"{'backend':<10} {'mode':<8} {'calls/s':>8} {'loss':>7} {'loss, middle half':>18} "
-            f"{'engine cpu':>11} {'store':>7} {'writer proc':>12} {'pg server':>10}"
+            f"{'engine cpu':>11} {'store':>7} {'writer proc':>12} {'pg server':>10} "
+            f"{'sim server':>11} {'busy':>5}"
         )
         for backend in backends:
             got: dict[str, list[tuple[float, ...]]] = {m: [] for m in MODES}
@@ -578,14 +606,10 @@ def part_two(
                 # turn forwards and backwards, so a drift in the machine's speed cancels out
                 for mode in MODES if r % 2 == 0 else MODES[::-1]:
                     if mode in ("off", "again"):
-                        got[mode].append(
-                            anyio.run(batch_throughput, url, model, items, concurrency, None, mode)
-                        )
+                        got[mode].append(measured(None, mode))
                         continue
                     with fresh_database(backend, pg_url) as store:
-                        got[mode].append(
-                            anyio.run(batch_throughput, url, model, items, concurrency, store, mode)
-                        )
+                        got[mode].append(measured(store, mode))
             # each round gives a paired loss against the mean of its two batches with nothing
             # stored; "again" against "off" is the same batch twice: the noise of the measure
             base = [(o[0] + a[0]) / 2 for o, a in zip(got["off"], got["again"], strict=True)]
@@ -593,8 +617,8 @@ def part_two(
             loss["off"] = [0.0] * rounds
             loss["again"] = [1 - a[0] / o[0] for a, o in zip(got["again"], got["off"], strict=True)]
             for mode in MODES:
-                rate, cpu, store_cpu, writer_cpu, server_cpu = (
-                    statistics.median(x[k] for x in got[mode]) for k in range(5)
+                rate, cpu, store_cpu, writer_cpu, server_cpu, sim_cpu, busy = (
+                    statistics.median(x[k] for x in got[mode]) for k in range(7)
                 )
                 mid = statistics.median(loss[mode])
                 low, _, high = statistics.quantiles(loss[mode], n=4) if rounds > 1 else [mid] * 3
@@ -602,7 +626,8 @@ def part_two(
                 print(
                     f"{backend:<10} {mode:<8} {rate:>8.0f} {100 * mid:>6.1f}% {spread:>18} "
                     f"{1e3 * cpu:>8.3f} ms {1e6 * store_cpu:>4.0f} us {1e6 * writer_cpu:>9.0f} us "
-                    f"{1e6 * server_cpu if backend == 'postgresql' else 0:>7.0f} us"
+                    f"{1e6 * server_cpu if backend == 'postgresql' else 0:>7.0f} us "
+                    f"{1e6 * sim_cpu:>8.0f} us {100 * busy:>4.0f}%"
                 )
 
 
