@@ -317,21 +317,21 @@ def upsert_forms(pg_url: str, rows: int, per_commit: int = 250) -> None:
     calls = [call_row(run.run_id, call) for run in runs for call in run.calls]
     chunks = [calls[at : at + per_commit] for at in range(0, len(calls), per_commit)]
 
-    def executemany(target: Target) -> None:
+    def executemany(target: Target) -> Callable[[], None]:
         conn = target.connect()
         with conn.cursor() as cur:
             for chunk in chunks:
                 cur.executemany(target.upserts["call"].single, chunk)
                 conn.commit()
-        conn.close()
+        return conn.close  # type: ignore[no-any-return]
 
-    def staged(target: Target) -> None:
+    def staged(target: Target) -> Callable[[], None]:
         committer = Committer(target)
         for chunk in chunks:
             assert committer.commit([Call(row) for row in chunk]).failed == 0
-        committer.close()
+        return committer.close
 
-    forms: list[tuple[str, Callable[[Target], None]]] = [
+    forms: list[tuple[str, Callable[[Target], Callable[[], None]]]] = [
         ("executemany (Store.write)", executemany),
         ("COPY + INSERT .. SELECT (writer)", staged),
     ]
@@ -340,8 +340,11 @@ def upsert_forms(pg_url: str, rows: int, per_commit: int = 250) -> None:
             target = store.target()
             store.write(WriteBatch(starts=[start_row_of(run) for run in runs]))
             cpu, server = time.process_time(), postgres_cpu()
-            write(target)
+            close = write(target)
+            # read while the connection is open: a backend that has just ended may be counted
+            # neither among the live processes nor yet among those reaped
             cpu, server = time.process_time() - cpu, postgres_cpu() - server
+            close()
             assert count_calls(store) == len(calls)
         print(f"{name:<34} {1e6 * cpu / len(calls):>10.1f} {1e6 * server / len(calls):>10.1f}")
 
