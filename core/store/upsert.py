@@ -51,9 +51,10 @@ class Staged:
     table of the session, then moved with one INSERT .. SELECT .. ON CONFLICT.
 
     For the batches the store writer commits this cuts the work per row on both sides of the
-    connection, against a pipelined executemany (``benchmarks/store.py``: the driver's CPU from
-    37 to 16 µs a call row, the server's from 70 to 48): the server plans and runs one
-    statement instead of one per row, and the driver formats COPY's rows in C. The staging
+    connection, against a pipelined executemany (``benchmarks/store.py``, three runs: the
+    driver's CPU per call row from 25–37 µs to 10–16, the server's from 41–70 to 26–48): the
+    server plans and runs one statement instead of one per row, and the driver formats COPY's
+    rows in C. The staging
     tables are created once per connection (``create``) and emptied by every commit.
     """
 
