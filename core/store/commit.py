@@ -184,15 +184,15 @@ class Committer:
                 cur.execute("BEGIN IMMEDIATE")
             for name, rows in collapsed(batch):
                 staged = self._staged.get(name)
-                if staged is not None:
-                    keys = self.target.upserts[name].keys
+                if staged is None:
+                    upsert = self.target.upserts[name]
+                    for sql, params in statements(self.target.dialect, upsert, rows):
+                        cur.execute(sql, params)
+                else:
                     with cur.copy(staged.copy) as copy:
                         for row in rows:
-                            copy.write_row([row[k] for k in keys])
+                            copy.write_row([row[k] for k in staged.keys])
                     cur.execute(staged.insert)
-                    continue
-                for sql, params in statements(self.target.dialect, self.target.upserts[name], rows):
-                    cur.execute(sql, params)
             conn.commit()
         except BaseException:
             with contextlib.suppress(Exception):

@@ -54,13 +54,14 @@ class Staged:
     connection, against a pipelined executemany (``benchmarks/store.py``, three runs: the
     driver's CPU per call row from 25–37 µs to 10–16, the server's from 41–70 to 26–48): the
     server plans and runs one statement instead of one per row, and the driver formats COPY's
-    rows in C. The staging
-    tables are created once per connection (``create``) and emptied by every commit.
+    rows in C. The staging tables are created once per connection (``create``) and emptied by
+    every commit. ``keys``: the column order of the rows COPY sends.
     """
 
     create: str
     copy: str
     insert: str
+    keys: tuple[str, ...]
 
     @classmethod
     def of(cls, name: str, upsert: Upsert) -> Staged:
@@ -73,6 +74,7 @@ class Staged:
             ),
             copy=f"COPY {stage} ({cols}) FROM STDIN",
             insert=f"{upsert.head} SELECT {cols} FROM {stage} ON CONFLICT {upsert.conflict}",
+            keys=upsert.keys,
         )
 
 
