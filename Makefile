@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: run test lint typecheck unit e2e browser sync sim-server bench clean
+.PHONY: run test lint typecheck unit e2e browser sync sim-server bench screenshots clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -50,6 +50,10 @@ unit: sync
 
 e2e: sync browser
 	$(PY) -m pytest -m e2e
+
+## Refresh the README's pictures in docs/screenshots/ (a plain test run never writes there).
+screenshots: sync browser
+	TALLY_REFRESH_DOCS_SCREENSHOTS=1 $(PY) -m pytest -m e2e tests/e2e/test_run_history.py
 
 sim-server: sync
 	$(PY) -m core sim-server

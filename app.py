@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-st.set_page_config(page_title="Tally", layout="wide")
+st.set_page_config(page_title="Tally", page_icon="🗳️", layout="wide")
 pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/run.py", title="Run", icon=":material/how_to_vote:"),

@@ -3,7 +3,10 @@ Chromium driving it.
 
 ``dashboard`` runs ``python -m core dashboard`` (the sim server plus Streamlit) on free loopback
 ports with a throw-away SQLite store; ``browser`` is Debian's Chromium (``/usr/bin/chromium``),
-never a downloaded build. Screenshots go to ``tests/artifacts/screenshots/`` (ignored by git).
+never a downloaded build. Screenshots go to ``tests/artifacts/screenshots/`` (ignored by git);
+the README's pictures in ``docs/screenshots/`` are refreshed only by ``make screenshots``, so a
+test run never changes a tracked file. Every page a test opens is watched: a request to any host
+but loopback fails the test (the dashboard must work offline).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +38,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+REFRESH_DOCS = os.environ.get("TALLY_REFRESH_DOCS_SCREENSHOTS") == "1"
+"""Set by ``make screenshots``: also copy the README's pictures into docs/screenshots/."""
 START_TIMEOUT_S = 90.0
 MAX_SCREENSHOT_HEIGHT = 6000
 
@@ -144,15 +151,27 @@ def browser() -> Iterator[Browser]:
         playwright.stop()
 
 
+def leaves_loopback(url: str) -> bool:
+    """Whether a request the page made goes anywhere but this machine's loopback."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("data", "blob", "about", "chrome", "chrome-extension"):
+        return False
+    return parts.hostname not in LOOPBACK_HOSTS
+
+
 @pytest.fixture
 def page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
+    """A fresh browser page; any request it makes off loopback fails the test at the end."""
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    outside: list[str] = []
+    context.on("request", lambda r: outside.append(r.url) if leaves_loopback(r.url) else None)
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:
         yield page
     finally:
         context.close()
+    assert not outside, f"requests left loopback: {sorted(set(outside))[:5]}"
 
 
 def wait_idle(page: Page, timeout_ms: float = 30_000) -> None:
@@ -176,9 +195,9 @@ def open_page(page: Page, dashboard: Dashboard, path: str = "") -> None:
 
 
 def screenshot(page: Page, name: str, *, docs: bool = False) -> Path:
-    """Save the whole page as tests/artifacts/screenshots/<name>.png (and, for the README,
-    docs/screenshots/<name>.png). Streamlit scrolls inside its main pane, not the document, so
-    the window is made as tall as that pane for the picture."""
+    """Save the whole page as tests/artifacts/screenshots/<name>.png (and, for the README under
+    ``make screenshots``, docs/screenshots/<name>.png). Streamlit scrolls inside its main pane,
+    not the document, so the window is made as tall as that pane for the picture."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     size = page.viewport_size or {"width": 1440, "height": 1000}
@@ -199,7 +218,7 @@ def screenshot(page: Page, name: str, *, docs: bool = False) -> Path:
     finally:
         if tall > size["height"]:
             page.set_viewport_size(size)
-    if docs:
+    if docs and REFRESH_DOCS:
         DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SCREENSHOTS / f"{name}.png")
     return path
