@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from itertools import pairwise
 from typing import Annotated, Any, ClassVar, Literal
 
 import jsonschema
@@ -61,6 +63,8 @@ _FENCE = re.compile(r"```[\w+-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _ANSWER_MARK = re.compile(r"(?i)\b(?:final\s+)?(?:answer|label)\s*(?:is\s*)?[:=]\s*")
 _QUOTES = "\"'`“”‘’«»"
 _TRAILING = ".!;,:"
+_BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
+_LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mathbf)\s*\{([^{}]*)\}")
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -69,9 +73,41 @@ def _short(text: str, limit: int = 60) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def clean(text: str) -> str:
+    """Unicode compatibility folding: full-width letters, ligatures and no-break spaces become
+    their plain forms (NFKC) and invisible format characters (zero-width spaces, joiners, soft
+    hyphens, byte-order marks) are removed, so a reply reads as it looks."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
 def _unfence(text: str) -> str:
     match = _FENCE.search(text)
     return match.group(1).strip() if match else text.strip()
+
+
+def _unbox(text: str) -> str:
+    """The last ``\\boxed{...}`` of a reply (math models box their final answer), with a
+    ``\\text{...}`` inside it unwrapped; the text itself when nothing is boxed."""
+    boxes = list(_BOXED.finditer(text))
+    if not boxes:
+        return text
+    inner = boxes[-1].group(1)
+    return _LATEX_TEXT.sub(r"\1", inner).strip()
+
+
+def canonical_value(value: Any) -> Any:
+    """A JSON value with every number in one form: an integral float is the integer it equals
+    (``1.0`` is ``1``, ``-0.0`` is ``0``), at any depth. Booleans are not numbers and stay."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {key: canonical_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [canonical_value(item) for item in value]
+    return value
 
 
 def _scalar(value: object) -> str | None:
@@ -79,7 +115,7 @@ def _scalar(value: object) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
-        return json.dumps(value)
+        return json.dumps(canonical_value(value))
     if isinstance(value, str):
         return value
     return None
@@ -122,8 +158,10 @@ def _strip_wrapping(text: str) -> str:
 
 def unwrap(raw: str) -> str:
     """The answer inside a reply: code fences, structured ``{"answer": ...}`` objects,
-    "Answer: X" (the last such line wins), emphasis, quotes and trailing periods removed."""
-    text = _unfence(raw)
+    ``\\boxed{X}``, "Answer: X" (the last such line wins), emphasis, quotes and trailing
+    periods removed; Unicode look-alike forms (full-width, no-break spaces, zero-width
+    characters) folded first."""
+    text = _unbox(_unfence(clean(raw)))
     structured = _from_json(text)
     if structured is not None:
         text = structured
@@ -138,10 +176,97 @@ def unwrap(raw: str) -> str:
     return text
 
 
+_DASH = re.compile(r"\s-+\s|[–—―]")
+"""A dash between clauses ("No - regression", "A — because"), unlike a hyphen inside words."""
+_JOINERS = re.compile(r"[-_‐‑]+")
+"""Hyphens and underscores join the words of one answer: "no-regression"."""
+_TOKEN = re.compile(r"\w+(?:\.\w+)*|[.,;:?!()\[\]/—]")
+"""A word (with any inner dots: "v1.2", "3.5"), or one clause mark standing as its own token."""
+_CLAUSE = frozenset(".,;:?!()[]/—")
+
+_LOOK_ALIKES = str.maketrans(
+    # Cyrillic and Greek letters drawn like Latin ones (after casefolding).
+    "аеорсухіјѕкмнвтαβεζηικμνορτυχ",
+    "aeopcyxijskmhbtabezhikmnoptyx",
+)
+_LATIN = frozenset("abcdefghijklmnopqrstuvwxyz")
+
+
+def _unspoof(token: str) -> str:
+    """A word written with Cyrillic or Greek look-alikes of Latin letters, in Latin; a word
+    with any letter that has no Latin look-alike (a real Russian or Greek word) stays."""
+    mapped = token.translate(_LOOK_ALIKES)
+    if mapped == token or not all(c in _LATIN or not c.isalpha() for c in mapped):
+        return token
+    return mapped
+
+
 def fold(text: str) -> str:
-    """Case, space and punctuation folding: "No-Regression!" and "no regression" match."""
-    text = text.casefold().replace("'", "").replace("’", "")
-    return " ".join(re.sub(r"[\W_]+", " ", text).split())
+    """What a reply says, with its spelling variants removed: case, Unicode look-alikes,
+    apostrophes, quotes, markdown marks and joiners ("No-Regression!" is "no regression").
+
+    Clause punctuation between words is kept as its own token, since it carries meaning:
+    "No, regression." folds to "no , regression", never to the label "no regression".
+    Punctuation at either end is dropped.
+    """
+    text = clean(text).casefold().replace("'", "").replace("’", "")
+    tokens: list[str] = []
+    for token in _TOKEN.findall(_JOINERS.sub(" ", _DASH.sub(" — ", text))):
+        if token in _CLAUSE:
+            if tokens and tokens[-1] not in _CLAUSE:
+                tokens.append(token)
+            continue
+        tokens.append(_unspoof(token))
+    while tokens and tokens[-1] in _CLAUSE:
+        tokens.pop()
+    return " ".join(tokens)
+
+
+_UNSURE = tuple(
+    tuple(phrase.split())
+    for phrase in (
+        "no idea",
+        "no clue",
+        "not sure",
+        "unsure",
+        "not certain",
+        "uncertain",
+        "unknown",
+        "dont know",
+        "do not know",
+        "cannot tell",
+        "cant tell",
+        "cannot say",
+        "cant say",
+        "cannot answer",
+        "cant answer",
+        "cannot determine",
+        "cant determine",
+        "cannot be determined",
+        "unable to",
+        "hard to say",
+        "impossible to say",
+        "not enough information",
+        "insufficient information",
+        "cannot help",
+        "cant help",
+        "no comment",
+        "n / a",
+        "it depends",
+    )
+)
+"""Replies that say the model does not know or will not answer. They are no answer at all:
+"No idea" is not a *no*, and "Not sure, maybe B" is not a vote for B."""
+
+
+def _unsure(folded: str, lookup: Mapping[str, str]) -> str | None:
+    """Why a folded reply is a refusal or an "I don't know", or ``None``. A phrase that is
+    itself a label or synonym of the task ("unknown" in a triage set) is an answer."""
+    tokens = tuple(folded.split())
+    for phrase in _UNSURE:
+        if " ".join(phrase) not in lookup and _spans(list(tokens), phrase):
+            return f"no answer (says {' '.join(phrase)!r}): {_short(folded)!r}"
+    return None
 
 
 def _spans(tokens: list[str], key: tuple[str, ...]) -> list[tuple[int, int]]:
@@ -151,23 +276,31 @@ def _spans(tokens: list[str], key: tuple[str, ...]) -> list[tuple[int, int]]:
     ]
 
 
+_ARTICLES = frozenset(("a", "an", "the"))
+
+
 def _read_sentence(folded: str, lookup: Mapping[str, str]) -> tuple[str | None, str | None]:
     """Find the one label a short sentence names as a whole word (or words).
 
     A match inside a longer match does not count ("no regression" contains "regression"), a
     sentence naming two labels is ambiguous, and a negation outside the matched words ("not a
-    regression") makes the reading unsafe. Returns ``(label, None)`` or ``(None, reason)``.
+    regression") makes the reading unsafe. A label that is also an article ("A" of a multiple
+    choice) is read as the article when another label follows it ("a B" is B). Returns
+    ``(label, None)`` or ``(None, reason)``.
     """
     tokens = folded.split()
-    if len(tokens) > _SENTENCE_WORDS:
-        return None, f"no label in a reply of {len(tokens)} words: {_short(folded)!r}"
+    words = sum(1 for t in tokens if t not in _CLAUSE)
+    if words > _SENTENCE_WORDS:
+        return None, f"no label in a reply of {words} words: {_short(folded)!r}"
     found: list[tuple[int, int, str]] = []
     for key, label in lookup.items():
         found.extend((a, b, label) for a, b in _spans(tokens, tuple(key.split())))
+    starts = {a for a, _, _ in found}
     kept = [
         (a, b, label)
         for a, b, label in found
         if not any(a2 <= a and b <= b2 and (b2 - a2) > (b - a) for a2, b2, _ in found)
+        and not (b - a == 1 and tokens[a] in _ARTICLES and b in starts)
     ]
     labels = list(dict.fromkeys(label for _, _, label in kept))
     if not labels:
@@ -225,6 +358,16 @@ def _fold_table(
 # -- the formats --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    """Votes mapped to the representative they count as. ``ambiguous`` says, in one line,
+    why another grouping of the same votes was as good (a chain of near answers), so a
+    decision taken on it can say so; ``None`` when the grouping is the only sensible one."""
+
+    mapping: dict[str, str]
+    ambiguous: str | None = None
+
+
 class _Format(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -239,10 +382,14 @@ class _Format(BaseModel):
     def parse(self, raw: str) -> Parsed:
         raise NotImplementedError
 
-    def group(self, values: Sequence[str]) -> dict[str, str]:
+    def grouping(self, values: Sequence[str]) -> Grouping:
         """Which representative each vote counts as: identity, except where a tolerance
         lets near answers count together."""
-        return {v: v for v in values}
+        return Grouping({v: v for v in values})
+
+    def group(self, values: Sequence[str]) -> dict[str, str]:
+        """The representative of each vote (:meth:`grouping` without its note)."""
+        return self.grouping(values).mapping
 
     def conservative_rank(self, value: str) -> int | None:
         """0 for the most conservative answer; ``None`` when the format has no such order."""
@@ -298,7 +445,8 @@ class LabelFormat(_Format):
         label, reason = _read_sentence(key, self._lookup)
         if label is None:
             return Parsed.bad(f"{reason}; labels are {', '.join(self.labels)}")
-        return Parsed.good(label)
+        unsure = _unsure(key, self._lookup)
+        return Parsed.good(label) if unsure is None else Parsed.bad(unsure)
 
     def conservative_rank(self, value: str) -> int | None:
         try:
@@ -339,6 +487,9 @@ class YesNoFormat(_Format):
         key = fold(text)
         if key in self._lookup:
             return Parsed.good(self._lookup[key])
+        unsure = _unsure(key, self._lookup)
+        if unsure is not None:
+            return Parsed.bad(unsure)
         tokens = key.split()
         # "No, it isn't." answers first and explains after: the leading word is the answer,
         # unless the rest also says the opposite.
@@ -395,6 +546,9 @@ class NumberFormat(_Format):
         text = unwrap(raw)
         if not text:
             return Parsed.bad("empty reply")
+        unsure = _unsure(fold(text), {})
+        if unsure is not None:
+            return Parsed.bad(unsure)
         values: dict[Decimal, None] = {}
         for match in _NUMBER.finditer(text):
             literal = match.group(0).replace(",", "").replace("−", "-")
@@ -412,46 +566,72 @@ class NumberFormat(_Format):
             return Parsed.bad(f"several numbers ({shown}) in {_short(text)!r}")
         return Parsed.good(_canonical_number(next(iter(values))))
 
-    def group(self, values: Sequence[str]) -> dict[str, str]:
-        """Sorted values join a cluster while within ``tolerance`` of its first member; the
-        cluster counts as its median member (the lower one for an even count)."""
-        if self.tolerance == 0:
-            return {v: v for v in values}
+    def grouping(self, values: Sequence[str]) -> Grouping:
+        """Answers within ``tolerance`` of each other count as one vote, around the consensus.
+
+        The window of width ``tolerance`` holding the most votes becomes a group, then the
+        next among the votes left, and so on; so a group's answers are all within tolerance
+        of each other, an outlier cannot pull answers away from the consensus, and call order
+        does not matter (windows holding equally many votes: the lower one first). A group
+        counts as its median member (the lower one for an even count). The grouping is
+        ambiguous when two answers within tolerance of each other end in different groups.
+        """
+        if self.tolerance == 0 or not values:
+            return Grouping({v: v for v in values})
         tolerance = Decimal(repr(self.tolerance))
-        ordered = sorted(values, key=Decimal)
+        left = sorted(values, key=Decimal)
         out: dict[str, str] = {}
-        start = 0
-        while start < len(ordered):
-            first = Decimal(ordered[start])
-            end = start
-            while end < len(ordered) and Decimal(ordered[end]) - first <= tolerance:
-                end += 1
-            members = ordered[start:end]
+        while left:
+            numbers = [Decimal(v) for v in left]
+            best_start, best_end, end = 0, 0, 0
+            for start, first in enumerate(numbers):
+                end = max(end, start)
+                while end < len(numbers) and numbers[end] - first <= tolerance:
+                    end += 1
+                if end - start > best_end - best_start:
+                    best_start, best_end = start, end
+            members = left[best_start:best_end]
             median = members[(len(members) - 1) // 2]
             out.update((member, median) for member in members)
-            start = end
-        return {v: out[v] for v in values}
+            del left[best_start:best_end]
+        return Grouping({v: out[v] for v in values}, self._ambiguity(out, tolerance))
+
+    @staticmethod
+    def _ambiguity(out: Mapping[str, str], tolerance: Decimal) -> str | None:
+        ordered = sorted(out, key=Decimal)
+        for low, high in pairwise(ordered):
+            if out[low] != out[high] and Decimal(high) - Decimal(low) <= tolerance:
+                return (
+                    f"ambiguous grouping: {low} and {high} are within tolerance "
+                    f"{tolerance} of each other but counted apart"
+                )
+        return None
 
 
 def canonical_json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    """One text per JSON value: sorted keys, no spaces, numbers as numbers (``1.0`` is ``1``)."""
+    return json.dumps(canonical_value(value), sort_keys=True, separators=(",", ":"))
 
 
-def _find_object(text: str) -> Any:
-    """The JSON object a reply holds: the whole text, or the first object found inside it."""
+def _find_objects(text: str) -> list[Any]:
+    """The JSON a reply holds: the whole text, or every top-level object found inside it."""
     try:
-        return json.loads(text)
+        return [json.loads(text)]
     except json.JSONDecodeError:
         pass
     decoder = json.JSONDecoder()
+    found: list[Any] = []
+    position = 0
     for match in re.finditer(r"\{", text):
+        if match.start() < position:
+            continue  # inside an object already read
         try:
-            data, _ = decoder.raw_decode(text, match.start())
+            data, position = decoder.raw_decode(text, match.start())
         except json.JSONDecodeError:
             continue
         if isinstance(data, dict):
-            return data
-    return None
+            found.append(data)
+    return found
 
 
 class JsonFormat(_Format):
@@ -501,7 +681,10 @@ class JsonFormat(_Format):
         text = _unfence(raw)
         if not text:
             return Parsed.bad("empty reply")
-        data = _find_object(text)
+        objects = _find_objects(text)
+        if len({canonical_json(o) for o in objects}) > 1:
+            return Parsed.bad(f"several different JSON objects in {_short(text)!r}")
+        data = objects[0] if objects else None
         if not isinstance(data, dict):
             return Parsed.bad(f"not a JSON object: {_short(text)!r}")
         problem = self.schema_problem(data)

@@ -170,6 +170,23 @@ def test_label_multi_class_and_synonyms(raw: str, expected: str) -> None:
     assert TRIAGE.parse(raw).value == expected
 
 
+def test_fold_keeps_clause_punctuation() -> None:
+    assert fold("No, regression.") == "no , regression"
+    assert fold("No, regression.") != fold("no regression")
+    assert fold("No. Regression") != fold("no regression")
+    assert fold("No-regression") == fold("no regression")
+
+
+def test_label_a_comma_is_not_a_joiner() -> None:
+    assert REGRESSION.parse("No, regression.").value != "no regression"
+    assert REGRESSION.parse("No, regression.").value is None
+
+
+def test_label_a_refusal_naming_a_label_is_no_vote() -> None:
+    parsed = REGRESSION.parse("Unsure, probably a regression")
+    assert not parsed.ok and parsed.error is not None and "no answer" in parsed.error
+
+
 def test_label_two_labels_in_one_sentence_are_ambiguous() -> None:
     parsed = TRIAGE.parse("billing or account")
     assert not parsed.ok and parsed.error is not None
@@ -339,6 +356,19 @@ def test_yesno_refuses_what_it_cannot_read(raw: str, reason: str) -> None:
     assert parsed.error is not None and reason in parsed.error
 
 
+@pytest.mark.parametrize(
+    "raw", ["No idea", "no idea.", "No clue", "Not sure", "I don't know", "N/A", "Cannot tell"]
+)
+def test_yesno_does_not_know_is_not_no(raw: str) -> None:
+    parsed = YESNO.parse(raw)
+    assert not parsed.ok
+    assert parsed.error is not None and "no answer" in parsed.error
+
+
+def test_yesno_refusal_after_a_no_is_not_no() -> None:
+    assert not YESNO.parse("No, I cannot answer that.").ok
+
+
 def test_yesno_instruction_schema_and_rank() -> None:
     assert YESNO.instruction() == "Answer yes or no."
     assert YESNO.response_schema() == {
@@ -441,7 +471,7 @@ def test_number_group_clusters_within_tolerance_around_the_median() -> None:
     # 10, 10, 10.5, 11 form one cluster (all within 1 of 10); its median member is 10.
     assert grouped["10"] == grouped["10.5"] == grouped["11"] == "10"
     assert grouped["20"] == "20"
-    # 25 and 25.5 cluster; 27 is more than 1 from the cluster's first member.
+    # 25 and 25.5 cluster; 27 is more than 1 from 25.
     assert grouped["25"] == grouped["25.5"] == "25"
     assert grouped["27"] == "27"
 
@@ -455,6 +485,42 @@ def test_number_group_is_exact_in_decimal() -> None:
     fmt = NumberFormat(tolerance=0.1)
     grouped = fmt.group(["0.3", "0.4", "0.2"])  # 0.4 - 0.2 > 0.1, 0.3 - 0.2 == 0.1 exactly
     assert grouped == {"0.2": "0.2", "0.3": "0.2", "0.4": "0.4"}
+
+
+def test_number_group_one_outlier_does_not_split_the_consensus() -> None:
+    fmt = NumberFormat(tolerance=0.5)
+    # 1 is an outlier: 1.5, 1.6 and 1.6 agree within 0.5 and must count as one vote of three.
+    grouped = fmt.group(["1", "1.5", "1.6", "1.6"])
+    assert grouped["1.5"] == grouped["1.6"] == "1.6"
+    assert grouped["1"] == "1"
+
+
+def test_number_group_does_not_depend_on_call_order() -> None:
+    fmt = NumberFormat(tolerance=1)
+    votes = ["9", "10", "10", "10.8", "12", "12.9", "30"]
+    first = fmt.grouping(votes)
+    for shuffled in (votes[::-1], sorted(votes, key=len), votes[3:] + votes[:3]):
+        again = fmt.grouping(shuffled)
+        assert again.mapping == first.mapping
+        assert again.ambiguous == first.ambiguous
+
+
+def test_number_group_members_are_within_tolerance_of_each_other() -> None:
+    fmt = NumberFormat(tolerance=1)
+    grouped = fmt.group(["1", "2", "3"])  # a chain: 1~2 and 2~3, but not 1~3
+    assert grouped["1"] != grouped["3"]
+
+
+def test_number_grouping_flags_a_chain_as_ambiguous() -> None:
+    fmt = NumberFormat(tolerance=1)
+    chain = fmt.grouping(["1", "2", "3"])
+    assert chain.ambiguous is not None
+    assert "2" in chain.ambiguous and "3" in chain.ambiguous
+    assert "\n" not in chain.ambiguous
+    clean = fmt.grouping(["1", "1.5", "5", "5.2"])
+    assert clean.ambiguous is None
+    assert NumberFormat().grouping(["1", "2"]).ambiguous is None
+    assert REGRESSION.grouping(["regression"]).ambiguous is None
 
 
 # -- json -----------------------------------------------------------------------------------
@@ -499,6 +565,24 @@ def test_json_refuses_what_does_not_match(raw: str, reason: str) -> None:
     parsed = PERSON.parse(raw)
     assert not parsed.ok
     assert parsed.error is not None and reason in parsed.error
+
+
+def test_json_numbers_compare_as_numbers() -> None:
+    one = PERSON.parse('{"name": "Ada", "age": 36}')
+    assert PERSON.parse('{"name": "Ada", "age": 36.0}') == one
+    assert PERSON.parse('{"age": 3.6e1, "name": "Ada"}') == one
+    nested = JsonFormat.model_validate({"schema": {"type": "object"}})
+    assert nested.parse('{"a": {"b": [1.0, 2, {"c": -0.0}]}}') == nested.parse(
+        '{"a": {"b": [1, 2.0, {"c": 0}]}}'
+    )
+    assert nested.parse('{"a": 0.5}').value == '{"a":0.5}'
+
+
+def test_json_booleans_are_not_numbers() -> None:
+    anything = JsonFormat.model_validate({"schema": {"type": "object"}})
+    assert anything.parse('{"a": true}').value == '{"a":true}'
+    assert anything.parse('{"a": true}') != anything.parse('{"a": 1}')
+    assert anything.parse('{"a": [false]}') != anything.parse('{"a": [0.0]}')
 
 
 def test_json_instruction_schema_and_fields() -> None:
