@@ -34,6 +34,7 @@ from core.policy import Policy  # noqa: E402
 from core.providers.base import Completion  # noqa: E402
 from core.providers.registry import build_registry  # noqa: E402
 from core.retry import RetryPolicy  # noqa: E402
+from core.spec import RunSpec  # noqa: E402
 from core.task import Task  # noqa: E402
 
 VOTES_PER_RUN = 8
@@ -99,6 +100,7 @@ async def engine_overhead(calls: int, concurrency: int = 64) -> float:
     """CPU seconds per call spent in the engine itself (fan-out, parsing, voting, results)."""
     task = Task(format=parse_format({"kind": "label", "labels": ["regression", "no regression"]}))
     panel = Panel.build(["instant:a", "instant:b"], VOTES_PER_RUN)
+    spec = RunSpec(task=task, panel=panel, policy=Policy())
     async with build_client(None, max_connections=concurrency) as client:
         engine = Engine(
             registry=InstantRegistry(),  # type: ignore[arg-type]
@@ -109,9 +111,7 @@ async def engine_overhead(calls: int, concurrency: int = 64) -> float:
         c0 = time.process_time()
         async with anyio.create_task_group() as tg:
             for i in range(calls // VOTES_PER_RUN):
-                req = RunRequest(
-                    run_id=f"o{i}", input=f"item {i}", task=task, panel=panel, policy=Policy()
-                )
+                req = RunRequest(run_id=f"o{i}", input=f"item {i}", spec=spec)
                 tg.start_soon(engine.run, req)
         return (time.process_time() - c0) / calls
 
@@ -125,6 +125,7 @@ async def engine_run(base_url: str, concurrency: int, calls: int) -> tuple[float
     registry = build_registry(config)
     task = Task(format=parse_format({"kind": "label", "labels": ["regression", "no regression"]}))
     panel = Panel.build(["bench:bench"], VOTES_PER_RUN)
+    spec = RunSpec(task=task, panel=panel, policy=Policy())
     async with build_client(None, max_connections=concurrency) as client:
         engine = Engine(
             registry=registry,
@@ -139,9 +140,7 @@ async def engine_run(base_url: str, concurrency: int, calls: int) -> tuple[float
         t0, c0 = time.perf_counter(), time.process_time()
         async with anyio.create_task_group() as tg:
             for i in range(runs):
-                req = RunRequest(
-                    run_id=f"b{i}", input=f"item {i}", task=task, panel=panel, policy=Policy()
-                )
+                req = RunRequest(run_id=f"b{i}", input=f"item {i}", spec=spec)
                 tg.start_soon(engine.run, req)
         return time.perf_counter() - t0, time.process_time() - c0
 

@@ -48,17 +48,26 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from core.errors import StoreError  # noqa: E402
+from core.panel import Panel  # noqa: E402
+from core.policy import Policy  # noqa: E402
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult  # noqa: E402
+from core.spec import RunSpec  # noqa: E402
 from core.store import Store, StoreWriter  # noqa: E402
 from core.store.commit import Call, Committer, Target  # noqa: E402
 from core.store.tables import CallRecord, RunRecord, call_row, start_row  # noqa: E402
 from core.store.upsert import WriteBatch  # noqa: E402
 from core.store.writer import PROCESS_AFTER  # noqa: E402
 from core.store.writer_process import WriterProcess  # noqa: E402
+from core.task import Task  # noqa: E402
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 VOTES = 5
 FANOUT = 64
+SPEC = RunSpec(
+    task=Task.for_labels(["regression", "no regression"], name="regression"),
+    panel=Panel.build([f"sim:sim-{x}" for x in "abcde"], VOTES),
+    policy=Policy(),
+)
 
 
 # -- databases ---------------------------------------------------------------------------------
@@ -122,9 +131,7 @@ def synthetic_runs(n_runs: int) -> list[RunResult]:
             RunResult(
                 run_id=f"bench-{r:07d}",
                 input=f"Item {r}: does this page contain a regression? " + "x" * 200,
-                task={"name": "regression", "format": {"kind": "label"}},
-                panel=[c.model for c in calls],
-                policy={"aggregation": "majority"},
+                spec=SPEC,
                 decision=Decision(status=DecisionStatus.DECIDED, label="regression", margin=1.0),
                 votes={"regression": 3, "no regression": 2},
                 calls=calls,
@@ -146,9 +153,7 @@ async def through_writer(
         nonlocal enqueue_cpu
         async with gate:
             c0 = time.process_time()
-            await writer.start_run(
-                run.run_id, run.input, run.task, run.panel, run.policy, source="batch"
-            )
+            await writer.start_run(run.run_id, run.input, run.spec, source="batch")
             enqueue_cpu += time.process_time() - c0
             for call in run.calls:
                 await anyio.lowlevel.checkpoint()  # calls land one by one, interleaved
@@ -181,9 +186,7 @@ def start_row_of(run: RunResult) -> dict[str, Any]:
     return start_row(
         run.run_id,
         run.input,
-        run.task,
-        run.panel,
-        run.policy,
+        run.spec,
         source="batch",
         batch_id=None,
         item_id=None,
@@ -458,11 +461,8 @@ async def batch_throughput(
     from core.engine import Engine, RunRequest
     from core.formats import parse_format
     from core.http import build_client
-    from core.panel import Panel
-    from core.policy import Policy
     from core.providers.registry import build_registry
     from core.retry import RetryPolicy
-    from core.task import Task
 
     clock = StoreClock()
 
@@ -497,6 +497,7 @@ async def batch_throughput(
     task = Task(format=parse_format({"kind": "label", "labels": labels}))
     panel = Panel.build([f"bench:{model}"], VOTES)
     policy = Policy()
+    spec = RunSpec(task=task, panel=panel, policy=policy)
     texts = [f"Item {i}: the header moved 4px after the deploy" for i in range(items)]
     async with build_client(None, max_connections=concurrency) as client:
         engine = Engine(
@@ -518,9 +519,7 @@ async def batch_throughput(
                 req = RunRequest(
                     run_id=run_id,
                     input=texts[i],
-                    task=task,
-                    panel=panel,
-                    policy=policy,
+                    spec=spec,
                     source="batch",
                     batch_id=batch_id,
                     item_index=i,
@@ -537,9 +536,7 @@ async def batch_throughput(
             batch_id = store.create_batch(
                 name="bench",
                 source="library",
-                task=task,
-                panel=panel,
-                policy=policy,
+                spec=spec,
                 concurrency=concurrency,
                 items=[(i, None, t, None) for i, t in enumerate(texts)],
             )

@@ -28,6 +28,7 @@ from core.policy import Acceptance, Policy, Quorum, TieBreak
 from core.providers.registry import Registry, build_registry
 from core.result import CallResult, CallStatus, RunResult
 from core.retry import RetryPolicy
+from core.spec import RunSpec
 from core.store import BatchItem, Store, StoreWriter
 from core.task import Task
 
@@ -47,9 +48,7 @@ class StoreRecorder(Recorder):
         await self.writer.start_run(
             request.run_id,
             request.input,
-            request.task,
-            request.panel,
-            request.policy,
+            request.spec,
             source=request.source,
             batch_id=request.batch_id,
             item_id=request.item_id,
@@ -225,22 +224,13 @@ class Tally:
     async def vote(
         self,
         text: str,
+        spec: RunSpec,
         *,
-        task: Task,
-        panel: Panel,
-        policy: Policy,
         source: str = "library",
         on_event: EventSink | None = None,
         run_id: str | None = None,
     ) -> RunResult:
-        request = RunRequest(
-            run_id=run_id or new_id(),
-            input=text,
-            task=task,
-            panel=panel,
-            policy=policy,
-            source=source,
-        )
+        request = RunRequest(run_id=run_id or new_id(), input=text, spec=spec, source=source)
         return await self.engine.run(request, on_event=on_event)
 
     async def revote(self, run_ids: Iterable[str], policy: Policy) -> list[RunResult]:
@@ -250,9 +240,6 @@ class Tally:
         results = []
         for run_id in run_ids:
             old = await anyio.to_thread.run_sync(store.get_run, run_id)
-            task = Task.model_validate(old.task)
-            models = [ModelSpec.parse(m) for m in dict.fromkeys(old.panel)]
-            panel = Panel.build(models, len(old.panel))
             prior: dict[tuple[str, int], CallResult] = {
                 (c.phase, c.slot): c.model_copy(
                     update={"cached": True, "cost_usd": 0.0 if c.cost_usd is not None else None}
@@ -263,9 +250,7 @@ class Tally:
             request = RunRequest(
                 run_id=new_id(),
                 input=old.input,
-                task=task,
-                panel=panel,
-                policy=policy,
+                spec=old.spec.model_copy(update={"policy": policy}),
                 source="revote",
                 batch_id=None,
                 item_id=old.item_id,
@@ -281,10 +266,8 @@ class Tally:
     async def run_batch(
         self,
         items: Sequence[BatchItem],
+        spec: RunSpec,
         *,
-        task: Task,
-        panel: Panel,
-        policy: Policy,
         name: str = "batch",
         source: str = "cli",
         columns: Mapping[str, str | None] | None = None,
@@ -297,16 +280,14 @@ class Tally:
         store = self._need_store()
         if not items:
             raise InputError("the batch has no rows")
-        for spec in panel.models:
-            self.registry.resolve(spec)
+        for model in spec.panel.models:
+            self.registry.resolve(model)
         if batch_id is None:
             batch_id = await anyio.to_thread.run_sync(
                 lambda: store.create_batch(
                     name=name,
                     source=source,
-                    task=task,
-                    panel=panel,
-                    policy=policy,
+                    spec=spec,
                     columns=dict(columns or {}),
                     concurrency=self.engine.concurrency,
                     items=[(i.index, i.item_id, i.text, i.gold) for i in items],
@@ -331,9 +312,7 @@ class Tally:
                 request = RunRequest(
                     run_id=run_id,
                     input=item.text,
-                    task=task,
-                    panel=panel,
-                    policy=policy,
+                    spec=spec,
                     source="batch",
                     batch_id=batch_id,
                     item_id=item.item_id,
@@ -396,8 +375,8 @@ async def vote(
     task = task or build_task(labels=labels)
     policy = policy or build_policy(aggregate=aggregate, tie_break=tie_break, early_stop=early_stop)
     async with Tally.open(config=config, database_url=database_url, persist=persist) as tally:
-        panel = tally.panel(models, n)
-        return await tally.vote(text, task=task, panel=panel, policy=policy, on_event=on_event)
+        spec = RunSpec(task=task, panel=tally.panel(models, n), policy=policy)
+        return await tally.vote(text, spec, on_event=on_event)
 
 
 def vote_sync(text: str, **kwargs: Any) -> RunResult:

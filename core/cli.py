@@ -23,6 +23,7 @@ from rich.text import Text
 from core.errors import InputError, TallyError
 from core.panel import ModelSpec
 from core.result import CallResult, Event, RunResult
+from core.spec import RunSpec
 
 if TYPE_CHECKING:
     from core.policy import Policy
@@ -326,19 +327,16 @@ def run(
                 config=config, database_url=database_url, persist=not no_store
             ) as tally:
                 panel = tally.panel(model_specs(model, temperature, seed), n)
+                spec = RunSpec(task=task, panel=panel, policy=policy)
                 if as_json or not out.is_terminal:
-                    return await tally.vote(
-                        body, task=task, panel=panel, policy=policy, source="cli"
-                    )
+                    return await tally.vote(body, spec, source="cli")
                 with Live(live.render(), console=out, refresh_per_second=8) as view:
 
                     def on_event(event: Event) -> None:
                         live.on_event(event)
                         view.update(live.render())
 
-                    return await tally.vote(
-                        body, task=task, panel=panel, policy=policy, source="cli", on_event=on_event
-                    )
+                    return await tally.vote(body, spec, source="cli", on_event=on_event)
 
         return anyio.run(main)
 
@@ -404,9 +402,7 @@ def batch(
                 if resume:
                     if file is not None:
                         raise InputError("give either FILE or --resume BATCH_ID, not both")
-                    items, task, panel, policy = await anyio.to_thread.run_sync(
-                        load_resume, tally.store, resume
-                    )
+                    items, spec = await anyio.to_thread.run_sync(load_resume, tally.store, resume)
                     batch_id: str | None = resume
                 else:
                     if file is None:
@@ -431,15 +427,14 @@ def batch(
                         count_errors=count_errors,
                     )
                     panel = tally.panel(model_specs(model, temperature, seed), n)
+                    spec = RunSpec(task=task, panel=panel, policy=policy)
                     batch_id = None
                 started = time.monotonic()
                 progress = BatchProgress(len(items), quiet=as_json)
                 with progress:
                     batch_id = await tally.run_batch(
                         items,
-                        task=task,
-                        panel=panel,
-                        policy=policy,
+                        spec,
                         name=file.name if file else "resume",
                         source="cli",
                         columns={"text": text_column, "gold": gold_column, "id": id_column},

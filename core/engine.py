@@ -24,8 +24,8 @@ from core.analysis.sweeps import AIMD
 from core.cost import PriceBook
 from core.errors import PolicyError, ProviderError
 from core.formats import AnswerFormat
-from core.panel import ModelSpec, Panel, Slot
-from core.policy import Aggregation, Policy, TieBreak
+from core.panel import ModelSpec, Slot
+from core.policy import Aggregation, TieBreak
 from core.providers.base import Completion, CompletionRequest, Provider, Usage
 from core.providers.registry import Registry
 from core.result import (
@@ -38,7 +38,7 @@ from core.result import (
     RunResult,
 )
 from core.retry import RetryPolicy, call_with_retries
-from core.task import Task
+from core.spec import RunSpec
 
 RUN_CANCELLED = "run cancelled"
 """The reason a run cancelled from outside is stored with, and its unfinished calls' error."""
@@ -64,13 +64,11 @@ class Recorder:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """One input through one panel under one policy."""
+    """One input through one run spec (task, panel, policy)."""
 
     run_id: str
     input: str
-    task: Task
-    panel: Panel
-    policy: Policy
+    spec: RunSpec
     source: str = "library"
     batch_id: str | None = None
     item_id: str | None = None
@@ -142,11 +140,12 @@ class Engine:
 
     def validate(self, request: RunRequest) -> None:
         """Everything that can be refused before a call is made or a row is written."""
-        voting.check_policy(request.policy, request.task.format)
-        request.task.render(request.input)
-        for spec in request.panel.models:
-            self.registry.resolve(spec)
-        for branch in request.policy.tie_breaks:
+        spec = request.spec
+        voting.check_policy(spec.policy, spec.task.format)
+        spec.task.render(request.input)
+        for model in spec.panel.models:
+            self.registry.resolve(model)
+        for branch in spec.policy.tie_breaks:
             if branch.model is not None:
                 self.registry.resolve(branch.model)
 
@@ -186,15 +185,16 @@ class _Run:
     ) -> None:
         self.engine = engine
         self.req = request
-        self.fmt: AnswerFormat = request.task.format
-        self.messages = request.task.render(request.input)
+        self.spec = request.spec
+        self.fmt: AnswerFormat = request.spec.task.format
+        self.messages = request.spec.task.render(request.input)
         self.schema = self.fmt.response_schema()
         self.on_event = on_event
         self.prior = prior
         self.calls: dict[tuple[str, int], CallResult] = {}
-        self.weights = {m.name: m.weight for m in request.panel.models}
+        self.weights = request.spec.panel.weights
         self.started = time.monotonic()
-        self.next_slot = request.panel.n  # expand and escalate slots continue the numbering
+        self.next_slot = request.spec.panel.n  # expand and escalate slots continue the numbering
 
     # -- events -------------------------------------------------------------------------
     def emit(self, kind: Any, **kwargs: Any) -> None:
@@ -205,9 +205,10 @@ class _Run:
     async def execute(self) -> RunResult:
         req = self.req
         await self.engine.recorder.run_started(req)
-        self.emit("run_started", message=f"{req.panel.n} slots, {req.policy.describe()}")
+        spec = self.spec
+        self.emit("run_started", message=f"{spec.panel.n} slots, {spec.policy.describe()}")
         try:
-            await self.fan_out(req.panel.slots(), "panel")
+            await self.fan_out(spec.panel.slots(), "panel")
             decision = self.decide("panel")
             if decision.status in (DecisionStatus.TIE, DecisionStatus.NO_CONVERGENCE):
                 decision = await self.break_tie(decision)
@@ -241,7 +242,7 @@ class _Run:
 
     def decide(self, *phases: str) -> Decision:
         calls = self.panel_calls(phases or ("panel", "expand"))
-        return voting.decide(calls, self.req.policy, self.fmt, self.weights)
+        return voting.decide(calls, self.spec.policy, self.fmt, self.weights)
 
     def result(self, decision: Decision) -> RunResult:
         latency_ms = (time.monotonic() - self.started) * 1000
@@ -250,7 +251,7 @@ class _Run:
     # -- fan-out ------------------------------------------------------------------------
     async def fan_out(self, slots: Sequence[Slot], phase: CallPhase) -> None:
         """Run ``slots`` concurrently; cancel the rest once the outcome is known."""
-        policy = self.req.policy
+        policy = self.spec.policy
         fastest = policy.aggregation == Aggregation.FASTEST
         pending: dict[int, float] = {s.index: s.model.weight for s in slots}
         for slot in slots:
@@ -295,7 +296,7 @@ class _Run:
     def request_groups(self, slots: Sequence[Slot], phase: str) -> list[list[Slot]]:
         """Samples of one model go out as one request with ``n`` where the endpoint supports
         it (the prompt is billed once). Fastest-acceptable keeps them apart so each can win."""
-        if self.req.policy.aggregation == Aggregation.FASTEST:
+        if self.spec.policy.aggregation == Aggregation.FASTEST:
             return [[s] for s in slots]
         groups: dict[str, list[Slot]] = {}
         singles: list[list[Slot]] = []
@@ -538,11 +539,11 @@ class _Run:
     async def break_tie(self, decision: Decision) -> Decision:
         """Apply the declared chain in order; every branch taken is kept on the decision."""
         branches: list[str] = []
-        for branch in self.req.policy.tie_breaks:
+        for branch in self.spec.policy.tie_breaks:
             self.emit("tie_break", message=f"{decision.status.value}: trying {branch}")
             if branch.kind == "expand":
                 assert branch.k is not None
-                slots = self.req.panel.slots(start=self.next_slot, count=branch.k)
+                slots = self.spec.panel.slots(start=self.next_slot, count=branch.k)
                 self.next_slot += branch.k
                 await self.fan_out(slots, "expand")
                 branches.append(str(branch))
@@ -614,13 +615,11 @@ def build_result(
     it is not a vote); the cost is every call's."""
     ordered = sorted(calls, key=call_order)
     voted = [c for c in ordered if c.phase != "escalate"]
-    fmt = request.task.format
+    fmt = request.spec.task.format
     return RunResult(
         run_id=request.run_id,
         input=request.input,
-        task=request.task.model_dump(mode="json"),
-        panel=[s.model.name for s in request.panel.slots()],
-        policy=request.policy.model_dump(mode="json"),
+        spec=request.spec,
         decision=decision,
         votes=voting.count_votes(voted, fmt),
         field_votes=voting.field_votes(voted, fmt),

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from core.spec import RunSpec
+
 
 class CallStatus(StrEnum):
     PENDING = "pending"
@@ -78,9 +80,7 @@ class Decision(BaseModel):
 class RunResult(BaseModel):
     run_id: str
     input: str
-    task: dict[str, Any]
-    panel: list[str]
-    policy: dict[str, Any]
+    spec: RunSpec  # what ran: task, panel (models, params, weights, N) and policy
     decision: Decision
     votes: dict[str, int]
     field_votes: dict[str, dict[str, int]] | None = None

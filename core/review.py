@@ -84,7 +84,8 @@ def candidate_groups(result: RunResult) -> list[CandidateGroup]:
 def label_choices(result: RunResult, groups: Sequence[CandidateGroup] | None = None) -> list[str]:
     """Candidates first (most votes first), then the format's other labels."""
     groups = candidate_groups(result) if groups is None else groups
-    return list(dict.fromkeys([g.label for g in groups] + format_labels(result.task)))
+    allowed = format_labels(result.spec.task.model_dump(mode="json"))
+    return list(dict.fromkeys([g.label for g in groups] + allowed))
 
 
 def review_case(result: RunResult) -> ReviewCase:

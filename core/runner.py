@@ -29,8 +29,6 @@ from core.api import Tally, new_id
 from core.batch import load_resume
 from core.engine import RUN_CANCELLED, RunRequest, build_result, call_order
 from core.errors import InputError, TallyError
-from core.panel import Panel
-from core.policy import Policy
 from core.result import (
     CallResult,
     CallStatus,
@@ -39,8 +37,8 @@ from core.result import (
     Event,
     RunResult,
 )
+from core.spec import RunSpec
 from core.store import BatchItem, Store
-from core.task import Task
 
 JobKind = Literal["run", "batch"]
 SlotKey = tuple[str, int]
@@ -186,18 +184,16 @@ class Runner:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def submit_run(self, text: str, *, task: Task, panel: Panel, policy: Policy) -> str:
+    def submit_run(self, text: str, spec: RunSpec) -> str:
         """Start one vote in the background and return its run id.
 
         Everything that can be refused is checked here, before a row is written or a call made.
         """
         self._check_open()
-        request = RunRequest(
-            run_id=new_id(), input=text, task=task, panel=panel, policy=policy, source="ui"
-        )
+        request = RunRequest(run_id=new_id(), input=text, spec=spec, source="ui")
         self._portal.call(self.tally.engine.validate, request)
         progress = RunProgress(run_id=request.run_id, input=text, started_at=time.time())
-        for slot in panel.slots():
+        for slot in spec.panel.slots():
             progress.calls[("panel", slot.index)] = CallResult(
                 slot=slot.index, model=slot.model.name, sample=slot.sample
             )
@@ -234,9 +230,7 @@ class Runner:
         async def body() -> None:
             result = await self.tally.vote(
                 request.input,
-                task=request.task,
-                panel=request.panel,
-                policy=request.policy,
+                request.spec,
                 source=request.source,
                 on_event=on_event,
                 run_id=request.run_id,
@@ -283,10 +277,8 @@ class Runner:
     def submit_batch(
         self,
         items: Sequence[BatchItem],
+        spec: RunSpec,
         *,
-        task: Task,
-        panel: Panel,
-        policy: Policy,
         name: str,
         columns: Mapping[str, str | None],
     ) -> str:
@@ -300,25 +292,21 @@ class Runner:
             raise InputError("the batch has no rows")
         for item in items:
             try:
-                task.render(item.text)
+                spec.task.render(item.text)
             except InputError as err:
                 label = item.item_id if item.item_id is not None else f"row {item.index + 1}"
                 raise InputError(f"{label}: {err}") from None
-        first = RunRequest(
-            run_id="check", input=items[0].text, task=task, panel=panel, policy=policy
-        )
+        first = RunRequest(run_id="check", input=items[0].text, spec=spec)
         self._portal.call(self.tally.engine.validate, first)
         batch_id = self.store.create_batch(
             name=name,
             source="ui",
-            task=task,
-            panel=panel,
-            policy=policy,
+            spec=spec,
             columns=dict(columns),
             concurrency=self.tally.engine.concurrency,
             items=[(i.index, i.item_id, i.text, i.gold) for i in items],
         )
-        self._start_batch(batch_id, name, list(items), task, panel, policy)
+        self._start_batch(batch_id, name, list(items), spec)
         return batch_id
 
     def resume_batch(self, batch_id: str) -> str:
@@ -328,13 +316,12 @@ class Runner:
             job = self._jobs.get(batch_id)
             if job is not None and not job.finished:
                 raise InputError(f"batch {batch_id} is already running")
-        items, task, panel, policy = load_resume(self.store, batch_id)
+        items, spec = load_resume(self.store, batch_id)
         self._portal.call(
-            self.tally.engine.validate,
-            RunRequest(run_id="check", input=items[0].text, task=task, panel=panel, policy=policy),
+            self.tally.engine.validate, RunRequest(run_id="check", input=items[0].text, spec=spec)
         )
         info = self.store.get_batch(batch_id)
-        self._start_batch(batch_id, info.name, items, task, panel, policy)
+        self._start_batch(batch_id, info.name, items, spec)
         return batch_id
 
     def batch_progress(self, batch_id: str) -> BatchProgress | None:
@@ -349,9 +336,7 @@ class Runner:
         batch_id: str,
         name: str,
         items: list[BatchItem],
-        task: Task,
-        panel: Panel,
-        policy: Policy,
+        spec: RunSpec,
     ) -> None:
         counts = self.store.batch_counts(batch_id)
         progress = BatchProgress(
@@ -384,9 +369,7 @@ class Runner:
         async def body() -> None:
             await self.tally.run_batch(
                 items,
-                task=task,
-                panel=panel,
-                policy=policy,
+                spec,
                 name=name,
                 source="ui",
                 on_result=on_result,

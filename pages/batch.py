@@ -27,6 +27,7 @@ from core.panel import MAX_N, ModelSpec
 from core.policy import Aggregation
 from core.result import DecisionStatus
 from core.runner import BatchProgress, Runner
+from core.spec import RunSpec
 from core.store import BatchInfo, BatchItem, RunFilter, Store
 from core.store.export import export_calls, export_runs
 from core.task import Task
@@ -312,9 +313,7 @@ def submit() -> None:
         try:
             S["batch.current"] = runner.submit_batch(
                 items,
-                task=task,
-                panel=panel,
-                policy=policy,
+                RunSpec(task=task, panel=panel, policy=policy),
                 name=val("batch.name").strip() or default_name,
                 columns=columns,
             )

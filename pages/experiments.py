@@ -103,9 +103,7 @@ def submit_curve() -> None:
         )
         batch_id = runner.submit_batch(
             plan.items,
-            task=plan.task,
-            panel=plan.panel,
-            policy=plan.policy,
+            plan.spec,
             name=f"curve draw: {plan.set_name}, K={plan.k}",
             columns={"set": plan.set_name},
         )

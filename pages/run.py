@@ -20,6 +20,7 @@ from core.panel import MAX_N, ModelSpec, Panel
 from core.policy import Aggregation
 from core.result import CallStatus
 from core.runner import RunProgress
+from core.spec import RunSpec
 from core.task import Task
 from pages import ui
 
@@ -210,9 +211,8 @@ def submit() -> None:
         errors["policy"] = str(err)
     if not errors and task is not None and panel is not None and policy is not None:
         try:
-            S["run.run_id"] = ui.get_runner().submit_run(
-                text, task=task, panel=panel, policy=policy
-            )
+            spec = RunSpec(task=task, panel=panel, policy=policy)
+            S["run.run_id"] = ui.get_runner().submit_run(text, spec)
         except TallyError as err:
             errors["submit"] = str(err)
     S["run.errors"] = errors

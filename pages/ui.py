@@ -364,17 +364,17 @@ def render_result(result: RunResult, *, key: str = "result") -> None:
     cols[0].metric("Cost", money(result.cost_usd))
     cols[1].metric("Latency", latency(result.latency_ms))
     cols[2].metric("Calls", len(result.calls))
-    cols[3].metric("Slots", len(result.panel))
+    cols[3].metric("Slots", result.spec.panel.n)
     render_decision(result.decision, result.votes, result.calls, key=f"{key}-votes")
     st.subheader("Calls")
     render_calls(result.calls, key=f"{key}-calls")
     with st.expander("Raw replies (plain text)", expanded=False):
         render_raw(result.calls)
-    with st.expander("Input, task and policy", expanded=False):
+    with st.expander("Input, task, panel and policy", expanded=False):
         st.caption("Input")
         st.code(result.input, language=None, wrap_lines=True)
-        st.caption("Task and policy")
-        st.json({"task": result.task, "policy": result.policy}, expanded=False)
+        st.caption("Task, panel and policy")
+        st.json(result.spec.to_json(), expanded=False)
 
 
 def status_counts_frame(counts: Mapping[str, Any]) -> pd.DataFrame:

@@ -41,6 +41,7 @@ from core.inputs import read_items
 from core.panel import MAX_N, ModelSpec, Panel
 from core.policy import Policy
 from core.result import CallStatus, RunResult
+from core.spec import RunSpec
 from core.store import BatchItem, Store
 from core.task import Task
 
@@ -152,6 +153,10 @@ class DrawPlan:
     def calls(self) -> int:
         return len(self.items) * self.panel.n
 
+    @property
+    def spec(self) -> RunSpec:
+        return RunSpec(task=self.task, panel=self.panel, policy=self.policy)
+
 
 def check_ns(ns: Sequence[int]) -> list[int]:
     values = sorted(set(ns))
@@ -211,9 +216,7 @@ async def draw(tally: Tally, plan: DrawPlan, *, on_result: ResultSink | None = N
     """Run the draw as a batch through the engine; every call is stored. Returns the batch id."""
     return await tally.run_batch(
         plan.items,
-        task=plan.task,
-        panel=plan.panel,
-        policy=plan.policy,
+        plan.spec,
         name=f"curve draw: {plan.set_name}, K={plan.k}",
         source="curve",
         columns={"text": "text", "gold": "gold", "id": "id"},
@@ -322,15 +325,8 @@ def read_draws(
 def read_batch_draws(store: Store, batch_id: str) -> Draws:
     """The draw stored as batch ``batch_id``."""
     info = store.get_batch(batch_id)
-    fmt = Task.from_dict(info.task).format
-    return read_draws(store.batch_results(batch_id), fmt, batch_models(info.panel))
-
-
-def batch_models(panel: Any) -> list[str]:
-    """The models of a stored batch's panel in the order they were given."""
-    if isinstance(panel, dict):
-        return list(dict.fromkeys(m.name for m in Panel.model_validate(panel).models))
-    return list(dict.fromkeys(str(m) for m in panel or ()))
+    models = [m.name for m in info.spec.panel.models]
+    return read_draws(store.batch_results(batch_id), info.spec.task.format, models)
 
 
 # --------------------------------------------------------------------------- the curves

@@ -26,12 +26,10 @@ from core.analysis import (
     points_from_votes,
     reliability,
 )
-from core.errors import InputError
 from core.experiments.curve import gold_of
 from core.formats import AnswerFormat
 from core.result import CallResult, CallStatus, DecisionStatus, RunResult
 from core.store import RunFilter, Store
-from core.task import Task
 
 Answers = dict[str, dict[str, str | None]]
 
@@ -162,10 +160,7 @@ def human_vs_panel(store: Store, resolved: Sequence[RunResult]) -> float | None:
 def analyse_batch(store: Store, batch_id: str, *, top: int = 20, bins: int = 10) -> Disagreement:
     """Disagreement, agreement, accuracy and calibration of a stored batch."""
     info = store.get_batch(batch_id)
-    try:
-        fmt: AnswerFormat | None = Task.from_dict(info.task).format
-    except InputError:  # a task stored by an older version: compare gold as stored
-        fmt = None
+    fmt: AnswerFormat | None = info.spec.task.format
     results = [r for r in store.batch_results(batch_id) if panel_calls(r)]
     gold: dict[str, str] = {
         r.run_id: (gold_of(fmt, r.gold) if fmt is not None else r.gold) for r in results if r.gold

@@ -37,6 +37,7 @@ from core.providers.registry import build_registry
 from core.result import CallResult, CallStatus
 from core.retry import RetryPolicy
 from core.sim.server import serve_in_thread
+from core.spec import RunSpec
 from core.store import Store
 from core.task import Task
 
@@ -127,9 +128,7 @@ class _Level:
         request = RunRequest(
             run_id=f"sweep-{self.level}-{index}",
             input=text,
-            task=task,
-            panel=Panel.build([self.spec], 1),
-            policy=Policy(),
+            spec=RunSpec(task=task, panel=Panel.build([self.spec], 1), policy=Policy()),
             source="sweep",
             cache=False,
         )

@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import (
     Connection,
     Engine,
@@ -41,8 +40,8 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
 from core.errors import InputError, NotFoundError, StoreError
-from core.panel import Panel
 from core.result import CallResult, DecisionStatus, RunResult
+from core.spec import RunSpec
 from core.store import queries
 from core.store.commit import Target
 from core.store.queries import (
@@ -57,7 +56,6 @@ from core.store.tables import (
     BATCH_STATUSES,
     FINAL_CALL_STATUSES,
     RUNNING,
-    as_json_dict,
     batch_item_t,
     batch_t,
     call_from_row,
@@ -70,6 +68,7 @@ from core.store.tables import (
     result_from_row,
     review_t,
     run_t,
+    spec_from_columns,
     start_row,
     sweep_t,
 )
@@ -103,9 +102,7 @@ class BatchInfo:
     created_at: float
     name: str
     source: str
-    task: dict[str, Any]
-    panel: Any  # the Panel as dumped (models and n), or a list of model names
-    policy: dict[str, Any]
+    spec: RunSpec
     columns: dict[str, Any]
     concurrency: int
     total: int
@@ -343,9 +340,7 @@ class Store:
         self,
         run_id: str,
         input: str,
-        task: BaseModel | Mapping[str, Any],
-        panel: Panel | Sequence[str],
-        policy: BaseModel | Mapping[str, Any],
+        spec: RunSpec,
         *,
         source: str,
         batch_id: str | None = None,
@@ -357,9 +352,7 @@ class Store:
         row = start_row(
             run_id,
             input,
-            task,
-            panel,
-            policy,
+            spec,
             source=source,
             batch_id=batch_id,
             item_id=item_id,
@@ -602,9 +595,7 @@ class Store:
         *,
         name: str,
         source: str,
-        task: BaseModel | Mapping[str, Any],
-        panel: Panel | Sequence[str],
-        policy: BaseModel | Mapping[str, Any],
+        spec: RunSpec,
         columns: Mapping[str, str | None] | None = None,
         concurrency: int,
         items: Sequence[tuple[int, str | None, str, str | None]] = (),
@@ -614,9 +605,6 @@ class Store:
         """Record a new batch as ``running`` with its inputs (index, id, text, gold), so an
         interrupted batch can resume from the store alone. Returns the batch id."""
         bid = batch_id or new_id()
-        panel_value: Any = (
-            panel.model_dump(mode="json") if isinstance(panel, Panel) else list(panel)
-        )
         with self._write() as conn:
             conn.execute(
                 insert(batch_t).values(
@@ -624,9 +612,9 @@ class Store:
                     created_at=time.time(),
                     name=name,
                     source=source,
-                    task_json=dumps(as_json_dict(task)),
-                    panel_json=dumps(panel_value),
-                    policy_json=dumps(as_json_dict(policy)),
+                    task_json=dumps(spec.task.model_dump(mode="json")),
+                    panel_json=dumps(spec.panel.model_dump(mode="json")),
+                    policy_json=dumps(spec.policy.model_dump(mode="json")),
                     columns_json=dumps(dict(columns or {})),
                     concurrency=concurrency,
                     total=len(items) if total is None else total,
@@ -649,9 +637,7 @@ class Store:
             created_at=r["created_at"],
             name=r["name"],
             source=r["source"],
-            task=loads(r["task_json"], {}),
-            panel=loads(r["panel_json"], []),
-            policy=loads(r["policy_json"], {}),
+            spec=spec_from_columns(r["task_json"], r["panel_json"], r["policy_json"]),
             columns=loads(r["columns_json"], {}),
             concurrency=r["concurrency"],
             total=r["total"],

@@ -16,15 +16,15 @@ leading column of a composite one is not declared twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import Double, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from core.panel import Panel
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.spec import RunSpec
 
 RUNNING = "running"
 """The status of a run row while its calls are in flight (not a decision status)."""
@@ -191,78 +191,51 @@ def loads(text: str | None, default: Any = None) -> Any:
     return default if text is None else json.loads(text)
 
 
-def as_json_dict(value: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
-    """A task or policy as stored: pydantic objects are dumped in their JSON mode."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return dict(value)
-
-
-def panel_names(panel: Panel | Sequence[str]) -> list[str]:
-    """The model name of every slot, as ``RunResult.panel`` holds it."""
-    if isinstance(panel, Panel):
-        return [s.model.name for s in panel.slots()]
-    return list(panel)
-
-
-# -- rows <-> results --------------------------------------------------------------------------
-
-
-def spec_columns(
-    task: BaseModel | Mapping[str, Any],
-    panel: Panel | Sequence[str],
-    policy: BaseModel | Mapping[str, Any],
-) -> dict[str, Any]:
-    """The task name and the JSON of the task, panel and policy, as a run row holds them."""
-    task_dict = as_json_dict(task)
-    name = task_dict.get("name")
+def spec_columns(spec: RunSpec) -> dict[str, Any]:
+    """The task name and the JSON of the run spec, as a run row holds them."""
+    name = spec.task.name
     return {
-        "task_name": name if isinstance(name, str) else None,
-        "task_json": dumps(task_dict),
-        "panel_json": dumps(panel_names(panel)),
-        "policy_json": dumps(as_json_dict(policy)),
+        "task_name": name,
+        "task_json": dumps(spec.task.model_dump(mode="json")),
+        "panel_json": dumps(spec.slot_names),
+        "policy_json": dumps(spec.policy.model_dump(mode="json")),
     }
 
 
 class SpecCache:
-    """``spec_columns`` remembered for frozen task, panel and policy objects.
+    """``spec_columns`` remembered per spec object.
 
-    Every run of a batch shares the same three objects; they are immutable, so their JSON is
-    computed once instead of once per run. Mutable inputs (dicts) are never cached.
+    Every run of a batch shares one frozen spec: its JSON is computed once instead of once
+    per run.
     """
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._cache: dict[tuple[int, int, int], tuple[tuple[object, ...], dict[str, Any]]] = {}
+        self._cache: dict[int, tuple[RunSpec, dict[str, Any]]] = {}
 
-    def columns(
-        self,
-        task: BaseModel | Mapping[str, Any],
-        panel: Panel | Sequence[str],
-        policy: BaseModel | Mapping[str, Any],
-    ) -> dict[str, Any]:
-        frozen = all(
-            isinstance(x, BaseModel) and x.model_config.get("frozen") for x in (task, panel, policy)
-        )
-        if not frozen:
-            return spec_columns(task, panel, policy)
-        key = (id(task), id(panel), id(policy))
-        hit = self._cache.get(key)
-        if hit is not None and hit[0][0] is task and hit[0][1] is panel and hit[0][2] is policy:
+    def columns(self, spec: RunSpec) -> dict[str, Any]:
+        hit = self._cache.get(id(spec))
+        if hit is not None and hit[0] is spec:
             return hit[1]
-        cols = spec_columns(task, panel, policy)
+        cols = spec_columns(spec)
         if len(self._cache) >= self.size:
             del self._cache[next(iter(self._cache))]
-        self._cache[key] = ((task, panel, policy), cols)  # holding them keeps the ids valid
+        self._cache[id(spec)] = (spec, cols)  # holding it keeps the id valid
         return cols
+
+
+@lru_cache(maxsize=64)
+def spec_from_columns(task_json: str, panel_json: str, policy_json: str) -> RunSpec:
+    """The spec a stored row holds. Rows of one batch share their JSON, so it is read once."""
+    return RunSpec.from_json(
+        {"task": loads(task_json), "panel": loads(panel_json), "policy": loads(policy_json)}
+    )
 
 
 def start_row(
     run_id: str,
     input: str,
-    task: BaseModel | Mapping[str, Any],
-    panel: Panel | Sequence[str],
-    policy: BaseModel | Mapping[str, Any],
+    spec: RunSpec,
     *,
     source: str,
     batch_id: str | None,
@@ -282,7 +255,7 @@ def start_row(
         "item_id": item_id,
         "item_index": item_index,
         "input": input,
-        **(specs.columns if specs else spec_columns)(task, panel, policy),
+        **(specs.columns if specs else spec_columns)(spec),
         "status": RUNNING,
         "label": None,
         "branches_json": "[]",
@@ -304,7 +277,6 @@ def finish_row(
 ) -> dict[str, Any]:
     """The complete run row of a finished run."""
     d = result.decision
-    name = result.task.get("name")
     return {
         "id": result.run_id,
         "created_at": result.created_at,
@@ -314,10 +286,7 @@ def finish_row(
         "item_id": result.item_id,
         "item_index": item_index,
         "input": result.input,
-        "task_name": name if isinstance(name, str) else None,
-        "task_json": dumps(result.task),
-        "panel_json": dumps(result.panel),
-        "policy_json": dumps(result.policy),
+        **spec_columns(result.spec),
         "status": d.status.value,
         "label": d.label,
         "branches_json": dumps(d.branches),
@@ -384,9 +353,7 @@ def result_from_row(row: Mapping[Any, Any], calls: list[CallResult]) -> RunResul
     return RunResult(
         run_id=row["id"],
         input=row["input"],
-        task=loads(row["task_json"], {}),
-        panel=loads(row["panel_json"], []),
-        policy=loads(row["policy_json"], {}),
+        spec=spec_from_columns(row["task_json"], row["panel_json"], row["policy_json"]),
         decision=decision_from_row(row),
         votes=loads(row["votes_json"], {}),
         field_votes=loads(row["field_votes_json"]),

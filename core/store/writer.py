@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -32,11 +32,10 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pydantic import BaseModel
 
 from core.errors import StoreError
-from core.panel import Panel
 from core.result import CallResult, CallStatus, RunResult
+from core.spec import RunSpec
 from core.store.commit import Call, Committer, Finish, Outcome, Start, Write
 from core.store.db import Store
 from core.store.tables import SpecCache, call_from_row, call_row, finish_row, start_row
@@ -157,9 +156,7 @@ class StoreWriter:
         self,
         run_id: str,
         input: str,
-        task: BaseModel | Mapping[str, Any],
-        panel: Panel | Sequence[str],
-        policy: BaseModel | Mapping[str, Any],
+        spec: RunSpec,
         *,
         source: str,
         batch_id: str | None = None,
@@ -171,9 +168,7 @@ class StoreWriter:
         row = start_row(
             run_id,
             input,
-            task,
-            panel,
-            policy,
+            spec,
             source=source,
             batch_id=batch_id,
             item_id=item_id,

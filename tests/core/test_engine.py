@@ -19,6 +19,7 @@ from core.policy import Acceptance, Aggregation, Policy, TieBreak
 from core.providers.base import Completion, CompletionRequest, Usage
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, Event, RunResult
 from core.retry import RetryPolicy
+from core.spec import RunSpec
 from core.task import Task
 
 pytestmark = pytest.mark.anyio
@@ -146,9 +147,9 @@ def request(models: list[str], n: int | None = None, **policy: Any) -> RunReques
     return RunRequest(
         run_id="r1",
         input="the checkout button moved off screen",
-        task=policy.pop("task", task()),
-        panel=Panel.build(models, n),
-        policy=Policy(**policy),
+        spec=RunSpec(
+            task=policy.pop("task", task()), panel=Panel.build(models, n), policy=Policy(**policy)
+        ),
     )
 
 
@@ -404,13 +405,17 @@ async def test_cache_serves_temperature_zero_but_keeps_samples_apart() -> None:
     p = FakeProvider("f", {"a": ["regression"]})
     engine = make_engine(p)
     req = RunRequest(
-        run_id="r1", input="x", task=task(), panel=Panel.build([spec], 5), policy=Policy()
+        run_id="r1",
+        input="x",
+        spec=RunSpec(task=task(), panel=Panel.build([spec], 5), policy=Policy()),
     )
     await engine.run(req)
     assert len(p.requests) == 5  # five samples stay five
     second = await engine.run(
         RunRequest(
-            run_id="r2", input="x", task=task(), panel=Panel.build([spec], 5), policy=Policy()
+            run_id="r2",
+            input="x",
+            spec=RunSpec(task=task(), panel=Panel.build([spec], 5), policy=Policy()),
         )
     )
     assert len(p.requests) == 5  # all served from the cache
@@ -527,7 +532,7 @@ def test_a_result_lists_calls_by_phase_and_counts_only_the_voters() -> None:
     assert result.cost_usd == pytest.approx(0.75)  # the cancelled and escalate calls included
     assert result.latency_ms == 12.5
     assert result.decision == decision
-    assert result.panel == ["f:a", "f:b"]
+    assert result.spec.slot_names == ["f:a", "f:b"]
     assert (result.batch_id, result.item_id, result.gold) == ("b1", "i1", "regression")
     unpriced = [*calls[:1], call("panel", 0, "regression", None)]
     assert build_result(req, unpriced, decision, latency_ms=0.0).cost_usd is None

@@ -18,6 +18,7 @@ from core.policy import Policy
 from core.providers.base import Completion, CompletionRequest, Usage
 from core.result import CallStatus, Event
 from core.retry import RetryPolicy
+from core.spec import RunSpec
 from core.task import Task
 
 
@@ -105,9 +106,7 @@ async def test_a_run_reports_the_cut_and_the_restore_as_events() -> None:
             RunRequest(
                 run_id=f"r{index}",
                 input="the checkout button moved",
-                task=task,
-                panel=Panel.build(["f:a"], 1),
-                policy=Policy(),
+                spec=RunSpec(task=task, panel=Panel.build(["f:a"], 1), policy=Policy()),
             ),
             on_event=events.append,
         )

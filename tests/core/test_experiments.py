@@ -30,7 +30,9 @@ from core.experiments import (
 from core.experiments.curve import MIXED, load_report, pick_items
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
 from core.sim.models import DEFAULT_PANEL
+from core.spec import RunSpec
 from core.store import BatchItem, Store
+from tests.specs import spec
 
 PANEL = [f"sim:{name}" for name in DEFAULT_PANEL]
 ITEMS = 100
@@ -224,9 +226,7 @@ def run(item: str, gold: str | None, calls: list[CallResult], cost: float | None
     return RunResult(
         run_id=f"run-{item}",
         input=item,
-        task={},
-        panel=[c.model for c in calls],
-        policy={},
+        spec=spec([c.model for c in calls]),
         decision=Decision(status=DecisionStatus.DECIDED),
         votes={},
         calls=calls,
@@ -310,9 +310,11 @@ def test_reviewers_decisions_count_as_a_reference(tmp_path: Path) -> None:
         async with Tally.open(database_url=url) as tally:
             return await tally.run_batch(
                 labelled.items[:40],
-                task=labelled.task,
-                panel=tally.panel(["sim:sim-fast", "sim:sim-biased"]),
-                policy=build_policy(tie_break="human"),
+                spec=RunSpec(
+                    task=labelled.task,
+                    panel=tally.panel(["sim:sim-fast", "sim:sim-biased"]),
+                    policy=build_policy(tie_break="human"),
+                ),
             )
 
     batch_id = anyio.run(main)

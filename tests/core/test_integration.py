@@ -20,6 +20,7 @@ from core.cli import app
 from core.panel import ModelSpec
 from core.result import CallStatus, DecisionStatus
 from core.sim.server import serve_in_thread
+from core.spec import RunSpec
 from core.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +59,8 @@ def test_fan_out_over_loopback_is_stored(tmp_path: Path, sim_url: str) -> None:
         async with Tally.open(config=config, database_url=db) as tally:
             panel = tally.panel(["local:sim-strong", "local:sim-mid", "local:sim-fast"], 6)
             result = await tally.vote(
-                TEXT, task=build_task(labels=LABELS), panel=panel, policy=build_policy()
+                TEXT,
+                spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
             )
             assert len(result.calls) == 6
             assert all(c.status.final for c in result.calls)
@@ -87,7 +89,7 @@ def test_fastest_acceptable_cancels_the_losers_and_the_server_sees_them_go(
                 panel = tally.panel(["local:sim-fast", "local:sim-strong", "local:sim-oracle"])
                 policy = build_policy(aggregate="fastest")
                 result = await tally.vote(
-                    TEXT, task=build_task(labels=LABELS), panel=panel, policy=policy
+                    TEXT, spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=policy)
                 )
                 assert result.decision.status == DecisionStatus.DECIDED
                 cancelled = [c for c in result.calls if c.status == CallStatus.CANCELLED]
@@ -112,7 +114,8 @@ def test_n_samples_in_one_request(tmp_path: Path, sim_url: str) -> None:
         async with Tally.open(config=config, persist=False) as tally:
             panel = tally.panel(["local:sim-mid"], 5)
             result = await tally.vote(
-                TEXT, task=build_task(labels=LABELS), panel=panel, policy=build_policy()
+                TEXT,
+                spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
             )
             assert len(result.calls) == 5
             assert [c.sample for c in result.calls] == [0, 1, 2, 3, 4]
@@ -131,7 +134,8 @@ def test_seeded_samples_repeat_exactly(tmp_path: Path, sim_url: str) -> None:
             spec = ModelSpec(provider="local", model="sim-flaky", params={"seed": 11})
             panel = tally.panel([spec], 7)
             result = await tally.vote(
-                TEXT, task=build_task(labels=LABELS), panel=panel, policy=build_policy()
+                TEXT,
+                spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
             )
             return [c.raw for c in result.calls]
 
@@ -149,7 +153,10 @@ def test_retries_through_injected_429s(tmp_path: Path) -> None:
                 )
                 panel = tally.panel(["local:sim-mid"], 8)
                 result = await tally.vote(
-                    TEXT, task=build_task(labels=LABELS), panel=panel, policy=build_policy()
+                    TEXT,
+                    spec=RunSpec(
+                        task=build_task(labels=LABELS), panel=panel, policy=build_policy()
+                    ),
                 )
                 assert sum(c.retries for c in result.calls) > 0
                 assert all(c.status == CallStatus.OK for c in result.calls)
@@ -302,9 +309,11 @@ def test_store_cache_serves_temperature_zero_and_five_samples_stay_five(
             spec = ModelSpec(provider="local", model="sim-flaky", params={"temperature": 0})
             result = await tally.vote(
                 TEXT,
-                task=build_task(labels=LABELS),
-                panel=tally.panel([spec], 5),
-                policy=build_policy(),
+                spec=RunSpec(
+                    task=build_task(labels=LABELS),
+                    panel=tally.panel([spec], 5),
+                    policy=build_policy(),
+                ),
             )
             return [(c.sample, c.raw, c.cached) for c in result.calls]
 

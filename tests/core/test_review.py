@@ -17,6 +17,7 @@ from core.review import (
     reviewer_from_user,
     waiting_for,
 )
+from core.spec import RunSpec
 from core.store import ReviewRow
 
 LABEL_TASK: dict[str, Any] = {
@@ -43,9 +44,9 @@ def tied_run(task: dict[str, Any] | None = None) -> RunResult:
     return RunResult(
         run_id="r1",
         input="the page lost its footer",
-        task=task or LABEL_TASK,
-        panel=[c.model for c in calls],
-        policy={},
+        spec=RunSpec.from_json(
+            {"task": task or LABEL_TASK, "panel": [c.model for c in calls], "policy": {}}
+        ),
         decision=Decision(
             status=DecisionStatus.NEEDS_REVIEW,
             branches=["human"],

@@ -14,6 +14,7 @@ from core.errors import ConfigError, InputError, PolicyError, TallyError
 from core.panel import Panel
 from core.result import CallStatus, DecisionStatus
 from core.runner import BatchProgress, Runner, RunProgress
+from core.spec import RunSpec
 from core.store import BatchItem, RunFilter
 
 T = TypeVar("T")
@@ -60,7 +61,8 @@ def test_a_run_lands_and_is_stored(runner: Runner) -> None:
     task = build_task(labels=LABELS)
     panel = runner.tally.panel(["sim:sim-strong", "sim:sim-mid"], 5)
     run_id = runner.submit_run(
-        "Is the sky blue on a clear day?", task=task, panel=panel, policy=build_policy()
+        "Is the sky blue on a clear day?",
+        spec=RunSpec(task=task, panel=panel, policy=build_policy()),
     )
     first = runner.run_progress(run_id)
     assert first is not None and len(first.calls) == 5  # every slot shown from the start
@@ -83,7 +85,8 @@ def test_a_run_lands_and_is_stored(runner: Runner) -> None:
 def test_progress_is_a_copy(runner: Runner) -> None:
     panel = runner.tally.panel(["sim:sim-fast"], 3)
     run_id = runner.submit_run(
-        "A question?", task=build_task(labels=LABELS), panel=panel, policy=build_policy()
+        "A question?",
+        spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
     )
     progress = finished_run(runner, run_id)
     progress.calls.clear()
@@ -96,23 +99,25 @@ def test_bad_input_is_refused_before_anything_is_stored(runner: Runner) -> None:
     task = build_task(labels=LABELS)
     panel = runner.tally.panel(["sim:sim-mid"], 3)
     with pytest.raises(InputError, match="empty"):
-        runner.submit_run("   ", task=task, panel=panel, policy=build_policy())
+        runner.submit_run("   ", spec=RunSpec(task=task, panel=panel, policy=build_policy()))
     with pytest.raises(ConfigError):
         runner.submit_run(
-            "text", task=task, panel=Panel.build(["nowhere:model"], 3), policy=build_policy()
+            "text",
+            spec=RunSpec(task=task, panel=Panel.build(["nowhere:model"], 3), policy=build_policy()),
         )
     with pytest.raises(PolicyError):  # a majority vote over free prose
         runner.submit_run(
-            "text", task=build_task(answer_format="text"), panel=panel, policy=build_policy()
+            "text",
+            spec=RunSpec(task=build_task(answer_format="text"), panel=panel, policy=build_policy()),
         )
     with pytest.raises(InputError, match="no rows"):
-        runner.submit_batch([], task=task, panel=panel, policy=build_policy(), name="b", columns={})
+        runner.submit_batch(
+            [], spec=RunSpec(task=task, panel=panel, policy=build_policy()), name="b", columns={}
+        )
     with pytest.raises(InputError, match="row 2: input text is empty"):
         runner.submit_batch(
             [BatchItem(0, None, "fine", None), BatchItem(1, None, " ", None)],
-            task=task,
-            panel=panel,
-            policy=build_policy(),
+            spec=RunSpec(task=task, panel=panel, policy=build_policy()),
             name="b",
             columns={},
         )
@@ -128,7 +133,8 @@ def test_cancel_a_slow_run_keeps_what_was_recorded(
     with Runner(database_url=db_url) as runner:
         panel = runner.tally.panel(["sim:sim-strong"], 5)
         run_id = runner.submit_run(
-            "Slow question?", task=build_task(labels=LABELS), panel=panel, policy=build_policy()
+            "Slow question?",
+            spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
         )
         wait_for(
             lambda: runner.run_progress(run_id),
@@ -155,9 +161,7 @@ def test_a_batch_reports_progress_and_finishes(runner: Runner) -> None:
     panel = runner.tally.panel(["sim:sim-mid"], 3)
     batch_id = runner.submit_batch(
         items(8),
-        task=build_task(labels=LABELS),
-        panel=panel,
-        policy=build_policy(),
+        spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
         name="eight",
         columns={"text": "text", "gold": "gold", "id": "id"},
     )
@@ -180,9 +184,7 @@ def test_cancel_then_resume_a_batch(db_url: str, monkeypatch: pytest.MonkeyPatch
         panel = runner.tally.panel(["sim:sim-fast"], 3)
         batch_id = runner.submit_batch(
             items(40),
-            task=build_task(labels=LABELS),
-            panel=panel,
-            policy=build_policy(),
+            spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
             name="forty",
             columns={},
         )
@@ -215,12 +217,16 @@ def test_a_failing_job_reports_one_line_and_the_runner_goes_on(
         raise RuntimeError("disk on fire\nsecond line")
 
     monkeypatch.setattr(runner.tally, "vote", broken)
-    bad = finished_run(runner, runner.submit_run("one", task=task, panel=panel, policy=policy))
+    bad = finished_run(
+        runner, runner.submit_run("one", spec=RunSpec(task=task, panel=panel, policy=policy))
+    )
     assert bad.error == "RuntimeError: disk on fire"
     assert bad.events[-1] == "error: RuntimeError: disk on fire"
 
     monkeypatch.setattr(runner.tally, "vote", real_vote)
-    good = finished_run(runner, runner.submit_run("two", task=task, panel=panel, policy=policy))
+    good = finished_run(
+        runner, runner.submit_run("two", spec=RunSpec(task=task, panel=panel, policy=policy))
+    )
     assert good.error is None and good.result is not None
 
 
@@ -229,13 +235,14 @@ def test_close_cancels_what_is_running(db_url: str, monkeypatch: pytest.MonkeyPa
     runner = Runner(database_url=db_url)
     panel = runner.tally.panel(["sim:sim-strong"], 3)
     run_id = runner.submit_run(
-        "Slow?", task=build_task(labels=LABELS), panel=panel, policy=build_policy()
+        "Slow?", spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy())
     )
     runner.close()
     runner.close()  # twice is fine
     with pytest.raises(TallyError, match="closed"):
         runner.submit_run(
-            "again", task=build_task(labels=LABELS), panel=panel, policy=build_policy()
+            "again",
+            spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
         )
     progress = runner.run_progress(run_id)
     assert progress is not None and progress.done and progress.cancelled

@@ -31,6 +31,7 @@ from core import datasets
 from core.api import Tally, build_policy, build_task
 from core.panel import ModelSpec
 from core.result import DecisionStatus
+from core.spec import RunSpec
 from core.store import Store
 
 if TYPE_CHECKING:
@@ -66,7 +67,9 @@ def find_disagreement() -> str:
         async with Tally.open(persist=False) as tally:
             panel = tally.panel([ModelSpec.parse(m, params={"seed": SEED}) for m in TIE_MODELS])
             for item in candidates:
-                result = await tally.vote(item.text, task=task, panel=panel, policy=policy)
+                result = await tally.vote(
+                    item.text, spec=RunSpec(task=task, panel=panel, policy=policy)
+                )
                 if result.decision.status == DecisionStatus.NEEDS_REVIEW:
                     return item.text
         raise AssertionError("no bundled item splits the two models")

@@ -17,7 +17,9 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from core import datasets
 from core.api import Tally, build_policy, build_task
+from core.panel import Panel
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.spec import RunSpec
 from core.store import BatchItem, Store
 from tests.e2e.conftest import Dashboard, free_port, wait_idle
 
@@ -119,9 +121,11 @@ def payload_run(image_port: int) -> tuple[RunResult, str, list[str]]:
     result = RunResult(
         run_id=f"payload{int(time.time())}",
         input="payload run: a reply full of markup",
-        task=build_task(answer_format="text").model_dump(mode="json"),
-        panel=["sim:sim-mid", "sim:sim-mid"],
-        policy=build_policy().model_dump(mode="json"),
+        spec=RunSpec(
+            task=build_task(answer_format="text"),
+            panel=Panel.build(["sim:sim-mid"], 2),
+            policy=build_policy(),
+        ),
         decision=Decision(
             status=DecisionStatus.DECIDED, label=payload, margin=2.0, reason=f"{payload} won"
         ),
@@ -144,9 +148,11 @@ def seed_batch(database_url: str, size: int = 30) -> str:
             panel = tally.panel(SEED_PANEL, 4)  # an even N: some votes split 2-2
             return await tally.run_batch(
                 items,
-                task=build_task(**REGRESSION_TASK),
-                panel=panel,
-                policy=build_policy(tie_break="expand:2,human"),
+                spec=RunSpec(
+                    task=build_task(**REGRESSION_TASK),
+                    panel=panel,
+                    policy=build_policy(tie_break="expand:2,human"),
+                ),
                 name="regression sample",
                 source="library",
             )

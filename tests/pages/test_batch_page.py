@@ -15,7 +15,7 @@ from core import datasets
 from core.api import build_policy, build_task
 from core.formats import parse_format
 from core.panel import Panel
-from core.policy import TieBreak
+from core.spec import RunSpec
 from core.store import Store
 from core.store.tables import batch_t
 
@@ -184,7 +184,7 @@ def test_a_bundled_set_as_a_ready_made_batch(
     assert not errors(at), errors(at)
     (info,) = store.list_batches()
     assert (info.name, info.total) == ("regression: first 4", 4)
-    assert info.task["format"]["labels"] == ["regression", "no regression"]
+    assert info.spec.task.format.labels == ("regression", "no regression")  # type: ignore[union-attr]
     at = rerun_until(at, lambda a: any(s.value.startswith("Done: 4 runs") for s in a.success))
     assert [i.item_id for i in store.batch_items(info.batch_id)] == [
         "reg-0001",
@@ -202,9 +202,7 @@ def test_an_interrupted_batch_is_offered_for_resume_and_finishes(
     batch_id = store.create_batch(
         name="cut off",
         source="cli",
-        task=task,
-        panel=Panel.build(["sim:sim-fast"], 3),
-        policy=build_policy(),
+        spec=RunSpec(task=task, panel=Panel.build(["sim:sim-fast"], 3), policy=build_policy()),
         concurrency=4,
         items=[(0, "1", "first input", "yes"), (1, "2", "second input", "no")],
     )
@@ -223,9 +221,11 @@ def orphan(store: Store, age_s: float) -> str:
     batch_id = store.create_batch(
         name="orphan",
         source="cli",
-        task=build_task(labels=["yes", "no"]),
-        panel=Panel.build(["sim:sim-fast"], 1),
-        policy=build_policy(),
+        spec=RunSpec(
+            task=build_task(labels=["yes", "no"]),
+            panel=Panel.build(["sim:sim-fast"], 1),
+            policy=build_policy(),
+        ),
         concurrency=4,
         items=[(0, "1", "only input", None)],
     )
@@ -315,12 +315,10 @@ def test_an_upload_asked_in_a_bundled_sets_format_with_a_tie_break_chain(
     at.button(key="batch.submit").click().run()
     assert not errors(at), errors(at)
     (info,) = store.list_batches()
-    assert info.task["name"] == "tickets"
-    assert info.task["template"] == "Which queue?\n\n{input}"
-    assert info.task["format"] == parse_format(datasets.load_set("tickets").format).model_dump(
-        mode="json"
-    )
-    assert [str(TieBreak.model_validate(t)) for t in info.policy["tie_breaks"]] == [
+    assert info.spec.task.name == "tickets"
+    assert info.spec.task.template == "Which queue?\n\n{input}"
+    assert info.spec.task.format == parse_format(datasets.load_set("tickets").format)
+    assert [str(t) for t in info.spec.policy.tie_breaks] == [
         "expand:3",
         "escalate:sim:sim-oracle",
         "human",

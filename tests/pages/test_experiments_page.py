@@ -153,7 +153,7 @@ def test_a_hard_item_opens_its_run(
     assert not at.exception
     run = store.get_run(run_id)
     metrics = {m.label: m.value for m in at.get("metric")}
-    assert metrics["Slots"] == str(len(run.panel)) == "15"  # three models, K=5
+    assert metrics["Slots"] == str(run.spec.panel.n) == "15"  # three models, K=5
     calls = [f.value for f in at.dataframe if "slot" in f.value.columns]
     assert len(calls) == 1 and len(calls[0]) == len(run.calls)
 

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.api import build_policy, build_task
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.spec import RunSpec
 from core.store import Store, WriteBatch
 from core.store.tables import call_row, finish_row
 
@@ -60,9 +61,13 @@ def make_result(
     return RunResult(
         run_id=run_id,
         input=text,
-        task=TASK,
-        panel=[models[i % len(models)] for i in range(len(answers))],
-        policy=POLICY,
+        spec=RunSpec.from_json(
+            {
+                "task": TASK,
+                "panel": [models[i % len(models)] for i in range(len(answers))],
+                "policy": POLICY,
+            }
+        ),
         decision=Decision(
             status=status,
             label=label,
@@ -98,7 +103,8 @@ def test_empty_store(page_test: PageTest, store: Store) -> None:
 def test_filters_narrow_the_runs(page_test: PageTest, store: Store) -> None:
     now = time.time()
     batch = store.create_batch(
-        name="nightly", source="cli", task=TASK, panel=["sim:sim-mid"], policy=POLICY,
+        name="nightly", source="cli", spec=RunSpec.from_json(
+            {"task": TASK, "panel": ["sim:sim-mid"], "policy": POLICY}),
         concurrency=4, items=[(0, None, "batch input", None)],
     )  # fmt: skip
     results = [
@@ -224,7 +230,8 @@ def test_model_output_is_never_markdown(page_test: PageTest, store: Store) -> No
 
 
 def test_a_running_run_shows_its_calls_so_far(page_test: PageTest, store: Store) -> None:
-    store.start_run("r-live", "still going", TASK, ["sim:sim-mid"], POLICY, source="ui")
+    spec = RunSpec.from_json({"task": TASK, "panel": ["sim:sim-mid"], "policy": POLICY})
+    store.start_run("r-live", "still going", spec, source="ui")
     store.record_call("r-live", CallResult(slot=0, model="sim:sim-mid", status="running"))
     at = page_test("pages/history.py").run()
     at.selectbox(key="hist.run").set_value("r-live").run()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from streamlit.testing.v1 import AppTest
 
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.spec import RunSpec
 from core.store import Store
 
 PageTest = Callable[[str], AppTest]
@@ -18,9 +19,13 @@ def stored_run(run_id: str, status: DecisionStatus, branches: tuple[str, ...] = 
     return RunResult(
         run_id=run_id,
         input=f"input of {run_id}",
-        task={"name": "classify"},
-        panel=["sim:sim-mid"],
-        policy={},
+        spec=RunSpec.from_json(
+            {
+                "task": {"name": "classify", "format": {"kind": "yesno"}},
+                "panel": ["sim:sim-mid"],
+                "policy": {},
+            }
+        ),
         decision=Decision(
             status=status, label="yes" if status == "decided" else None, branches=list(branches)
         ),

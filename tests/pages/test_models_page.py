@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.spec import RunSpec
 from core.store import Store
 
 PAGE = "pages/models.py"
@@ -90,9 +91,9 @@ def test_price_table_names_unknown_prices(
     stored = RunResult(
         run_id="r1",
         input="x",
-        task={},
-        panel=["local:my-model"],
-        policy={},
+        spec=RunSpec.from_json(
+            {"task": {"format": {"kind": "yesno"}}, "panel": ["local:my-model"], "policy": {}}
+        ),
         decision=Decision(status=DecisionStatus.DECIDED, label="a"),
         votes={"a": 1},
         calls=[CallResult(slot=0, model="local:my-model", status=CallStatus.OK, answer="a")],

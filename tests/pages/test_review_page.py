@@ -9,6 +9,7 @@ from collections.abc import Callable
 from streamlit.testing.v1 import AppTest
 
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.spec import RunSpec
 from core.store import Store
 
 PAGE = "pages/review.py"
@@ -52,9 +53,13 @@ def waiting_run(run_id: str, created_at: float, text: str = "the footer vanished
     return RunResult(
         run_id=run_id,
         input=text,
-        task=TASK,
-        panel=[c.model for c in calls],
-        policy={"tie_breaks": [{"kind": "human"}]},
+        spec=RunSpec.from_json(
+            {
+                "task": TASK,
+                "panel": [c.model for c in calls],
+                "policy": {"tie_breaks": [{"kind": "human"}]},
+            }
+        ),
         decision=Decision(
             status=DecisionStatus.NEEDS_REVIEW,
             branches=["human"],

@@ -56,11 +56,8 @@ def test_a_vote_lands_and_shows_its_decision(
 
     run_id = at.session_state["run.run_id"]
     stored = store.get_run(run_id)
-    assert len(stored.panel) == 5
-    assert stored.policy["tie_breaks"] == [
-        {"kind": "expand", "k": 2, "model": None},
-        {"kind": "human", "k": None, "model": None},
-    ]
+    assert stored.spec.panel.n == 5
+    assert [str(t) for t in stored.spec.policy.tie_breaks] == ["expand:2", "human"]
     calls = at.dataframe[0].value
     assert list(calls["slot"])[:5] == [0, 1, 2, 3, 4]
     assert list(calls["model"])[:2] == ["sim:sim-strong", "sim:sim-fast"]
@@ -187,5 +184,5 @@ def test_weighted_panel_asks_for_weights(
     at.button(key="run.submit").click()
     rerun_until(at, has_decision)
     stored = store.get_run(at.session_state["run.run_id"])
-    assert stored.policy["aggregation"] == "weighted"
-    assert stored.panel == ["sim:sim-strong", "sim:sim-fast", "sim:sim-strong"]
+    assert stored.spec.policy.aggregation == "weighted"
+    assert stored.spec.slot_names == ["sim:sim-strong", "sim:sim-fast", "sim:sim-strong"]

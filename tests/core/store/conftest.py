@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.spec import RunSpec
 from core.store import Store
 
 PG_URL = os.environ.get(
@@ -144,9 +145,15 @@ def result(
     data: dict[str, Any] = {
         "run_id": run_id,
         "input": f"input of {run_id}",
-        "task": {"name": "classify", "format": {"kind": "yesno"}},
-        "panel": [c.model for c in calls if c.phase == "panel"],
-        "policy": {"aggregation": "majority"},
+        "spec": RunSpec.from_json(
+            {
+                "task": {"name": "classify", "format": {"kind": "yesno"}, **kw.pop("task", {})},
+                "panel": kw.pop("panel", None)
+                or [c.model for c in calls if c.phase == "panel"]
+                or ["sim:a"],
+                "policy": kw.pop("policy", {"aggregation": "majority"}),
+            }
+        ),
         "decision": decision,
         "votes": votes,
         "calls": calls,

@@ -12,6 +12,7 @@ from core.result import CallResult, CallStatus, RunResult
 from core.store import Store
 from core.store.commit import Call, Committer, Finish, Outcome, Start, Write, write_batch
 from core.store.tables import call_row, call_t, finish_row, run_t, start_row
+from tests.specs import spec
 
 MakeCall = Callable[..., CallResult]
 MakeResult = Callable[..., RunResult]
@@ -27,7 +28,7 @@ def start(run_id: str, input: str = "the input", **kw: Any) -> Start:
         "created_at": 1.0,
     }
     fields.update(kw)
-    return Start(start_row(run_id, input, {"name": "t"}, ["sim:a"], {}, **fields))
+    return Start(start_row(run_id, input, spec(["sim:a"], name="t"), **fields))
 
 
 def history(run_id: str, make_call: MakeCall, make_result: MakeResult) -> list[list[Write]]:

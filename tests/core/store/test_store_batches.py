@@ -12,6 +12,7 @@ from core.panel import Panel
 from core.policy import Policy, TieBreak
 from core.result import CallResult, CallStatus, DecisionStatus, RunResult
 from core.store import Store
+from tests.specs import spec
 
 MakeCall = Callable[..., CallResult]
 MakeResult = Callable[..., RunResult]
@@ -29,9 +30,7 @@ def new_batch(store: Store) -> str:
     return store.create_batch(
         name="cases.csv",
         source="cli",
-        task={"name": "classify", "format": {"kind": "yesno"}},
-        panel=Panel.build(["sim:a", "sim:b"], 3),
-        policy=Policy(tie_breaks=(TieBreak(kind="human"),)),
+        spec=spec(["sim:a", "sim:b"], 3, policy=Policy(tie_breaks=(TieBreak(kind="human"),))),
         columns={"text": "text", "gold": "label", "id": None},
         concurrency=16,
         items=ITEMS,
@@ -43,8 +42,8 @@ def test_create_and_read_a_batch(store: Store) -> None:
     info = store.get_batch(bid)
     assert (info.name, info.source, info.total, info.status) == ("cases.csv", "cli", 5, "running")
     assert info.finished_at is None and info.concurrency == 16
-    assert Panel.model_validate(info.panel) == Panel.build(["sim:a", "sim:b"], 3)
-    assert Policy.model_validate(info.policy).tie_breaks == (TieBreak(kind="human"),)
+    assert info.spec.panel == Panel.build(["sim:a", "sim:b"], 3)
+    assert info.spec.policy.tie_breaks == (TieBreak(kind="human"),)
     assert info.columns == {"text": "text", "gold": "label", "id": None}
     items = store.batch_items(bid)
     assert [(i.index, i.item_id, i.text, i.gold) for i in items] == ITEMS
@@ -78,9 +77,7 @@ def test_counts_runs_done_and_accuracy(
         store.start_run(
             f"{bid}-{index}",
             text,
-            {"name": "classify"},
-            ["sim:a"] * 3,
-            {},
+            spec(["sim:a"], 3),
             source="batch",
             batch_id=bid,
             item_index=index,
@@ -129,10 +126,8 @@ def test_counts_runs_done_and_accuracy(
 
 
 def test_counts_of_a_batch_without_gold_or_runs(store: Store) -> None:
-    bid = store.create_batch(
-        name="ui", source="ui", task={}, panel=["sim:a"], policy={}, concurrency=4, total=7
-    )
+    bid = store.create_batch(name="ui", source="ui", spec=spec(), concurrency=4, total=7)
     counts = store.batch_counts(bid)
     assert counts["total"] == 7 and counts["done"] == 0 and counts["accuracy"] is None
     assert counts["calls"] == 0 and counts["cost_usd"] == 0.0
-    assert store.batch_items(bid) == [] and store.get_batch(bid).panel == ["sim:a"]
+    assert store.batch_items(bid) == [] and store.get_batch(bid).spec == spec()

@@ -13,8 +13,11 @@ from core.errors import InputError, NotFoundError, StoreError
 from core.panel import ModelSpec, Panel
 from core.policy import Policy
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.spec import RunSpec
 from core.store import RunFilter, Store, WriteBatch
 from core.store.tables import call_row, run_t
+from core.task import Task
+from tests.specs import spec
 
 MakeCall = Callable[..., CallResult]
 MakeResult = Callable[..., RunResult]
@@ -97,9 +100,7 @@ def test_start_then_finish_keeps_what_only_the_start_knew(
     store.start_run(
         "r",
         "text",
-        {"name": "triage"},
-        panel,
-        Policy(),
+        RunSpec(task=Task.for_yesno(name="triage"), panel=panel, policy=Policy()),
         source="batch",
         batch_id="B",
         item_id="i-3",
@@ -113,7 +114,7 @@ def test_start_then_finish_keeps_what_only_the_start_knew(
         store.get_run("r")
 
     # starting the same run again (a resumed batch) leaves it as it is
-    store.start_run("r", "other", {}, ["x:y"], {}, source="cli")
+    store.start_run("r", "other", spec(["x:y"]), source="cli")
     assert store.get_run_row("r").input == "text"
 
     store.finish_run(make_result("r", batch_id=None, gold=None), source="library")
@@ -124,7 +125,7 @@ def test_start_then_finish_keeps_what_only_the_start_knew(
 
 
 def test_calls_are_upserted_by_run_phase_and_slot(store: Store, make_call: MakeCall) -> None:
-    store.start_run("r", "x", {}, ["sim:a"], {}, source="library")
+    store.start_run("r", "x", spec(["sim:a"]), source="library")
     store.record_call("r", make_call(0, status=CallStatus.ERROR, error="boom"), cache_key="k0")
     store.record_call("r", make_call(0, status=CallStatus.RUNNING))
     store.record_call("r", make_call(0, phase="expand", answer="no"))
@@ -144,7 +145,7 @@ def test_a_call_of_an_unknown_run_is_refused(store: Store, make_call: MakeCall) 
 
 
 def test_finished_calls_skip_calls_still_in_flight(store: Store, make_call: MakeCall) -> None:
-    store.start_run("r", "x", {}, ["sim:a"] * 6, {}, source="library")
+    store.start_run("r", "x", spec(["sim:a"], 6), source="library")
     statuses = list(CallStatus)
     for i, status in enumerate(statuses):
         store.record_call("r", make_call(i, status=status))
@@ -264,7 +265,7 @@ def test_aggregates_are_computed_in_sql(
 
 
 def test_latency_sample_keeps_the_latest_per_model(store: Store, make_call: MakeCall) -> None:
-    store.start_run("r", "x", {}, [], {}, source="library")
+    store.start_run("r", "x", spec(), source="library")
     for i in range(6):
         store.record_call("r", make_call(i, "sim:a", latency_ms=float(i)))
     store.record_call("r", make_call(6, "sim:b", latency_ms=60.0))
@@ -312,8 +313,8 @@ def test_pairwise_agreement_by_hand(
 
 
 def test_cache_lookup_returns_the_latest_ok_call(store: Store, make_call: MakeCall) -> None:
-    store.start_run("r1", "x", {}, [], {}, source="library")
-    store.start_run("r2", "x", {}, [], {}, source="library")
+    store.start_run("r1", "x", spec(), source="library")
+    store.start_run("r2", "x", spec(), source="library")
     store.record_call("r1", make_call(0, answer="old"), cache_key="k")
     store.record_call("r2", make_call(0, answer="new"), cache_key="k")
     store.record_call("r2", make_call(1, status=CallStatus.ERROR), cache_key="bad")
@@ -385,9 +386,7 @@ def test_one_write_with_repeated_keys_keeps_the_last(
     first = start_row(
         "r",
         "first",
-        {},
-        [],
-        {},
+        spec(),
         source="cli",
         batch_id=None,
         item_id=None,
@@ -398,9 +397,7 @@ def test_one_write_with_repeated_keys_keeps_the_last(
     second = start_row(
         "r",
         "second",
-        {},
-        [],
-        {},
+        spec(),
         source="ui",
         batch_id=None,
         item_id=None,

@@ -13,6 +13,7 @@ import pytest
 from core.errors import StoreError
 from core.result import CallResult, CallStatus, DecisionStatus, RunResult
 from core.store import Store, StoreWriter
+from tests.specs import spec
 
 pytestmark = pytest.mark.anyio
 
@@ -30,9 +31,7 @@ async def test_runs_calls_and_decisions_land_in_order(
             await writer.start_run(
                 rid,
                 f"text {rid}",
-                {"name": "t"},
-                ["sim:a"] * 3,
-                {},
+                spec(["sim:a"], 3, name="t"),
                 source="batch",
                 batch_id="B",
                 item_index=int(rid[3:]),
@@ -55,7 +54,7 @@ async def test_runs_calls_and_decisions_land_in_order(
 
 async def test_ops_queued_together_are_written_together(store: Store, make_call: MakeCall) -> None:
     async with StoreWriter(store, max_batch=500) as writer:
-        await writer.start_run("r", "x", {}, [], {}, source="library")
+        await writer.start_run("r", "x", spec(), source="library")
         for slot in range(999):  # queued without yielding: no commit can start in between
             await writer.record_call("r", make_call(slot))
         await writer.flush()
@@ -65,7 +64,7 @@ async def test_ops_queued_together_are_written_together(store: Store, make_call:
 
 async def test_flush_waits_for_the_commit(store: Store, make_call: MakeCall) -> None:
     async with StoreWriter(store, max_delay=10.0) as writer:  # would linger 10 s unflushed
-        await writer.start_run("r", "x", {}, [], {}, source="library")
+        await writer.start_run("r", "x", spec(), source="library")
         await writer.record_call("r", make_call(0))
         with anyio.fail_after(5):
             await writer.flush()
@@ -79,7 +78,7 @@ async def test_cancelling_mid_way_still_writes_everything_queued(
     with anyio.CancelScope() as scope:
         async with StoreWriter(store, max_batch=50, max_delay=0.5) as writer:
             for i in range(30):
-                await writer.start_run(f"r{i}", "x", {}, ["sim:a"] * 10, {}, source="library")
+                await writer.start_run(f"r{i}", "x", spec(["sim:a"], 10), source="library")
                 for slot in range(10):
                     await writer.record_call(f"r{i}", make_call(slot))
                 if i % 2:
@@ -104,7 +103,7 @@ async def test_a_run_cancelled_from_outside_keeps_its_calls(
     while half of them wait, and they record their cancellation in a shielded scope."""
     finished = 0
     async with StoreWriter(store, max_delay=0.2) as writer:
-        await writer.start_run("r", "x", {}, ["sim:a"] * 8, {}, source="library")
+        await writer.start_run("r", "x", spec(["sim:a"], 8), source="library")
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
 
@@ -133,7 +132,7 @@ async def test_a_failed_write_is_raised_from_flush_and_spares_the_rest(
     store: Store, make_call: MakeCall
 ) -> None:
     async with StoreWriter(store) as writer:
-        await writer.start_run("r", "x", {}, [], {}, source="library")
+        await writer.start_run("r", "x", spec(), source="library")
         await writer.record_call("r", make_call(0))
         await writer.record_call("ghost", make_call(0))  # no such run: a foreign key error
         await writer.record_call("r", make_call(1))
@@ -163,7 +162,7 @@ async def test_a_broken_database_is_reported(tmp_path: object, make_call: MakeCa
     store = Store(f"sqlite:///{tmp_path}/never-migrated.db")
     with pytest.raises(StoreError, match="no such table"):
         async with StoreWriter(store) as writer:
-            await writer.start_run("r", "x", {}, [], {}, source="library")
+            await writer.start_run("r", "x", spec(), source="library")
             await writer.record_call("r", make_call(0))
     store.close()
 
@@ -172,7 +171,7 @@ async def test_what_is_stored_is_the_call_as_it_was_recorded(
     store: Store, make_call: MakeCall, make_result: MakeResult
 ) -> None:
     async with StoreWriter(store, max_delay=1.0) as writer:
-        await writer.start_run("r", "x", {}, [], {}, source="library")
+        await writer.start_run("r", "x", spec(), source="library")
         c = make_call(0, status=CallStatus.ERROR, answer=None, error="503")
         await writer.record_call("r", c, cache_key="key")
         c.status, c.error = CallStatus.OK, None  # mutated after recording, before the commit
@@ -187,7 +186,7 @@ async def test_what_is_stored_is_the_call_as_it_was_recorded(
 
 async def test_a_full_queue_waits_for_room(store: Store, make_call: MakeCall) -> None:
     async with StoreWriter(store, buffer=3, max_batch=2, max_delay=0) as writer:
-        await writer.start_run("r", "x", {}, [], {}, source="library")
+        await writer.start_run("r", "x", spec(), source="library")
         for slot in range(50):
             await writer.record_call("r", make_call(slot))
     assert len(store.run_calls("r")) == 50 and writer.committed == 51
@@ -214,7 +213,7 @@ async def test_runs_left_unfinished_are_not_remembered_forever(
     monkeypatch.setattr(writer_module, "_TRACKED_RUNS", 2)
     async with StoreWriter(store) as writer:
         for i in range(5):
-            await writer.start_run(f"r{i}", "x", {}, [], {}, source="library")
+            await writer.start_run(f"r{i}", "x", spec(), source="library")
             await writer.record_call(f"r{i}", make_call(0, answer=f"first {i}"))
         assert len(writer._recorded) == 2
         for i in range(5):  # forgotten runs write their calls again: same result
@@ -229,11 +228,11 @@ async def test_cache_lookup_sees_recorded_calls_before_their_commit(
 ) -> None:
     import core.store.writer as writer_module
 
-    store.start_run("old", "x", {}, [], {}, source="library")
+    store.start_run("old", "x", spec(), source="library")
     store.record_call("old", make_call(0, answer="stored"), cache_key="k-old")
     monkeypatch.setattr(writer_module, "_RECENT_KEYS", 2)
     async with StoreWriter(store, max_delay=10.0) as writer:  # nothing commits on its own
-        await writer.start_run("r", "x", {}, [], {}, source="library")
+        await writer.start_run("r", "x", spec(), source="library")
         await writer.record_call("r", make_call(0, answer="first"), cache_key="k1")
         await writer.record_call("r", make_call(1, answer="second"), cache_key="k1")
         await writer.record_call("r", make_call(2, status=CallStatus.ERROR), cache_key="k2")
@@ -254,7 +253,7 @@ async def test_the_writers_memory_adds_nothing_to_garbage_collection(
     """A batch keeps tens of thousands of recorded calls in memory; held as rows of plain values,
     the collector does not track them, so they add nothing to every collection's work."""
     async with StoreWriter(store, max_delay=10.0) as writer:
-        await writer.start_run("r", "x", {}, [], {}, source="library")
+        await writer.start_run("r", "x", spec(), source="library")
         for slot in range(3):
             await writer.record_call("r", make_call(slot), cache_key=f"k{slot}")
         held = [*writer._recent.values(), *writer._recorded["r"].values()]

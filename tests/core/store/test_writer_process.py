@@ -23,6 +23,7 @@ from core.store import Store, StoreWriter
 from core.store.commit import Call, Outcome, Start
 from core.store.tables import call_row, start_row
 from core.store.writer_process import _CHILD, NICENESS, WriterProcess, _frame
+from tests.specs import spec
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +51,7 @@ async def test_a_busy_writer_commits_from_its_own_process(
     store: Store, make_call: MakeCall, make_result: MakeResult
 ) -> None:
     async with StoreWriter(store, max_delay=0, process_after=0) as writer:
-        await writer.start_run("first", "x", {}, ["sim:a"], {}, source="batch")
+        await writer.start_run("first", "x", spec(["sim:a"]), source="batch")
         await writer.flush()  # committed from a thread; the process starts meanwhile
         await in_process(writer)
 
@@ -60,7 +61,7 @@ async def test_a_busy_writer_commits_from_its_own_process(
         writer._committer.commit = refuse  # type: ignore[method-assign]
         for i in range(30):
             rid = f"r{i}"
-            await writer.start_run(rid, "x", {}, ["sim:a"] * 3, {}, source="batch")
+            await writer.start_run(rid, "x", spec(["sim:a"], 3), source="batch")
             for slot in range(3):
                 await writer.record_call(rid, make_call(slot, answer=f"{rid}/{slot}"))
             calls = [make_call(s, answer=f"{rid}/{s}") for s in range(3)]
@@ -78,7 +79,7 @@ async def test_a_dead_writer_process_costs_nothing(store: Store, make_call: Make
     """The batch in flight when the process dies is written again from a thread (upserts, so
     writing twice is safe), and the writer goes on from there."""
     async with StoreWriter(store, max_delay=0, process_after=0) as writer:
-        await writer.start_run("r", "x", {}, [], {}, source="batch")
+        await writer.start_run("r", "x", spec(), source="batch")
         await writer.flush()
         await in_process(writer)
         assert writer._process is not None
@@ -94,7 +95,7 @@ async def test_a_bad_row_in_the_process_spares_the_rest(store: Store, make_call:
     """One row breaking a constraint fails alone: the process retries the others one by one
     and reports the failure in one line."""
     async with StoreWriter(store, max_delay=0, process_after=0) as writer:
-        await writer.start_run("r", "x", {}, [], {}, source="batch")
+        await writer.start_run("r", "x", spec(), source="batch")
         await writer.flush()
         await in_process(writer)
         await writer.record_call("r", make_call(0))
@@ -113,7 +114,7 @@ async def test_ctrl_c_does_not_stop_the_writer_process(store: Store, make_call: 
     try:
         os.kill(process.pid, signal.SIGINT)
         await anyio.sleep(0.2)
-        row = start_row("r", "x", {}, [], {}, **START)
+        row = start_row("r", "x", spec(), **START)
         outcome = await process.commit([Start(row), Call(call_row("r", make_call(0)))])
     finally:
         await process.close()
@@ -181,7 +182,7 @@ async def test_a_dropped_connection_is_replaced(
     with Store(pg_store_url) as store:
         process_after = 0 if where == "process" else None
         async with StoreWriter(store, max_delay=0, process_after=process_after) as writer:
-            await writer.start_run("kept", "x", {}, [], {}, source="library")
+            await writer.start_run("kept", "x", spec(), source="library")
             await writer.record_call("kept", make_call(0))
             await writer.flush()
             if where == "process":
@@ -211,7 +212,7 @@ async def test_an_in_memory_store_is_never_handed_to_another_process(
     with Store(url) as store, store.engine.connect():  # the database lives while one is open
         store.upgrade()
         async with StoreWriter(store, max_delay=0, process_after=0) as writer:
-            await writer.start_run("r", "x", {}, [], {}, source="library")
+            await writer.start_run("r", "x", spec(), source="library")
             for slot in range(5):
                 await writer.record_call("r", make_call(slot))
                 await writer.flush()
@@ -224,7 +225,7 @@ def test_what_was_handed_over_is_committed_when_the_engine_dies(
 ) -> None:
     """The engine's side killed between two commits: its pipe closes, a frame cut in half is
     dropped, every whole frame is committed, and nobody is left to read the replies."""
-    start = start_row("r", "x", {}, [], {}, **START)
+    start = start_row("r", "x", spec(), **START)
     frames = [
         _frame(Store(store_url).target()),
         _frame([Start(start), Call(call_row("r", make_call(0)))]),
