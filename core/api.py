@@ -233,9 +233,10 @@ class Tally:
         request = RunRequest(run_id=run_id or new_id(), input=text, spec=spec, source=source)
         return await self.engine.run(request, on_event=on_event)
 
-    async def revote(self, run_ids: Iterable[str], policy: Policy) -> list[RunResult]:
-        """Decide stored runs again under ``policy``: stored answers are reused (marked as
-        reused, costing nothing new); only escalate/expand branches call models."""
+    async def revote(self, run_ids: Iterable[str], policy: Policy | None = None) -> list[RunResult]:
+        """Decide stored runs again under ``policy`` (default: each run's own, which gives
+        its own decision back): stored answers are reused (marked as reused, costing nothing
+        new); only escalate/expand branches call models."""
         store = self._need_store()
         results = []
         for run_id in run_ids:
@@ -250,7 +251,7 @@ class Tally:
             request = RunRequest(
                 run_id=new_id(),
                 input=old.input,
-                spec=old.spec.model_copy(update={"policy": policy}),
+                spec=old.spec if policy is None else old.spec.model_copy(update={"policy": policy}),
                 source="revote",
                 batch_id=None,
                 item_id=old.item_id,

@@ -38,6 +38,7 @@ from core.store.tables import (
     loads,
     result_from_row,
     run_t,
+    slot_names,
 )
 
 Bucket = Literal["hour", "day"]
@@ -215,7 +216,7 @@ def row_to_run_row(r: Any) -> RunRow:
         branches=loads(r.branches_json, []),
         tied=loads(r.tied_json, []),
         task_name=r.task_name,
-        panel=loads(r.panel_json, []),
+        panel=list(slot_names(r.panel_json)),
         input=r.input,
         n_calls=r.n_calls,
         cost_usd=r.cost_usd,

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Double, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from core.panel import Panel
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
 from core.spec import RunSpec
 
@@ -192,13 +193,14 @@ def loads(text: str | None, default: Any = None) -> Any:
 
 
 def spec_columns(spec: RunSpec) -> dict[str, Any]:
-    """The task name and the JSON of the run spec, as a run row holds them."""
-    name = spec.task.name
+    """The run spec as a run or batch row holds it: its JSON by part (task, the whole panel
+    with every model's params and weight and N, policy), and the task's name to filter on."""
+    stored = spec.to_json()
     return {
-        "task_name": name,
-        "task_json": dumps(spec.task.model_dump(mode="json")),
-        "panel_json": dumps(spec.slot_names),
-        "policy_json": dumps(spec.policy.model_dump(mode="json")),
+        "task_name": spec.task.name,
+        "task_json": dumps(stored["task"]),
+        "panel_json": dumps(stored["panel"]),
+        "policy_json": dumps(stored["policy"]),
     }
 
 
@@ -226,10 +228,20 @@ class SpecCache:
 
 @lru_cache(maxsize=64)
 def spec_from_columns(task_json: str, panel_json: str, policy_json: str) -> RunSpec:
-    """The spec a stored row holds. Rows of one batch share their JSON, so it is read once."""
+    """The spec a stored row holds (rows of one batch share their JSON, so it is read once).
+    Runs stored before the whole panel was kept hold slot names: see ``RunSpec.from_json``."""
     return RunSpec.from_json(
         {"task": loads(task_json), "panel": loads(panel_json), "policy": loads(policy_json)}
     )
+
+
+@lru_cache(maxsize=256)
+def slot_names(panel_json: str) -> tuple[str, ...]:
+    """The model of every slot of a stored panel, whichever form it was stored in."""
+    panel = loads(panel_json, [])
+    if isinstance(panel, list):
+        return tuple(str(name) for name in panel)
+    return tuple(s.model.name for s in Panel.model_validate(panel).slots())
 
 
 def start_row(

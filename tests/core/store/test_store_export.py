@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.errors import InputError
+from core.panel import Panel
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
 from core.store import RunFilter, Store
 from core.store.export import escape_cell, export_calls, export_runs
@@ -97,7 +98,8 @@ def test_jsonl_nests_structured_values(
     assert [x["run_id"] for x in lines] == ["r0", "r1"]
     assert lines[0]["input"] == HOSTILE[0]  # only CSV is escaped
     assert lines[0]["votes"] == {"yes": 1} and lines[0]["branches"] == []
-    assert lines[0]["panel"] == ["sim:a", "sim:b"] and lines[0]["cost_usd"] is None
+    assert lines[0]["cost_usd"] is None
+    assert lines[0]["panel"] == Panel.build(["sim:a", "sim:b"]).model_dump(mode="json")
     assert lines[0]["task"]["name"] == "classify" and lines[0]["fields"] is None
 
     out = io.BytesIO()  # a binary buffer gets UTF-8 text
