@@ -5,6 +5,12 @@ a hidden cap of 100 connections with only 20 kept alive (so a fan-out of 64 keep
 and a 5 s pool timeout that fails calls queued behind slow ones. Tally's engine owns
 concurrency with its own limiters, so the pool is sized above the engine's ceiling and a
 request never waits for the pool, only for the engine.
+
+Providers speak httpx2 (requests, responses, its errors), but the connections are aiohttp's
+(``AiohttpTransport``): httpx2's own pool costs more CPU per request the more connections it
+holds (4-5 ms a call at 1,024 in flight), aiohttp's stays flat (``benchmarks/fanout.py``).
+Tests keep replacing the transport with ``httpx2.MockTransport``, or talk to a real loopback
+server through this one.
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ import email.utils
 import html
 import json
 import re
+import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import httpx2
 
 from core.errors import ProviderError
@@ -88,26 +97,142 @@ def build_client(
     top (see ``client_limits``) and keeps all of it alive. ``sim_app`` (the sim's ASGI app) is
     mounted on ``http://sim.invalid`` so the simulated panel runs without a socket.
     ``transport`` replaces the network transport (tests pass ``httpx2.MockTransport``).
-    ``settings.trust_env`` decides whether proxy and certificate variables apply. HTTP/2 is
-    off: one stream per connection keeps the server's view of a cancelled call simple (its
-    connection closes) and matches what the compatible servers speak.
+    ``settings.trust_env`` decides whether proxy and certificate variables apply (a proxied
+    host goes through httpx2's own proxy transport). HTTP/2 is off: one stream per
+    connection keeps the server's view of a cancelled call simple (its connection closes)
+    and matches what the compatible servers speak.
     """
     if max_connections < 1:
         raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+    trust_env = True if settings is None else settings.trust_env
+    limits = client_limits(max_connections)
     mounts: dict[str, httpx2.AsyncBaseTransport | None] = {}
     if sim_app is not None:
         mounts[SIM_HOST] = httpx2.ASGITransport(app=sim_app)
     return httpx2.AsyncClient(
-        limits=client_limits(max_connections),
+        limits=limits,
         timeout=request_timeout(read_timeout_s),
         http1=True,
         http2=False,
         follow_redirects=False,
-        trust_env=True if settings is None else settings.trust_env,
-        transport=transport,
+        trust_env=trust_env,
+        transport=transport or AiohttpTransport(limits, trust_env=trust_env),
         mounts=mounts or None,
         headers={"user-agent": "tally"},
     )
+
+
+class AiohttpTransport(httpx2.AsyncBaseTransport):
+    """httpx2 requests sent over one aiohttp session (its pool: ``limits.max_connections``).
+
+    aiohttp's failures come back as the httpx2 errors they stand for, so ``translate`` reads
+    them the same way. A response whose body was not read to the end when it is closed (a
+    call cancelled mid-stream) closes its connection rather than returning it to the pool:
+    the server sees the disconnect and stops generating. Bodies are passed on undecoded;
+    httpx2 decodes them.
+    """
+
+    def __init__(self, limits: httpx2.Limits, *, trust_env: bool = True) -> None:
+        self.limits = limits
+        self.ssl_context: ssl.SSLContext = httpx2.create_ssl_context(trust_env=trust_env)
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+
+    def session(self) -> aiohttp.ClientSession:
+        """Made on first use: aiohttp binds a session to the running event loop."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.limits.max_connections or 0,
+                limit_per_host=0,
+                keepalive_timeout=self.limits.keepalive_expiry or KEEPALIVE_EXPIRY_S,
+                ssl=self.ssl_context,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # httpx2 keeps the cookies
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            )
+        return self._session
+
+    def _timeout(self, timeout: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+        key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
+        cached = self._timeouts.get(key)
+        if cached is None:
+            # aiohttp's ``connect`` is the wait for a pooled connection, a new one included
+            cached = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+            self._timeouts[key] = cached
+        return cached
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        content = await request.aread()
+        with _httpx_errors(request):
+            response = await self.session().request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=content or None,
+                allow_redirects=False,
+                compress=False,
+                timeout=self._timeout(request.extensions.get("timeout", {})),
+                server_hostname=request.extensions.get("sni_hostname"),
+            )
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx2.Response(
+            response.status,
+            headers=response.raw_headers,
+            stream=_AiohttpBody(response, request),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _AiohttpBody(httpx2.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx2.Request) -> None:
+        self._response, self._request = response, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors(self._request):
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+
+    async def aclose(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # back to the pool
+        else:
+            self._response.close()  # cut short: the connection goes
+
+
+_AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx2.TransportError]], ...] = (
+    (aiohttp.ConnectionTimeoutError, httpx2.ConnectTimeout),
+    (aiohttp.ServerTimeoutError, httpx2.ReadTimeout),
+    (aiohttp.ClientProxyConnectionError, httpx2.ProxyError),
+    (aiohttp.ClientConnectorError, httpx2.ConnectError),
+    (aiohttp.ClientPayloadError, httpx2.RemoteProtocolError),
+    (aiohttp.ServerDisconnectedError, httpx2.RemoteProtocolError),
+    (aiohttp.InvalidUrlClientError, httpx2.UnsupportedProtocol),
+    (aiohttp.ClientError, httpx2.ReadError),
+    (OSError, httpx2.ReadError),
+)
+"""Most specific first: an aiohttp failure becomes the first httpx2 error it matches."""
+
+
+@contextmanager
+def _httpx_errors(request: httpx2.Request) -> Iterator[None]:
+    try:
+        yield
+    except (aiohttp.ClientError, OSError) as exc:
+        for theirs, ours in _AIOHTTP_ERRORS:
+            if isinstance(exc, theirs):
+                raise ours(str(exc) or type(exc).__name__, request=request) from exc
+        raise  # pragma: no cover - OSError and ClientError are both in the table
 
 
 # --- errors ---------------------------------------------------------------------------------

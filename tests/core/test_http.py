@@ -15,6 +15,7 @@ from core.errors import ProviderError
 from core.http import (
     CONNECT_TIMEOUT_S,
     POOL_TIMEOUT_S,
+    AiohttpTransport,
     aiter_sse,
     build_client,
     client_limits,
@@ -50,14 +51,15 @@ def response(
 
 def pool_of(client: httpx2.AsyncClient) -> Any:
     transport: Any = client._transport
-    return transport._pool
+    assert isinstance(transport, AiohttpTransport)
+    return transport.session().connector
 
 
 async def test_limits_sized_above_the_ceiling() -> None:
     async with build_client(None, max_connections=64) as client:
         pool = pool_of(client)
-        assert pool._max_connections == 64 + 16
-        assert pool._max_keepalive_connections == 64 + 16
+        assert pool.limit == 64 + 16
+        assert pool.limit_per_host == 0  # one provider may take the whole pool
         timeout = client.timeout
         assert timeout.pool == POOL_TIMEOUT_S
         assert timeout.connect == CONNECT_TIMEOUT_S
@@ -75,7 +77,7 @@ async def test_small_ceiling_still_gets_headroom() -> None:
 
 async def test_never_the_hidden_default_cap() -> None:
     async with build_client(None, max_connections=256) as client:
-        assert pool_of(client)._max_connections > 256
+        assert pool_of(client).limit > 256
 
 
 def test_bad_ceiling() -> None:
