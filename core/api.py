@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import httpx2
 
+from core.batch import check_gold
 from core.config import Settings, TallyConfig, load_config
 from core.cost import PriceBook
 from core.engine import Engine, EventSink, Recorder, RunRequest
@@ -284,6 +285,7 @@ class Tally:
         for model in spec.panel.models:
             self.registry.resolve(model)
         if batch_id is None:
+            check_gold(spec.task.format, items)
             batch_id = await anyio.to_thread.run_sync(
                 lambda: store.create_batch(
                     name=name,

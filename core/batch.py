@@ -3,11 +3,13 @@ and the summary a person reads at the end."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from core.errors import InputError
+from core.formats import AnswerFormat
 from core.spec import RunSpec
-from core.store import BatchItem, Store
+from core.store import BatchItem, RunRow, Store
 
 
 def load_resume(store: Store, batch_id: str) -> tuple[list[BatchItem], RunSpec]:
@@ -21,10 +23,55 @@ def load_resume(store: Store, batch_id: str) -> tuple[list[BatchItem], RunSpec]:
     return items, info.spec
 
 
+def check_gold(fmt: AnswerFormat, items: Iterable[BatchItem]) -> None:
+    """Refuse a batch whose gold the task cannot read, before anything is stored: such a row
+    could never be counted right, and its accuracy would be a silent lie."""
+    for item in items:
+        if item.gold is None:
+            continue
+        read = fmt.read_gold(item.gold)
+        if not read.ok:
+            where = f"row {item.index + 1}" + (f" ({item.item_id})" if item.item_id else "")
+            raise InputError(f"{where}: gold {read.error}")
+
+
+def batch_format(store: Store, batch_id: str) -> AnswerFormat:
+    """The answer format a batch was asked in: the one its gold is judged by."""
+    return store.get_batch(batch_id).spec.task.format
+
+
 def batch_summary(store: Store, batch_id: str) -> dict[str, Any]:
-    """Decided / ties / needs review / failed, cost, calls, and accuracy against gold."""
+    """Decided / ties / needs review / failed, cost, calls, and accuracy against gold.
+
+    ``with_gold`` counts the finished runs with gold, ``correct`` those whose decided label
+    the task's format reads as the gold (:meth:`gold_matches`), ``accuracy`` their share
+    (``None`` without gold). A run without a label counts as wrong."""
     counts = store.batch_counts(batch_id)
     info = store.get_batch(batch_id)
+    fmt = batch_format(store, batch_id)
+    pairs = store.batch_gold(batch_id)
+    with_gold = sum(n for _, _, n in pairs)
+    correct = sum(n for label, gold, n in pairs if fmt.gold_matches(label, gold))
     summary: dict[str, Any] = {"batch_id": batch_id, "status": info.status}
     summary.update(counts)
+    summary.update(
+        with_gold=with_gold,
+        correct=correct,
+        accuracy=correct / with_gold if with_gold else None,
+    )
     return summary
+
+
+def judged_runs(store: Store, batch_id: str) -> list[tuple[RunRow, bool | None]]:
+    """Every run of a batch with whether it got its gold right (``None``: no gold, or still
+    running), judged as :func:`batch_summary` judges it."""
+    fmt = batch_format(store, batch_id)
+    return [
+        (
+            row,
+            None
+            if row.gold is None or row.status == "running"
+            else fmt.gold_matches(row.label, row.gold),
+        )
+        for row in store.batch_runs(batch_id)
+    ]

@@ -390,7 +390,7 @@ def batch(
 ) -> None:
     """Run every row of FILE through the panel (or finish an interrupted batch with --resume)."""
     from core.api import Tally
-    from core.batch import batch_summary, load_resume
+    from core.batch import batch_summary, check_gold, load_resume
     from core.inputs import read_items
 
     def go() -> dict[str, Any]:
@@ -426,6 +426,7 @@ def batch(
                         count_invalid=count_invalid,
                         count_errors=count_errors,
                     )
+                    check_gold(task.format, items)  # before the progress bar shows
                     panel = tally.panel(model_specs(model, temperature, seed), n)
                     spec = RunSpec(task=task, panel=panel, policy=policy)
                     batch_id = None

@@ -395,6 +395,25 @@ class _Format(BaseModel):
         """0 for the most conservative answer; ``None`` when the format has no such order."""
         return None
 
+    def read_gold(self, gold: str) -> Parsed:
+        """A gold value as the vote it stands for. Gold is read strictly (a label or synonym,
+        one number, one JSON object), never as a sentence: a gold the task cannot read is a
+        mistake in the set, refused before a batch runs."""
+        return self.parse(gold)
+
+    def gold_matches(self, label: str | None, gold: str) -> bool:
+        """Whether a decided label is the gold answer: both read by the format and compared
+        under the grouping votes get (numbers within tolerance count as equal). This is the one
+        comparison the batch summary, the curve and the pages use."""
+        if label is None:
+            return False
+        want, got = self.read_gold(gold), self.read_gold(label)
+        if want.value is None:
+            return False
+        value = got.value if got.value is not None else label.strip()
+        mapping = self.grouping([value, want.value]).mapping
+        return mapping[value] == mapping[want.value]
+
 
 class LabelFormat(_Format):
     """A closed set of labels, with synonyms and an optional conservative order."""
@@ -447,6 +466,13 @@ class LabelFormat(_Format):
             return Parsed.bad(f"{reason}; labels are {', '.join(self.labels)}")
         unsure = _unsure(key, self._lookup)
         return Parsed.good(label) if unsure is None else Parsed.bad(unsure)
+
+    def read_gold(self, gold: str) -> Parsed:
+        label = self._lookup.get(fold(unwrap(gold)))
+        if label is None:
+            labels = ", ".join(self.labels)
+            return Parsed.bad(f"{_short(gold)!r} is no label or synonym of {labels}")
+        return Parsed.good(label)
 
     def conservative_rank(self, value: str) -> int | None:
         try:
@@ -502,6 +528,12 @@ class YesNoFormat(_Format):
         answer, reason = _read_sentence(key, self._lookup)
         if answer is None:
             return Parsed.bad(f"not a yes or no: {reason}")
+        return Parsed.good(answer)
+
+    def read_gold(self, gold: str) -> Parsed:
+        answer = self._lookup.get(fold(unwrap(gold)))
+        if answer is None:
+            return Parsed.bad(f"{_short(gold)!r} is neither yes nor no nor a synonym")
         return Parsed.good(answer)
 
     def conservative_rank(self, value: str) -> int | None:
@@ -693,6 +725,18 @@ class JsonFormat(_Format):
             if isinstance(inner, dict) and self.schema_problem(inner) is None:
                 return Parsed.good(canonical_json(inner))
             return Parsed.bad(f"does not match the schema: {problem}")
+        return Parsed.good(canonical_json(data))
+
+    def read_gold(self, gold: str) -> Parsed:
+        try:
+            data = json.loads(gold)
+        except json.JSONDecodeError:
+            return Parsed.bad(f"{_short(gold)!r} is not JSON")
+        if not isinstance(data, dict):
+            return Parsed.bad(f"{_short(gold)!r} is not a JSON object")
+        problem = self.schema_problem(data)
+        if problem is not None:
+            return Parsed.bad(f"{_short(gold)!r} does not match the schema: {problem}")
         return Parsed.good(canonical_json(data))
 
     def fields(self, value: str) -> dict[str, str]:

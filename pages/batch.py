@@ -20,6 +20,7 @@ import streamlit as st
 
 from core import datasets
 from core.api import build_policy, build_task, tie_break_chain
+from core.batch import batch_summary, judged_runs
 from core.errors import InputError, TallyError
 from core.experiments import load_labelled
 from core.inputs import read_columns, read_items
@@ -378,11 +379,8 @@ def live(batch_id: str) -> None:
 
 def result_rows(store: Store, batch_id: str) -> pd.DataFrame:
     rows = []
-    for r in store.batch_runs(batch_id):
-        correct = ""
-        if r.gold is not None and r.status != "running":
-            match = (r.label or "").strip().lower() == r.gold.strip().lower()
-            correct = "yes" if match else "no"
+    for r, right in judged_runs(store, batch_id):
+        correct = "" if right is None else "yes" if right else "no"
         rows.append(
             {
                 "item": r.item_id or "",
@@ -433,7 +431,7 @@ def inspect_run(store: Store, batch_id: str, frame: pd.DataFrame) -> None:
 
 
 def results_view(store: Store, info: BatchInfo) -> None:
-    counts = store.batch_counts(info.batch_id)
+    counts = batch_summary(store, info.batch_id)
     cols = st.columns(5)
     cols[0].metric("Runs", f"{counts['done']}/{counts['total']}")
     cols[1].metric("Decided", counts["decided"] + counts["escalated"] + counts["resolved"])

@@ -248,10 +248,14 @@ class Draws:
         )
 
 
-def gold_of(fmt: AnswerFormat, gold: str) -> str:
-    """Gold in the form answers are normalised to (``Regression`` reads as ``regression``)."""
-    parsed = fmt.parse(gold)
-    return parsed.value if parsed.ok and parsed.value is not None else gold.strip()
+def gold_of(fmt: AnswerFormat, gold: str, answers: Sequence[str] = ()) -> str:
+    """Gold in the form an item's answers are counted in: read by the format, and, where a
+    tolerance groups near answers, the counted answer it matches (:meth:`gold_matches`, the
+    one comparison the batch summary and the pages use too)."""
+    read = fmt.read_gold(gold)
+    value = read.value if read.value is not None else gold.strip()
+    matching = sorted({a for a in answers if fmt.gold_matches(a, value)})
+    return value if not matching or value in matching else matching[0]
 
 
 def read_draws(
@@ -297,8 +301,15 @@ def read_draws(
             if call.status == CallStatus.OK and call.latency_ms is not None:
                 latencies[call.model].append(call.latency_ms)
         item = run.item_id or run.run_id
+        if fmt is not None:  # near answers count as one, as they do in the run's own vote
+            grouped = fmt.group([a for answers in row.values() for a in answers if a is not None])
+            row = {m: [None if a is None else grouped[a] for a in row[m]] for m in row}
         samples[item] = dict(row)
-        gold[item] = gold_of(fmt, run.gold) if fmt is not None else run.gold
+        gold[item] = (
+            gold_of(fmt, run.gold, [a for answers in row.values() for a in answers if a])
+            if fmt is not None
+            else run.gold
+        )
         run_ids[item] = run.run_id
     names = [m for m in order if m in models] + [m for m in models if m not in order]
     complete = {item: row for item, row in samples.items() if all(row.get(m) for m in names)}

@@ -696,14 +696,11 @@ class Store:
         """Progress and outcome of a batch, counted in SQL.
 
         Keys: ``total``, ``started``, ``done``, ``running``, one per decision status, ``calls``,
-        ``cost_usd`` (known costs), ``unknown_cost_runs``, ``with_gold``, ``correct`` and
-        ``accuracy`` (None without gold). A label matches its gold ignoring case and spaces
-        around it.
+        ``cost_usd`` (known costs), ``unknown_cost_runs``. Accuracy against gold needs the
+        task's answer format: :func:`core.batch.batch_summary` adds it from :meth:`batch_gold`.
         """
         rc = run_t.c
         finished = rc.status != RUNNING
-        with_gold = finished & rc.gold.is_not(None)
-        correct = with_gold & (func.lower(func.trim(rc.label)) == func.lower(func.trim(rc.gold)))
         with self._read() as conn:
             batch = self._need_batch(conn, batch_id)
             by_status: dict[str, int] = {
@@ -718,8 +715,6 @@ class Store:
                 select(
                     func.coalesce(func.sum(rc.cost_usd), 0.0),
                     func.sum(case((rc.cost_usd.is_(None) & finished, 1), else_=0)),
-                    func.sum(case((with_gold, 1), else_=0)),
-                    func.sum(case((correct, 1), else_=0)),
                 ).where(rc.batch_id == batch_id)
             ).one()
             calls = conn.execute(
@@ -734,16 +729,23 @@ class Store:
         counts["running"] = running
         for status in DecisionStatus:
             counts[status.value] = int(by_status.get(status.value, 0))
-        n_gold, n_correct = int(sums[2] or 0), int(sums[3] or 0)
         counts.update(
-            calls=int(calls),
-            cost_usd=float(sums[0]),
-            unknown_cost_runs=int(sums[1] or 0),
-            with_gold=n_gold,
-            correct=n_correct,
-            accuracy=n_correct / n_gold if n_gold else None,
+            calls=int(calls), cost_usd=float(sums[0]), unknown_cost_runs=int(sums[1] or 0)
         )
         return counts
+
+    def batch_gold(self, batch_id: str) -> list[tuple[str | None, str, int]]:
+        """(decided label, gold, runs) of the finished runs with gold, one row per distinct
+        pair: few rows however large the batch, for the format to judge."""
+        rc = run_t.c
+        with self._read() as conn:
+            self._need_batch(conn, batch_id)
+            rows = conn.execute(
+                select(rc.label, rc.gold, func.count())
+                .where(rc.batch_id == batch_id, rc.status != RUNNING, rc.gold.is_not(None))
+                .group_by(rc.label, rc.gold)
+            ).all()
+        return [(label, gold, int(n)) for label, gold, n in rows]
 
     def batch_runs(self, batch_id: str) -> list[RunRow]:
         """Every run of a batch (finished or not) in item order."""

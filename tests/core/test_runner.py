@@ -10,6 +10,7 @@ from typing import TypeVar
 import pytest
 
 from core.api import build_policy, build_task
+from core.batch import batch_summary
 from core.errors import ConfigError, InputError, PolicyError, TallyError
 from core.panel import Panel
 from core.result import CallStatus, DecisionStatus
@@ -173,7 +174,7 @@ def test_a_batch_reports_progress_and_finishes(runner: Runner) -> None:
     assert progress.eta_s == 0.0
     assert progress.rate is not None and progress.rate > 0
     assert progress.cost_usd > 0
-    counts = runner.store.batch_counts(batch_id)
+    counts = batch_summary(runner.store, batch_id)
     assert counts["done"] == 8 and counts["with_gold"] == 8
     assert runner.store.get_batch(batch_id).status == "done"
 

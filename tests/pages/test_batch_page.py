@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core import datasets
 from core.api import build_policy, build_task
+from core.batch import batch_summary
 from core.formats import parse_format
 from core.panel import Panel
 from core.spec import RunSpec
@@ -120,6 +121,18 @@ def test_a_jsonl_column_that_is_not_in_every_row(
     assert store.list_batches() == []
 
 
+def test_a_gold_the_labels_cannot_read_is_refused_with_its_row(
+    page_test: Callable[[str], AppTest], store: Store
+) -> None:
+    data = b"id,text,label\na1,first,yes\na2,second,no idea\n"
+    at = upload(open_page(page_test), "gold.csv", data)
+    fast_panel(at)
+    at.button(key="batch.submit").click().run()
+    assert any(e.startswith("row 2 (a2): gold 'no idea'") for e in errors(at)), errors(at)
+    assert store.list_batches() == []
+    assert store.list_runs()[1] == 0
+
+
 def test_no_model_and_no_labels_are_refused_by_their_widgets(
     page_test: Callable[[str], AppTest], store: Store
 ) -> None:
@@ -150,7 +163,7 @@ def test_a_small_upload_runs_to_the_end_with_accuracy_and_downloads(
     assert info.columns == {"text": "text", "gold": "label", "id": "id"}
 
     at = rerun_until(at, lambda a: any(s.value.startswith("Done: 3 runs") for s in a.success))
-    counts = store.batch_counts(info.batch_id)
+    counts = batch_summary(store, info.batch_id)
     assert counts["done"] == 3 and counts["with_gold"] == 3
     accuracy = next(m.value for m in at.metric if m.label == "Accuracy vs gold")
     assert accuracy == f"{counts['accuracy']:.1%}"
@@ -192,7 +205,7 @@ def test_a_bundled_set_as_a_ready_made_batch(
         "reg-0003",
         "reg-0004",
     ]
-    assert store.batch_counts(info.batch_id)["with_gold"] == 4
+    assert batch_summary(store, info.batch_id)["with_gold"] == 4
 
 
 def test_an_interrupted_batch_is_offered_for_resume_and_finishes(

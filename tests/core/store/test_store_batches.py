@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from core.batch import batch_summary
 from core.errors import InputError, NotFoundError
 from core.panel import Panel
 from core.policy import Policy, TieBreak
@@ -58,7 +59,13 @@ def test_create_and_read_a_batch(store: Store) -> None:
         store.set_batch_status(bid, "paused")
     with pytest.raises(NotFoundError, match="no batch 'nope'"):
         store.set_batch_status("nope", "done")
-    for read in (store.batch_items, store.batch_counts, store.batch_runs, store.batch_results):
+    for read in (
+        store.batch_items,
+        store.batch_counts,
+        store.batch_gold,
+        store.batch_runs,
+        store.batch_results,
+    ):
         with pytest.raises(NotFoundError):
             read("nope")
 
@@ -108,8 +115,10 @@ def test_counts_runs_done_and_accuracy(
     )
     assert counts["calls"] == 13
     assert counts["cost_usd"] == pytest.approx(0.018) and counts["unknown_cost_runs"] == 1
-    assert (counts["with_gold"], counts["correct"]) == (3, 1)
-    assert counts["accuracy"] == pytest.approx(1 / 3)
+    assert set(store.batch_gold(bid)) == {(None, "yes", 1), ("YES ", "yes", 1), ("yes", "No", 1)}
+    summary = batch_summary(store, bid)  # judged by the task's format: yes/no here
+    assert (summary["with_gold"], summary["correct"]) == (3, 1)
+    assert summary["accuracy"] == pytest.approx(1 / 3)
 
     assert store.runs_done(bid) == {0, 1, 2, 3}
     finished = store.batch_finished_calls(bid)
@@ -128,6 +137,7 @@ def test_counts_runs_done_and_accuracy(
 def test_counts_of_a_batch_without_gold_or_runs(store: Store) -> None:
     bid = store.create_batch(name="ui", source="ui", spec=spec(), concurrency=4, total=7)
     counts = store.batch_counts(bid)
-    assert counts["total"] == 7 and counts["done"] == 0 and counts["accuracy"] is None
+    assert counts["total"] == 7 and counts["done"] == 0
+    assert batch_summary(store, bid)["accuracy"] is None and store.batch_gold(bid) == []
     assert counts["calls"] == 0 and counts["cost_usd"] == 0.0
     assert store.batch_items(bid) == [] and store.get_batch(bid).spec == spec()
