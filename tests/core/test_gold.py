@@ -19,8 +19,10 @@ from core.experiments.curve import read_draws
 from core.formats import JsonFormat, LabelFormat, NumberFormat, YesNoFormat, parse_format
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
 from core.runner import Runner
+from core.spec import RunSpec
 from core.store import BatchItem, Store
 from core.task import Task
+from tests.specs import spec
 
 REGRESSION = LabelFormat(labels=("regression", "no regression"), synonyms={"bug": "regression"})
 NEAR = NumberFormat(tolerance=1)
@@ -107,12 +109,11 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def stored_batch(store: Store, task: Task, rows: list[tuple[str | None, str | None]]) -> str:
     """A finished batch whose run ``i`` decided ``rows[i][0]`` against gold ``rows[i][1]``;
     each run's three calls all answered the decided label."""
+    run_spec = spec(["sim:a"], 3, task=task)
     bid = store.create_batch(
         name="gold",
         source="cli",
-        task=task,
-        panel=["sim:a"] * 3,
-        policy={},
+        spec=run_spec,
         concurrency=1,
         items=[(i, f"item-{i}", f"text {i}", gold) for i, (_, gold) in enumerate(rows)],
     )
@@ -121,9 +122,7 @@ def stored_batch(store: Store, task: Task, rows: list[tuple[str | None, str | No
         store.start_run(
             run_id,
             f"text {i}",
-            task,
-            ["sim:a"] * 3,
-            {},
+            run_spec,
             source="batch",
             batch_id=bid,
             item_id=f"item-{i}",
@@ -138,9 +137,7 @@ def stored_batch(store: Store, task: Task, rows: list[tuple[str | None, str | No
             RunResult(
                 run_id=run_id,
                 input=f"text {i}",
-                task=task.model_dump(mode="json"),
-                panel=["sim:a"] * 3,
-                policy={},
+                spec=run_spec,
                 decision=Decision(status=DecisionStatus.DECIDED, label=label),
                 votes={} if label is None else {label: 3},
                 calls=calls,
@@ -148,7 +145,6 @@ def stored_batch(store: Store, task: Task, rows: list[tuple[str | None, str | No
                 latency_ms=1.0,
                 batch_id=bid,
                 item_id=f"item-{i}",
-                item_index=i,
                 gold=gold,
             )
         )
@@ -238,9 +234,11 @@ def test_the_library_refuses_unreadable_gold_and_stores_nothing(sim_env: str) ->
         async with Tally.open(database_url=sim_env) as tally:
             await tally.run_batch(
                 BAD_ITEMS,
-                task=build_task(answer_format={"kind": "yesno"}),
-                panel=tally.panel(["sim:sim-mid"], 3),
-                policy=build_policy(),
+                RunSpec(
+                    task=build_task(answer_format={"kind": "yesno"}),
+                    panel=tally.panel(["sim:sim-mid"], 3),
+                    policy=build_policy(),
+                ),
             )
 
     with pytest.raises(InputError, match=r"^row 2 \(two\): gold 'no idea' is neither yes nor no"):
@@ -254,9 +252,11 @@ def test_the_dashboard_runner_refuses_unreadable_gold_and_stores_nothing(sim_env
         with pytest.raises(InputError, match=r"^row 2 \(two\): gold 'no idea'"):
             runner.submit_batch(
                 BAD_ITEMS,
-                task=build_task(answer_format={"kind": "yesno"}),
-                panel=runner.tally.panel(["sim:sim-mid"], 3),
-                policy=build_policy(),
+                RunSpec(
+                    task=build_task(answer_format={"kind": "yesno"}),
+                    panel=runner.tally.panel(["sim:sim-mid"], 3),
+                    policy=build_policy(),
+                ),
                 name="bad gold",
                 columns={"text": "text", "gold": "gold", "id": "id"},
             )
