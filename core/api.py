@@ -207,6 +207,7 @@ class Tally:
                 prices=prices,
                 concurrency=ceiling,
                 call_timeout_s=cfg.defaults.call_timeout_s,
+                attempt_timeout_s=cfg.defaults.attempt_timeout_s,
                 retry=retry,
             )
             if store is None:

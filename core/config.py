@@ -136,7 +136,10 @@ class PriceOverride(_Strict):
 
 class Defaults(_Strict):
     concurrency: int = Field(default=8, ge=1, le=4096)  # global ceiling: the handbook's 8
-    call_timeout_s: float = Field(default=60.0, gt=0)  # per-call deadline, retries included
+    call_timeout_s: float = Field(default=60.0, gt=0)  # the whole call: retries and waits included
+    # One attempt; unset, an attempt may use what remains of the call's deadline. A limit here
+    # retries a stalled connection sooner, but a slow model cut by it is paid for twice.
+    attempt_timeout_s: float | None = Field(default=None, gt=0)
     max_attempts: int = Field(default=4, ge=1, le=20)
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=30.0, ge=0)

@@ -12,7 +12,7 @@ with the same package.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
@@ -21,6 +21,7 @@ from typing import Any, Literal
 from genai_prices import Usage, calc_price
 
 from core.config import PriceOverride, TallyConfig
+from core.result import CallResult
 
 PriceSource = Literal["override", "sim", "genai-prices", "unknown"]
 
@@ -85,20 +86,36 @@ class PriceBook:
             return _Rates("unknown")
         return _Rates("genai-prices", provider_id=provider_id, model_ref=model_id)
 
-    def _compute(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
+    def _compute(
+        self,
+        model: str,
+        tokens_in: int | None,
+        tokens_out: int | None,
+        cached: int | None,
+        cache_write: int | None,
+    ) -> float | None:
         rates = self._rates(model)
         if rates.source == "unknown":
             return None
         if rates.source != "genai-prices":
+            # flat rates know no cache discount: the whole prompt at the input rate
             total = 0.0
             if tokens_in is not None and rates.input_per_mtok is not None:
                 total += tokens_in * rates.input_per_mtok / _MTOK
             if tokens_out is not None and rates.output_per_mtok is not None:
                 total += tokens_out * rates.output_per_mtok / _MTOK
             return total
+        prompt = tokens_in or 0
+        read = min(cached or 0, prompt)
+        written = min(cache_write or 0, prompt - read)
         try:
             result = calc_price(
-                Usage(input_tokens=tokens_in or 0, output_tokens=tokens_out or 0),
+                Usage(
+                    input_tokens=prompt,
+                    cache_read_tokens=read,
+                    cache_write_tokens=written,
+                    output_tokens=tokens_out or 0,
+                ),
                 rates.model_ref,
                 provider_id=rates.provider_id,
             )
@@ -106,16 +123,26 @@ class PriceBook:
             return None
         return float(result.total_price)
 
-    def price(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
-        """USD for one call, or ``None`` when the model's price or all its tokens are unknown.
+    def price(
+        self,
+        model: str,
+        tokens_in: int | None,
+        tokens_out: int | None,
+        *,
+        cached: int | None = None,
+        cache_write: int | None = None,
+    ) -> float | None:
+        """USD for one attempt, or ``None`` when the model's price or all its tokens are unknown.
 
-        A call cut short may know one side only (the prompt, before any output was counted,
+        ``tokens_in`` is the whole prompt; ``cached`` and ``cache_write`` are the parts of it
+        read from and written to the provider's prompt cache, priced at their own rates. An
+        attempt cut short may know one side only (the prompt, before any output was counted,
         or streamed output before the usage chunk): the known side is priced, so a cancelled
         call shows at least what it is known to have cost.
         """
         if tokens_in is None and tokens_out is None:
             return None
-        return self._price(model, tokens_in, tokens_out)
+        return self._price(model, tokens_in, tokens_out, cached, cache_write)
 
     def known(self, model: str) -> bool:
         return self._rates(model).source != "unknown"
@@ -165,3 +192,46 @@ def _per_mtok(value: Any) -> float | None:
     if isinstance(base, Decimal | int | float):
         return float(base)
     return None
+
+
+@dataclass(frozen=True)
+class CostTotal:
+    """What a set of calls cost: the known part, and how many calls cost an unknown amount.
+
+    A call's cost is unknown when its price is, or when one of its attempts may have been
+    billed without the provider saying for how much (a reply cut on the way, a timeout, a
+    cancellation). Its known part still counts, so a total reads "at least $x"."""
+
+    known_usd: float = 0.0
+    unknown_calls: int = 0
+
+    @property
+    def usd(self) -> float | None:
+        """The whole cost, or ``None`` when any call's is unknown (never a partial sum)."""
+        return self.known_usd if self.unknown_calls == 0 else None
+
+
+def cost_total(calls: Iterable[CallResult]) -> CostTotal:
+    """Sum the calls' costs. A call with no cost and no known part consumed nothing known:
+    refused before any usage (stored before calls kept their known part), it adds nothing."""
+    known, unknown = 0.0, 0
+    for call in calls:
+        if call.cost_usd is not None:
+            known += call.cost_usd
+        elif call.cost_known_usd is not None or call.tokens_in or call.tokens_out:
+            known += call.cost_known_usd or 0.0
+            unknown += 1
+    return CostTotal(known, unknown)
+
+
+def describe_cost(
+    usd: float | None,
+    known_usd: float | None,
+    unknown: int,
+    money: Callable[[float | None], str],
+) -> str:
+    """``$0.0042``, or ``≥ $0.0042 + 2 unknown`` when part of it is unknown (``money`` formats
+    dollars the way the caller shows them)."""
+    if usd is not None or not unknown:
+        return money(usd)
+    return f"≥ {money(known_usd or 0.0)} + {unknown} unknown"

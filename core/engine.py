@@ -21,7 +21,7 @@ import httpx2
 
 from core import voting
 from core.analysis.sweeps import AIMD
-from core.cost import PriceBook
+from core.cost import PriceBook, cost_total
 from core.errors import PolicyError, ProviderError
 from core.formats import AnswerFormat
 from core.panel import ModelSpec, Slot
@@ -120,7 +120,8 @@ class Engine:
     client: httpx2.AsyncClient
     prices: PriceBook
     concurrency: int = 8
-    call_timeout_s: float = 60.0
+    call_timeout_s: float = 60.0  # the whole call: every attempt and every wait between them
+    attempt_timeout_s: float | None = None  # one attempt; None: what remains of the call's
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(4, 0.5, 30.0))
     recorder: Recorder = field(default_factory=Recorder)
     _global: anyio.CapacityLimiter = field(init=False)
@@ -130,6 +131,16 @@ class Engine:
         if self.concurrency < 1:
             raise PolicyError(f"concurrency must be at least 1, got {self.concurrency}")
         self._global = anyio.CapacityLimiter(self.concurrency)
+
+    def price(self, model: str, usage: Usage) -> float | None:
+        """One attempt's cost, cached prompt tokens at their own rate."""
+        return self.prices.price(
+            model,
+            usage.tokens_in,
+            usage.tokens_out,
+            cached=usage.tokens_cached,
+            cache_write=usage.tokens_cache_write,
+        )
 
     def provider_limiter(self, provider: Provider) -> AdaptiveLimiter:
         limiter = self._providers.get(provider.name)
@@ -289,7 +300,7 @@ class _Run:
                     "not needed: cancelled before it began",
                 )
                 call.tokens_in = call.tokens_out = 0
-                call.cost_usd = 0.0
+                call.cost_usd = call.cost_known_usd = 0.0
                 await self.engine.recorder.call_finished(self.req.run_id, call, None)
                 self.emit("call_finished", slot=call.slot, call=call)
 
@@ -397,6 +408,7 @@ class _Run:
                         "phase": phase,
                         "cached": True,
                         "cost_usd": 0.0 if hit.cost_usd is not None else None,
+                        "cost_known_usd": 0.0,
                         "retries": 0,
                     }
                 )
@@ -410,17 +422,23 @@ class _Run:
     async def call_model(self, slots: list[Slot], phase: CallPhase, provider: Provider) -> int:
         """One request for ``slots`` (n samples of one model). Returns how many slots it filled.
 
-        A call counts as started, and its latency runs, once it holds both ceilings: time spent
-        queued behind the limiters is the fan-out's, not the model's.
+        A call counts as started, and its latency and its deadline run, once it holds both
+        ceilings: time spent queued behind the limiters is the fan-out's, not the model's.
+        ``call_timeout_s`` bounds the whole call from then on, retries, backoff and queueing
+        again included; ``attempt_timeout_s``, when set, bounds each attempt too. Every
+        attempt's usage is billed to the call (the first slot of an n-sample request), failed
+        attempts included; a wait between attempts bills nothing.
         """
         engine = self.engine
         spec = slots[0].model
         request = self.completion_request(spec, provider, len(slots), slots[0].sample)
         key = cache_key(spec, request, slots[0].sample) if len(slots) == 1 else None
         calls = [self.calls[(phase, s.index)] for s in slots]
-        usage = Usage()
+        spent = _Bill()  # the attempts that failed, billed to the first slot
+        last = Usage()
         limiter = engine.provider_limiter(provider)
         t0 = time.monotonic()
+        deadline: float | None = None  # anyio's clock; set when the first attempt starts
 
         def on_retry(attempt: int, err: ProviderError, wait: float) -> None:
             for call in calls:
@@ -436,36 +454,57 @@ class _Run:
                     )
 
         async def attempt() -> list[Completion]:
-            nonlocal t0
-            usage.tokens_in = usage.tokens_out = usage.first_token_at = None
-            async with limiter.limiter, engine._global:
-                if calls[0].status == CallStatus.PENDING:
-                    t0 = time.monotonic()
-                    for call in calls:
-                        call.status, call.started_at = CallStatus.RUNNING, time.time()
-                        self.emit("call_started", slot=call.slot, call=call)
-                try:
-                    with anyio.fail_after(engine.call_timeout_s):
+            nonlocal t0, deadline, last
+            scope = anyio.CancelScope(deadline=math.inf if deadline is None else deadline)
+            with scope:
+                async with limiter.limiter, engine._global:
+                    now = anyio.current_time()
+                    if deadline is None:
+                        deadline = now + engine.call_timeout_s
+                        scope.deadline = deadline
+                        t0 = time.monotonic()
+                        for call in calls:
+                            call.status, call.started_at = CallStatus.RUNNING, time.time()
+                            self.emit("call_started", slot=call.slot, call=call)
+                    if engine.attempt_timeout_s is not None:
+                        scope.deadline = min(deadline, now + engine.attempt_timeout_s)
+                    last = usage = Usage()
+                    try:
                         return await provider.complete(engine.client, request, usage)
-                except TimeoutError:
-                    raise ProviderError(
-                        f"no answer within {engine.call_timeout_s:g}s", timeout=True, retryable=True
-                    ) from None
+                    except BaseException as exc:
+                        # an error reply, or a request that never reached the provider, is
+                        # not billed; anything else cut or broken may have been
+                        if not (isinstance(exc, ProviderError) and exc.billed is False):
+                            spent.add(usage, engine.price(spec.name, usage), known=usage.reported)
+                        raise
+            assert deadline is not None
+            if anyio.current_time() >= deadline:
+                raise ProviderError(
+                    f"no answer within the call's {engine.call_timeout_s:g}s", timeout=True
+                )
+            raise ProviderError(
+                f"attempt got no answer within {engine.attempt_timeout_s:g}s",
+                timeout=True,
+                retryable=True,
+            )
 
         try:
-            completions, retries = await call_with_retries(attempt, engine.retry, on_retry=on_retry)
+            completions, retries = await call_with_retries(
+                attempt, engine.retry, on_retry=on_retry, deadline=lambda: deadline
+            )
         except ProviderError as err:
             status = CallStatus.TIMEOUT if err.timeout else CallStatus.ERROR
-            await self.finish(calls, status, str(err), usage, t0)
+            await self.finish(calls, status, str(err), spent, last, t0)
             return len(calls)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 started = [c for c in calls if c.status == CallStatus.RUNNING]
-                await self.finish(started, CallStatus.CANCELLED, "cancelled", usage, t0)
+                await self.finish(started, CallStatus.CANCELLED, "cancelled", spent, last, t0)
             raise
         if not completions:
+            spent.add(last, engine.price(spec.name, last), known=last.reported)
             await self.finish(
-                calls, CallStatus.ERROR, f"{provider.name} returned no answer", usage, t0
+                calls, CallStatus.ERROR, f"{provider.name} returned no answer", spent, last, t0
             )
             return len(calls)
 
@@ -474,64 +513,62 @@ class _Run:
             self.emit("concurrency", message=f"{provider.name}: ceiling restored to {changed}")
         for i, (call, completion) in enumerate(zip(calls, completions, strict=False)):
             call.retries = retries
-            self.fill(call, completion, usage, t0, first=(i == 0))
+            self.fill(call, completion)
+            bill = spent if i == 0 else _Bill()
+            # with n samples the prompt is billed once: the provider puts it on the first one
+            share = Usage(
+                tokens_in=completion.tokens_in
+                if completion.tokens_in is not None or i
+                else last.tokens_in,
+                tokens_out=completion.tokens_out,
+                tokens_cached=last.tokens_cached if i == 0 else None,
+                tokens_cache_write=last.tokens_cache_write if i == 0 else None,
+            )
+            bill.add(share, engine.price(spec.name, share), known=last.reported)
+            self.stamp(call, bill, last, t0)
             await engine.recorder.call_finished(self.req.run_id, call, key)
             self.emit("call_finished", slot=call.slot, call=call)
         for call in calls[len(completions) :]:
             call.status = CallStatus.PENDING  # goes out again on its own
         return min(len(calls), len(completions))
 
-    def fill(
-        self, call: CallResult, completion: Completion, usage: Usage, t0: float, *, first: bool
-    ) -> None:
+    def fill(self, call: CallResult, completion: Completion) -> None:
         parsed = self.fmt.parse(completion.text)
         call.raw = completion.text
         if parsed.ok:
             call.status, call.answer = CallStatus.OK, parsed.value
         else:
             call.status, call.error = CallStatus.INVALID, parsed.error
-        # with n samples the prompt is billed once: the provider puts it on the first completion
-        call.tokens_in = (
-            completion.tokens_in
-            if completion.tokens_in is not None or not first
-            else usage.tokens_in
-        )
-        call.tokens_out = completion.tokens_out
-        self.stamp(call, usage, t0)
 
-    def stamp(self, call: CallResult, usage: Usage, t0: float) -> None:
+    def stamp(self, call: CallResult, bill: _Bill, usage: Usage, t0: float) -> None:
+        """A call's end: its latency and what its attempts consumed and cost."""
         now = time.monotonic()
         call.latency_ms = (now - t0) * 1000
         call.ended_at = time.time()
         if usage.first_token_at is not None:
             call.ttft_ms = (usage.first_token_at - t0) * 1000
-        call.cost_usd = self.engine.prices.price(call.model, call.tokens_in, call.tokens_out)
+        call.tokens_in, call.tokens_out = bill.tokens_in, bill.tokens_out
+        call.tokens_cached = bill.tokens_cached
+        call.cost_known_usd = bill.known_usd
+        call.cost_usd = None if bill.unknown else bill.known_usd
 
     async def finish(
         self,
         calls: list[CallResult],
         status: CallStatus,
         error: str | None,
+        spent: _Bill,
         usage: Usage,
         t0: float,
     ) -> None:
-        """End calls that produced no answer, keeping whatever usage was known when they ended.
-
-        A request cut while in flight (cancelled, or past its deadline) has had its prompt read
-        and will be billed for it even though no usage came back: when the provider reported
-        none, the prompt is counted at the usual 4 characters per token and the
-        error says so, rather than the call reading as free.
-        """
-        prompt_in = usage.tokens_in
-        if prompt_in is None and status in (CallStatus.CANCELLED, CallStatus.TIMEOUT):
-            prompt_in = estimate_tokens(self.messages)
-            error = f"{error} (prompt tokens estimated)"
+        """End calls that produced no answer with what their attempts consumed. An attempt cut
+        while in flight may have been billed for its prompt with no usage reported: its cost
+        is unknown (the known part is kept), not estimated and not zero. The request was one,
+        so the other samples of an n-sample request bill nothing more."""
         for i, call in enumerate(calls):
             call.status = status
             call.error = error
-            call.tokens_in = prompt_in if i == 0 else (0 if prompt_in else None)
-            call.tokens_out = usage.tokens_out if i == 0 else None
-            self.stamp(call, usage, t0)
+            self.stamp(call, spent if i == 0 else _Bill(), usage, t0)
             await self.engine.recorder.call_finished(self.req.run_id, call, None)
             self.emit("call_finished", slot=call.slot, call=call)
 
@@ -616,6 +653,7 @@ def build_result(
     ordered = sorted(calls, key=call_order)
     voted = [c for c in ordered if c.phase != "escalate"]
     fmt = request.spec.task.format
+    total = cost_total(ordered)
     return RunResult(
         run_id=request.run_id,
         input=request.input,
@@ -624,7 +662,9 @@ def build_result(
         votes=voting.count_votes(voted, fmt),
         field_votes=voting.field_votes(voted, fmt),
         calls=ordered,
-        cost_usd=run_cost(ordered),
+        cost_usd=total.usd,
+        cost_known_usd=total.known_usd,
+        cost_unknown_calls=total.unknown_calls,
         latency_ms=latency_ms,
         batch_id=request.batch_id,
         item_id=request.item_id,
@@ -632,21 +672,36 @@ def build_result(
     )
 
 
-def estimate_tokens(messages: Sequence[Mapping[str, str]]) -> int:
-    """A rough prompt size for calls cut before the provider reported usage."""
-    return max(1, sum(len(m.get("content", "")) for m in messages) // 4)
+@dataclass
+class _Bill:
+    """What a call's attempts consumed and cost, attempt by attempt: tokens summed, each
+    attempt priced on its own, unknown once any attempt's usage or price is."""
+
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens_cached: int | None = None
+    known_usd: float = 0.0
+    unknown: bool = False
+
+    def add(self, usage: Usage, cost: float | None, *, known: bool) -> None:
+        self.tokens_in = _plus(self.tokens_in, usage.tokens_in)
+        self.tokens_out = _plus(self.tokens_out, usage.tokens_out)
+        self.tokens_cached = _plus(self.tokens_cached, usage.tokens_cached)
+        if cost is not None:
+            self.known_usd += cost
+        elif usage.tokens_in or usage.tokens_out:
+            self.unknown = True  # tokens without a price
+        if not known:
+            self.unknown = True
+
+
+def _plus(total: int | None, more: int | None) -> int | None:
+    return total if more is None else (total or 0) + more
 
 
 def run_cost(calls: Sequence[CallResult]) -> float | None:
     """The run's cost: every call's, retries, escalations and cancelled calls included.
 
-    Unknown when any call that consumed tokens has no price: a partial sum would read as a
-    real total. Calls that consumed nothing known (refused before any usage) add nothing.
-    """
-    total = 0.0
-    for call in calls:
-        if call.cost_usd is not None:
-            total += call.cost_usd
-        elif call.tokens_in or call.tokens_out:
-            return None
-    return total if math.isfinite(total) else None
+    Unknown when any call's cost is (see ``core.cost.cost_total``): a partial sum would read
+    as a real total."""
+    return cost_total(calls).usd

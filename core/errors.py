@@ -27,7 +27,11 @@ class PolicyError(InputError):
 
 
 class ProviderError(TallyError):
-    """A call to a model failed. ``retryable`` says whether another attempt may help."""
+    """A call to a model failed. ``retryable`` says whether another attempt may help.
+
+    ``billed`` is False when the provider cannot have billed the attempt (it answered with an
+    error status, or the request never reached it); None when nobody knows (a reply cut on the
+    way, a timeout): the attempt's usage is then unknown, not zero."""
 
     def __init__(
         self,
@@ -37,12 +41,14 @@ class ProviderError(TallyError):
         retryable: bool = False,
         retry_after: float | None = None,
         timeout: bool = False,
+        billed: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
         self.timeout = timeout
+        self.billed = billed
 
 
 class StoreError(TallyError):

@@ -396,6 +396,7 @@ def error_from_response(
         retryable=retryable,
         retry_after=parse_retry_after(response.headers),
         timeout=status in (408, 504),
+        billed=False,
     )
 
 
@@ -409,12 +410,15 @@ def _response_host(response: httpx2.Response) -> str:
 def error_from_exception(
     exc: BaseException, *, secrets: Iterable[str | None] = ()
 ) -> ProviderError:
-    """Transport failures: timeouts and broken connections retry, a wrong URL does not."""
+    """Transport failures: timeouts and broken connections retry, a wrong URL does not.
+
+    A request that never reached the provider whole (no connection, no free connection, a body
+    not sent) is known not to be billed; one cut after it was sent may have been."""
     if isinstance(exc, ProviderError):
         return exc
     detail = redact(str(exc), secrets) or type(exc).__name__
     if isinstance(exc, httpx2.InvalidURL):
-        return ProviderError(f"invalid URL: {detail}")
+        return ProviderError(f"invalid URL: {detail}", billed=False)
     if not isinstance(exc, httpx2.HTTPError):
         return ProviderError(f"{type(exc).__name__}: {detail}")
     host = _request_host(exc)
@@ -425,9 +429,10 @@ def error_from_exception(
             httpx2.WriteTimeout: f"timed out sending the request to {host}",
             httpx2.PoolTimeout: f"timed out waiting for a free connection to {host}",
         }.get(type(exc), f"timed out talking to {host}")
-        return ProviderError(what, retryable=True, timeout=True)
+        unsent = isinstance(exc, httpx2.ConnectTimeout | httpx2.WriteTimeout | httpx2.PoolTimeout)
+        return ProviderError(what, retryable=True, timeout=True, billed=False if unsent else None)
     if isinstance(exc, httpx2.ConnectError):
-        return ProviderError(f"cannot connect to {host}: {detail}", retryable=True)
+        return ProviderError(f"cannot connect to {host}: {detail}", retryable=True, billed=False)
     if isinstance(exc, httpx2.NetworkError | httpx2.RemoteProtocolError):
         return ProviderError(f"connection to {host} broke: {detail}", retryable=True)
     if isinstance(exc, httpx2.DecodingError):
@@ -472,6 +477,7 @@ def parse_json_body(response: httpx2.Response, *, secrets: Iterable[str | None] 
         raise ProviderError(
             f"HTTP {response.status_code} from {host}: {summary} instead of JSON",
             status=response.status_code,
+            billed=False,
         )
     try:
         return json.loads(body)

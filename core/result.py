@@ -36,6 +36,11 @@ class CallResult(BaseModel):
 
     ``answer`` is the normalised vote (a string) for ``ok`` calls; ``raw`` keeps the reply
     text whatever the status, so an invalid answer can be inspected.
+
+    Tokens and cost are summed over the call's attempts, failed ones included. ``tokens_in``
+    is the whole prompt and ``tokens_cached`` the part of it read from the provider's cache.
+    ``cost_usd`` is ``None`` when the cost is unknown (no price, or an attempt whose usage the
+    provider never reported); ``cost_known_usd`` is then the part that is known.
     """
 
     slot: int
@@ -50,7 +55,9 @@ class CallResult(BaseModel):
     ttft_ms: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    tokens_cached: int | None = None
     cost_usd: float | None = None
+    cost_known_usd: float | None = None
     retries: int = 0
     cached: bool = False
     started_at: float | None = None  # unix seconds
@@ -85,7 +92,9 @@ class RunResult(BaseModel):
     votes: dict[str, int]
     field_votes: dict[str, dict[str, int]] | None = None
     calls: list[CallResult]
-    cost_usd: float | None
+    cost_usd: float | None  # None when any call's cost is unknown
+    cost_known_usd: float = 0.0  # the known part: all of it when cost_usd is known
+    cost_unknown_calls: int = 0
     latency_ms: float
     batch_id: str | None = None
     item_id: str | None = None

@@ -69,6 +69,8 @@ async def call_with_retries(
     on_retry: Callable[[int, ProviderError, float], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     rng: random.Random | None = None,
+    deadline: Callable[[], float | None] = lambda: None,
+    clock: Callable[[], float] = anyio.current_time,
 ) -> tuple[T, int]:
     """Run ``fn`` until it succeeds; return its result and how many retries it took.
 
@@ -77,6 +79,10 @@ async def call_with_retries(
     beyond ``retry_after_cap_s``; then the last error is raised as it was. Any other
     exception, cancellation included, passes straight through. ``on_retry(attempt, error,
     delay)`` is told before each wait (the engine turns it into a ``call_retry`` event).
+
+    ``deadline()`` is when the whole call must end, on ``clock`` (``None``: no deadline yet).
+    A wait that would pass it is not slept: the call ends at once as a timeout that says so,
+    rather than sleeping past its deadline to try once more.
     """
     attempt = 1
     while True:
@@ -88,6 +94,14 @@ async def call_with_retries(
             if error.retry_after is not None and error.retry_after > policy.retry_after_cap_s:
                 raise
             delay = backoff_delay(policy, attempt, error.retry_after, rng)
+            end = deadline()
+            if end is not None and clock() + delay >= end:
+                raise ProviderError(
+                    f"{error}; giving up: a retry in {delay:.1f}s would pass the call's deadline",
+                    status=error.status,
+                    timeout=True,
+                    billed=error.billed,
+                ) from error
             if on_retry is not None:
                 on_retry(attempt, error, delay)
         await sleep(delay)

@@ -131,17 +131,20 @@ class AnthropicProvider(Endpoint):
         return [completion]
 
     def _parse_reply(self, data: Any, host: str, usage: Usage) -> Completion:
+        """A whole reply; its usage is kept first, since a reply without content or without a
+        stop reason was billed all the same and is a failed attempt to retry."""
         if not isinstance(data, dict):
             raise ProviderError(f"unexpected reply from {host}: not a JSON object")
         if data.get("type") == "error" or (data.get("error") and "content" not in data):
             raise error_in_body(data, host, secrets=(self._api_key,))
+        _read_prompt(data.get("usage"), usage)
+        _read_output(data.get("usage"), usage)
         blocks = data.get("content")
         if not isinstance(blocks, list):
-            raise ProviderError(f"reply from {host} has no content")
-        raw_usage = data.get("usage")
-        counts: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
-        usage.tokens_in = as_count(counts.get("input_tokens"))
-        usage.tokens_out = as_count(counts.get("output_tokens"))
+            raise ProviderError(f"reply from {host} has no content", retryable=True)
+        stop = data.get("stop_reason")
+        if not isinstance(stop, str) or not stop:
+            raise ProviderError(f"reply from {host} ended without a stop reason", retryable=True)
         text_parts: list[str] = []
         tool_input: str | None = None
         for block in blocks:
@@ -151,10 +154,9 @@ class AnthropicProvider(Endpoint):
                 text_parts.append(str(block.get("text", "")))
             elif block.get("type") == "tool_use" and block.get("name") == ANSWER_TOOL:
                 tool_input = json.dumps(block.get("input"))
-        stop = data.get("stop_reason")
         return Completion(
             text=tool_input if tool_input is not None else "".join(text_parts),
-            finish_reason=stop if isinstance(stop, str) else None,
+            finish_reason=stop,
             tokens_in=usage.tokens_in,
             tokens_out=usage.tokens_out,
         )
@@ -189,9 +191,7 @@ class AnthropicProvider(Endpoint):
                 raise error_in_body(event, host, secrets=(self._api_key,))
             if kind == "message_start":
                 message = event.get("message")
-                counts = message.get("usage") if isinstance(message, dict) else None
-                if isinstance(counts, dict):
-                    usage.tokens_in = as_count(counts.get("input_tokens"))
+                _read_prompt(message.get("usage") if isinstance(message, dict) else None, usage)
             elif kind == "content_block_start":
                 block = event.get("content_block")
                 if (
@@ -227,7 +227,9 @@ class AnthropicProvider(Endpoint):
                 counts = event.get("usage")
                 if isinstance(counts, dict) and as_count(counts.get("output_tokens")) is not None:
                     reported = True
-                    usage.tokens_out = as_count(counts.get("output_tokens"))
+                    if as_count(counts.get("input_tokens")) is not None:
+                        _read_prompt(counts, usage)  # the final count, where the API sends it
+                    _read_output(counts, usage)
             elif kind == "message_stop":
                 stopped = True
                 break
@@ -260,3 +262,25 @@ class AnthropicProvider(Endpoint):
                 break
             params = {"limit": 1000, "after_id": last}
         return sorted(set(ids))
+
+
+def _read_prompt(counts: Any, usage: Usage) -> None:
+    """The prompt side of Anthropic's ``usage``. ``input_tokens`` leaves out the prompt cache,
+    so the cache reads and writes are added back: ``tokens_in`` is the whole prompt, as
+    genai-prices counts it, with the cached parts priced at their own rates."""
+    if not isinstance(counts, dict):
+        return
+    fresh = as_count(counts.get("input_tokens"))
+    read = as_count(counts.get("cache_read_input_tokens"))
+    written = as_count(counts.get("cache_creation_input_tokens"))
+    usage.tokens_in = None if fresh is None else fresh + (read or 0) + (written or 0)
+    usage.tokens_cached = read
+    usage.tokens_cache_write = written
+
+
+def _read_output(counts: Any, usage: Usage) -> None:
+    """The output side; with the prompt known too, the usage is the provider's own report."""
+    if not isinstance(counts, dict):
+        return
+    usage.tokens_out = as_count(counts.get("output_tokens"))
+    usage.reported = usage.tokens_in is not None and usage.tokens_out is not None

@@ -11,11 +11,21 @@ import httpx2
 
 @dataclass
 class Usage:
-    """Filled in by the provider while a call goes on, so a cancelled call still shows what it
-    had consumed when it was cut (tokens streamed so far, and the prompt once it is known)."""
+    """One attempt's usage, filled in by the provider while the attempt goes on, so an attempt
+    that fails or is cut still shows what it had consumed (tokens streamed so far, and the
+    prompt once it is known).
+
+    ``tokens_in`` is the whole prompt, cached tokens included (genai-prices counts it that
+    way); ``tokens_cached`` is the part read from the provider's prompt cache and
+    ``tokens_cache_write`` the part written to it. ``reported`` is set once the provider's own
+    final count arrived: until then the counts are at most a lower bound.
+    """
 
     tokens_in: int | None = None
     tokens_out: int | None = None
+    tokens_cached: int | None = None
+    tokens_cache_write: int | None = None
+    reported: bool = False
     first_token_at: float | None = None  # time.monotonic() of the first streamed token
 
     def mark_first_token(self) -> None:
@@ -56,8 +66,9 @@ class Provider(Protocol):
         """Send one request; return ``request.n`` completions (one unless n>1 is supported).
 
         Raises ``core.errors.ProviderError`` for every failure, with ``retryable`` and
-        ``retry_after`` set from the status and headers. A stream that ends without a finish
-        reason raises (retryable): it is a failed call, not an answer.
+        ``retry_after`` set from the status and headers. A reply that ends without a finish
+        reason, streamed or not, raises (retryable): it is a failed attempt, not an answer.
+        ``usage`` keeps what the attempt consumed, also when it raises.
         """
         ...
 

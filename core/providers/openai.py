@@ -107,22 +107,24 @@ class OpenAIProvider(Endpoint):
         return completions
 
     def _parse_reply(self, data: Any, host: str, usage: Usage) -> list[Completion]:
+        """A whole reply. Its usage is kept before anything else is checked: a reply cut or
+        broken on the way (no choices, a choice without a finish reason) was billed all the
+        same, and is a failed attempt to retry, exactly as a stream cut short is."""
         if not isinstance(data, dict):
             raise ProviderError(f"unexpected reply from {host}: not a JSON object")
+        _read_usage(data.get("usage"), usage)
         choices = data.get("choices")
         if data.get("error") and not choices:
             raise error_in_body(data, host, secrets=(self._api_key,))
         if not isinstance(choices, list) or not choices:
-            raise ProviderError(f"reply from {host} has no choices")
-        raw_usage = data.get("usage")
-        counts: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
-        usage.tokens_in = as_count(counts.get("prompt_tokens"))
-        usage.tokens_out = as_count(counts.get("completion_tokens"))
+            raise ProviderError(f"reply from {host} has no choices", retryable=True)
         ordered = sorted(
             (c for c in choices if isinstance(c, dict)), key=lambda c: as_count(c.get("index")) or 0
         )
         if not ordered:
-            raise ProviderError(f"reply from {host} has no readable choices")
+            raise ProviderError(f"reply from {host} has no readable choices", retryable=True)
+        if any(_reason(choice.get("finish_reason")) is None for choice in ordered):
+            raise ProviderError(f"reply from {host} ended without a finish reason", retryable=True)
         shares = split_evenly(usage.tokens_out, len(ordered))
         out: list[Completion] = []
         for i, choice in enumerate(ordered):
@@ -186,11 +188,9 @@ class OpenAIProvider(Endpoint):
                 reason = _reason(choice.get("finish_reason"))
                 if reason:
                     finish[index] = reason
-            counts = chunk.get("usage")
-            if isinstance(counts, dict):
+            if isinstance(chunk.get("usage"), dict):
                 reported = True
-                usage.tokens_in = as_count(counts.get("prompt_tokens"))
-                usage.tokens_out = as_count(counts.get("completion_tokens"))
+                _read_usage(chunk["usage"], usage)
         unfinished = [i for i in sorted(texts) if i not in finish]
         if not texts or unfinished:
             raise ProviderError(f"stream from {host} ended without a finish reason", retryable=True)
@@ -213,6 +213,20 @@ class OpenAIProvider(Endpoint):
         """``GET {base_url}/models``: the ids the endpoint serves."""
         data, host = await self.get_json(client, "models")
         return model_ids(data, host)
+
+
+def _read_usage(counts: Any, usage: Usage) -> None:
+    """``usage`` from a reply's (or the last chunk's) ``usage`` object, cached prompt tokens
+    (``prompt_tokens_details.cached_tokens``, part of ``prompt_tokens``) included. It counts
+    as the provider's report only when both sides are there."""
+    if not isinstance(counts, dict):
+        return
+    usage.tokens_in = as_count(counts.get("prompt_tokens"))
+    usage.tokens_out = as_count(counts.get("completion_tokens"))
+    details = counts.get("prompt_tokens_details")
+    if isinstance(details, dict):
+        usage.tokens_cached = as_count(details.get("cached_tokens"))
+    usage.reported = usage.tokens_in is not None and usage.tokens_out is not None
 
 
 def _prompt_share(tokens_in: int | None, index: int) -> int | None:

@@ -93,7 +93,9 @@ class RunRecord(SQLModel, table=True):
     votes_json: str = Field(default="{}", sa_type=Text)
     field_votes_json: str | None = Field(default=None, sa_type=Text)
     n_calls: int = 0
-    cost_usd: float | None = Field(default=None, sa_type=Double)
+    cost_usd: float | None = Field(default=None, sa_type=Double)  # NULL: unknown
+    cost_known_usd: float | None = Field(default=None, sa_type=Double)  # the known part
+    cost_unknown_calls: int = 0
     latency_ms: float | None = Field(default=None, sa_type=Double)
     gold: str | None = None
 
@@ -119,7 +121,9 @@ class CallRecord(SQLModel, table=True):
     ttft_ms: float | None = Field(default=None, sa_type=Double)
     tokens_in: int | None = None
     tokens_out: int | None = None
+    tokens_cached: int | None = None
     cost_usd: float | None = Field(default=None, sa_type=Double)
+    cost_known_usd: float | None = Field(default=None, sa_type=Double)
     retries: int = 0
     cached: bool = False
     started_at: float | None = Field(default=None, sa_type=Double)
@@ -279,6 +283,8 @@ def start_row(
         "field_votes_json": None,
         "n_calls": 0,
         "cost_usd": None,
+        "cost_known_usd": None,
+        "cost_unknown_calls": 0,
         "latency_ms": None,
         "gold": gold,
     }
@@ -310,6 +316,8 @@ def finish_row(
         "field_votes_json": None if result.field_votes is None else dumps(result.field_votes),
         "n_calls": len(result.calls),
         "cost_usd": result.cost_usd,
+        "cost_known_usd": result.cost_known_usd,
+        "cost_unknown_calls": result.cost_unknown_calls,
         "latency_ms": result.latency_ms,
         "gold": result.gold,
     }
@@ -330,7 +338,9 @@ def call_row(run_id: str, call: CallResult, cache_key: str | None = None) -> dic
         "ttft_ms": call.ttft_ms,
         "tokens_in": call.tokens_in,
         "tokens_out": call.tokens_out,
+        "tokens_cached": call.tokens_cached,
         "cost_usd": call.cost_usd,
+        "cost_known_usd": call.cost_known_usd,
         "retries": call.retries,
         "cached": call.cached,
         "started_at": call.started_at,
@@ -371,6 +381,8 @@ def result_from_row(row: Mapping[Any, Any], calls: list[CallResult]) -> RunResul
         field_votes=loads(row["field_votes_json"]),
         calls=calls,
         cost_usd=row["cost_usd"],
+        cost_known_usd=row["cost_known_usd"] if row["cost_known_usd"] is not None else 0.0,
+        cost_unknown_calls=row["cost_unknown_calls"] or 0,
         latency_ms=row["latency_ms"] if row["latency_ms"] is not None else 0.0,
         batch_id=row["batch_id"],
         item_id=row["item_id"],

@@ -287,3 +287,11 @@ def test_save_refuses_a_bad_value(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     with pytest.raises(ConfigError, match="at least 1"):
         save_provider_concurrency(path, "local", 0)
+
+
+def test_attempt_timeout_is_its_own_setting(tmp_path: Path) -> None:
+    assert Defaults().attempt_timeout_s is None  # unset: what remains of the call's deadline
+    path = write(tmp_path, "[defaults]\ncall_timeout_s = 90\nattempt_timeout_s = 20\n")
+    defaults = load_config(path).defaults
+    assert (defaults.call_timeout_s, defaults.attempt_timeout_s) == (90, 20)
+    assert "attempt_timeout_s" in error_of(tmp_path, "[defaults]\nattempt_timeout_s = 0\n")

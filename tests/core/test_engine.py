@@ -37,6 +37,14 @@ def task(conservative: bool = False) -> Task:
 Script = Callable[[CompletionRequest, int], Any]
 
 
+class Billed(ProviderError):
+    """A failed attempt the provider billed and reported: a 200 with usage but no choices."""
+
+    def __init__(self, tokens_in: int) -> None:
+        super().__init__("reply has no choices", retryable=True)
+        self.tokens_in = tokens_in
+
+
 @dataclass
 class FakeProvider:
     """Answers from a script: a string, a list of strings (n samples), an exception, or a
@@ -75,8 +83,11 @@ class FakeProvider:
                 usage.tokens_out = 3  # streamed so far
                 raise
             if isinstance(item, BaseException):
+                if isinstance(item, Billed):
+                    usage.tokens_in, usage.tokens_out, usage.reported = item.tokens_in, 1, True
                 raise item
             texts = item if isinstance(item, list) else [item]
+            usage.tokens_out, usage.reported = 2 * len(texts), True
             return [
                 Completion(
                     text=t, finish_reason="stop", tokens_in=10 if i == 0 else 0, tokens_out=2
@@ -101,7 +112,9 @@ class FakeRegistry:
 
 
 class FlatPrices:
-    def price(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float | None:
+    def price(
+        self, model: str, tokens_in: int | None, tokens_out: int | None, **cache: int | None
+    ) -> float | None:
         if model.endswith("unpriced"):
             return None
         if tokens_in is None and tokens_out is None:
@@ -221,6 +234,75 @@ async def test_deadline_ends_a_stalled_call_as_timeout() -> None:
     assert slow.tokens_in == 10  # what was known when it was cut
 
 
+async def test_usage_is_summed_over_every_attempt_failed_ones_included() -> None:
+    p = FakeProvider("f", {"a": [Billed(tokens_in=7), "regression"]})
+    result = await make_engine(p).run(request(["f:a"]))
+    (call,) = result.calls
+    assert call.status == CallStatus.OK and call.retries == 1
+    assert (call.tokens_in, call.tokens_out) == (7 + 10, 1 + 2)
+    billed = (7e-6 + 1 * 2e-6) + (10e-6 + 2 * 2e-6)  # each attempt priced on its own
+    assert call.cost_usd == pytest.approx(billed) and result.cost_usd == pytest.approx(billed)
+
+
+async def test_an_attempt_cut_without_usage_makes_the_cost_unknown_not_lower() -> None:
+    p = FakeProvider("f", {"a": [(30.0, "regression"), "regression"]})
+    engine = make_engine(p)
+    engine.attempt_timeout_s = 0.05
+    result = await engine.run(request(["f:a"]))
+    (call,) = result.calls
+    assert call.status == CallStatus.OK and call.retries == 1
+    assert call.tokens_in == 20  # both prompts: the cut one may well have been billed
+    assert call.cost_usd is None  # the cut attempt's usage was never reported
+    assert call.cost_known_usd == pytest.approx((10e-6 + 3 * 2e-6) + (10e-6 + 2 * 2e-6))
+    assert (result.cost_usd, result.cost_unknown_calls) == (None, 1)
+    assert result.cost_known_usd == pytest.approx(call.cost_known_usd)
+
+
+async def test_a_call_cancelled_while_waiting_to_retry_is_not_billed_for_the_wait() -> None:
+    refused = ProviderError("HTTP 503", status=503, retryable=True, retry_after=30.0, billed=False)
+    p = FakeProvider("f", {"a": [refused, "regression"]})
+    engine = make_engine(p, timeout=120.0)
+    with anyio.move_on_after(0.3):
+        await engine.run(request(["f:a"]))
+    assert len(p.requests) == 1  # cancelled in the wait, before a second attempt
+    assert isinstance(engine.recorder, MemoryRecorder)
+    ((_, call, _),) = engine.recorder.calls
+    assert call.status == CallStatus.CANCELLED
+    assert (call.tokens_in, call.cost_usd) == (None, 0.0)  # an error reply bills nothing
+    assert engine.recorder.finished[0].cost_usd == 0.0
+
+
+async def test_call_timeout_bounds_the_whole_call_not_each_attempt() -> None:
+    p = FakeProvider("f", {"a": [(30.0, "regression")]})
+    engine = make_engine(p, timeout=0.2)  # three attempts allowed, no per-attempt limit
+    result = await engine.run(request(["f:a"]))
+    (call,) = result.calls
+    assert call.status == CallStatus.TIMEOUT
+    assert len(p.requests) == 1  # the deadline ended the call; it did not start again
+    assert "0.2s" in (call.error or "")
+
+
+async def test_attempt_timeout_retries_within_the_call_deadline() -> None:
+    p = FakeProvider("f", {"a": [(30.0, "regression")]})
+    engine = make_engine(p, timeout=0.5)
+    engine.attempt_timeout_s = 0.05
+    engine.retry = RetryPolicy(max_attempts=20, base_s=0.0, max_s=0.0)
+    result = await engine.run(request(["f:a"]))
+    (call,) = result.calls
+    assert call.status == CallStatus.TIMEOUT
+    assert 1 <= len(p.requests) < 20  # retried, but never past the call's deadline
+
+
+async def test_a_retry_after_past_the_deadline_ends_the_call_as_timeout_at_once() -> None:
+    throttled = ProviderError("HTTP 429", status=429, retryable=True, retry_after=60.0)
+    p = FakeProvider("f", {"a": [throttled, "regression"]})
+    result = await make_engine(p, timeout=5.0).run(request(["f:a"]))
+    (call,) = result.calls
+    assert call.status == CallStatus.TIMEOUT
+    assert "would pass the call's deadline" in (call.error or "")
+    assert len(p.requests) == 1
+
+
 async def test_global_ceiling_bounds_calls_in_flight() -> None:
     p = FakeProvider("f", {"a": [(0.02, "regression")]})
     engine = make_engine(p, concurrency=3)
@@ -246,8 +328,12 @@ async def test_early_stop_cancels_calls_that_cannot_change_the_winner() -> None:
     cancelled = [c for c in result.calls if c.status == CallStatus.CANCELLED]
     assert len(cancelled) == 2
     assert all(c.tokens_in == 10 and c.tokens_out == 3 for c in cancelled)
-    assert all(c.cost_usd is not None and c.cost_usd > 0 for c in cancelled)
-    assert result.cost_usd == pytest.approx(sum(c.cost_usd or 0 for c in result.calls))
+    # cut in flight, no usage reported: what they cost is unknown, what is known is kept
+    assert all(c.cost_usd is None and (c.cost_known_usd or 0) > 0 for c in cancelled)
+    assert result.cost_usd is None and result.cost_unknown_calls == 2
+    assert result.cost_known_usd == pytest.approx(
+        sum(c.cost_usd if c.cost_usd is not None else c.cost_known_usd or 0 for c in result.calls)
+    )
     assert p.cancelled == 2
 
 

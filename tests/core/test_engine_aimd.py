@@ -80,7 +80,9 @@ class OneProvider:
 
 
 class FreePrices:
-    def price(self, model: str, tokens_in: int | None, tokens_out: int | None) -> float:
+    def price(
+        self, model: str, tokens_in: int | None, tokens_out: int | None, **cache: int | None
+    ) -> float:
         return 0.0
 
 

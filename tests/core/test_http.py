@@ -430,3 +430,22 @@ async def test_sse_last_event_without_blank_line() -> None:
         ("message", '{"a": 1}'),
         ("message", "tail"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("failure", "billed"),
+    [
+        (response(429, '{"error": {"message": "slow down"}}'), False),  # an error reply
+        (response(500), False),
+        (httpx2.ConnectError("refused", request=REQUEST), False),  # never reached it
+        (httpx2.ConnectTimeout("t", request=REQUEST), False),
+        (httpx2.PoolTimeout("t", request=REQUEST), False),
+        (httpx2.ReadTimeout("t", request=REQUEST), None),  # sent: it may have been billed
+        (httpx2.ReadError("reset", request=REQUEST), None),
+        (httpx2.RemoteProtocolError("peer closed", request=REQUEST), None),
+    ],
+)
+def test_whether_a_failed_attempt_can_have_been_billed(
+    failure: httpx2.Response | Exception, billed: bool | None
+) -> None:
+    assert translate(failure).billed is billed

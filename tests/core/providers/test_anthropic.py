@@ -398,3 +398,46 @@ def test_repr_hides_the_key() -> None:
     assert KEY not in repr(prov)
     assert "key=set" in repr(prov)
     assert prov.has_key
+
+
+async def test_a_reply_without_content_or_stop_reason_is_a_retryable_failure() -> None:
+    no_content = message([])
+    del no_content["content"]
+    for body, match in (
+        (no_content, "no content"),
+        (message([{"type": "text", "text": "x"}], stop=None), "stop reason"),
+    ):
+        server = Server(lambda r, body=body: httpx2.Response(200, json=body))
+        usage = Usage()
+        with pytest.raises(ProviderError, match=match) as info:
+            await complete(server, request(), usage)
+        assert info.value.retryable  # never an invalid vote of the model
+        assert (usage.tokens_in, usage.tokens_out) == (25, 4)  # billed all the same
+
+
+async def test_prompt_cache_reads_and_writes_are_part_of_the_prompt() -> None:
+    body = message([{"type": "text", "text": "yes"}])
+    body["usage"] = {
+        "input_tokens": 10,
+        "cache_read_input_tokens": 3000,
+        "cache_creation_input_tokens": 500,
+        "output_tokens": 2,
+    }
+    server = Server(lambda r: httpx2.Response(200, json=body))
+    usage = Usage()
+    (out,) = await complete(server, request(), usage)
+    assert (usage.tokens_in, usage.tokens_cached, usage.tokens_cache_write) == (3510, 3000, 500)
+    assert out.tokens_in == 3510 and usage.reported
+
+
+async def test_a_cut_stream_keeps_its_prompt_but_is_no_report() -> None:
+    started = (
+        "message_start",
+        {"message": {"id": "m", "usage": {"input_tokens": 7, "cache_read_input_tokens": 20}}},
+    )
+    server = Server(lambda r: stream_response(events(started, text_delta("regr"))))
+    usage = Usage()
+    with pytest.raises(ProviderError, match="without a finish reason"):
+        await complete(server, request(stream=True), usage)
+    assert (usage.tokens_in, usage.tokens_cached, usage.tokens_out) == (27, 20, 1)
+    assert not usage.reported  # the output count is an estimate: the attempt's usage is unknown

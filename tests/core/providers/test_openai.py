@@ -483,11 +483,62 @@ async def test_malformed_json_body() -> None:
     assert info.value.retryable
 
 
-async def test_missing_choices() -> None:
-    server = Server(lambda r: httpx2.Response(200, json={"id": "x", "object": "chat.completion"}))
+async def test_missing_choices_is_a_retryable_failure_that_keeps_its_usage() -> None:
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "usage": {"prompt_tokens": 9, "completion_tokens": 0},
+    }
+    server = Server(lambda r: httpx2.Response(200, json=body))
+    usage = Usage()
     with pytest.raises(ProviderError, match="has no choices") as info:
-        await complete(server, provider(), request())
-    assert not info.value.retryable
+        await complete(server, provider(), request(), usage)
+    assert info.value.retryable  # a cut reply, as a cut stream is: never the model's vote
+    assert (usage.tokens_in, usage.tokens_out, usage.reported) == (
+        9,
+        0,
+        True,
+    )  # billed all the same
+
+
+@pytest.mark.parametrize("reason", [None, ""])
+async def test_a_reply_without_a_finish_reason_is_a_retryable_failure(reason: str | None) -> None:
+    body = reply(
+        [("regression", "stop"), ("regr", reason)],
+        usage={"prompt_tokens": 5, "completion_tokens": 3},
+    )
+    server = Server(lambda r: httpx2.Response(200, json=body))
+    usage = Usage()
+    with pytest.raises(ProviderError, match="without a finish reason") as info:
+        await complete(server, provider(), request(n=2), usage)
+    assert info.value.retryable
+    assert (usage.tokens_in, usage.tokens_out) == (5, 3)
+
+
+async def test_cached_prompt_tokens_are_read() -> None:
+    counts = {
+        "prompt_tokens": 2000,
+        "completion_tokens": 4,
+        "prompt_tokens_details": {"cached_tokens": 1536},
+    }
+    server = Server(lambda r: httpx2.Response(200, json=reply([("yes", "stop")], usage=counts)))
+    usage = Usage()
+    await complete(server, provider(), request(), usage)
+    assert (usage.tokens_in, usage.tokens_cached, usage.tokens_out) == (2000, 1536, 4)
+    assert usage.reported
+    streamed = Server(
+        lambda r: sse_response(sse(delta("yes", finish="stop"), {"choices": [], "usage": counts}))
+    )
+    usage = Usage()
+    await complete(streamed, provider(), request(stream=True), usage)
+    assert (usage.tokens_in, usage.tokens_cached, usage.reported) == (2000, 1536, True)
+
+
+async def test_a_reply_without_usage_is_not_a_report() -> None:
+    server = Server(lambda r: httpx2.Response(200, json=reply([("yes", "stop")])))
+    usage = Usage()
+    await complete(server, provider(), request(), usage)
+    assert not usage.reported and usage.tokens_in is None
 
 
 async def test_json_that_is_not_an_object() -> None:
