@@ -87,6 +87,17 @@ CountInvalidOpt = Annotated[
 CountErrorsOpt = Annotated[
     bool, typer.Option("--count-errors", help="Failed calls count in the denominator.")
 ]
+POLICY_OPTIONS = (
+    "aggregate",
+    "accept",
+    "tie_break",
+    "early_stop",
+    "min_valid",
+    "count_invalid",
+    "count_errors",
+)
+"""The parameters of ``run``, ``batch`` and ``revote`` that together are the policy."""
+
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="Default: $TALLY_DATABASE_URL.")]
 NoStoreOpt = Annotated[bool, typer.Option("--no-store", help="Do not persist the run.")]
 TemperatureOpt = Annotated[
@@ -107,6 +118,16 @@ def model_specs(models: list[str], temperature: float | None, seed: int | None) 
     if seed is not None:
         params["seed"] = seed
     return [ModelSpec.parse(m, params=params) for m in models]
+
+
+def options_given(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` the command line set (not left at their defaults)."""
+    given = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append(name)
+    return given
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -514,10 +535,13 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 @app.command()
 def revote(
+    ctx: typer.Context,
     run_id: Annotated[str | None, typer.Argument(help="A stored run.")] = None,
     batch_id: Annotated[str | None, typer.Option("--batch", help="Every run of a batch.")] = None,
     aggregate: AggOpt = "majority",
+    accept: AcceptOpt = [],  # noqa: B006
     tie_break: TieOpt = None,
+    early_stop: EarlyOpt = False,
     min_valid: MinValidOpt = 1,
     count_invalid: CountInvalidOpt = False,
     count_errors: CountErrorsOpt = False,
@@ -525,18 +549,26 @@ def revote(
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decide stored runs again under another policy, from their stored answers."""
+    """Decide stored runs again from their stored answers: under each run's own policy, or,
+    given any policy flag, under the policy those flags describe (as ``run`` reads them)."""
     from core.api import Tally, build_policy
 
     def go() -> list[RunResult]:
         if (run_id is None) == (batch_id is None):
             raise InputError("give a RUN_ID or --batch BATCH_ID")
-        policy = build_policy(
-            aggregate=aggregate,
-            tie_break=tie_break,
-            min_valid=min_valid,
-            count_invalid=count_invalid,
-            count_errors=count_errors,
+        given = any(options_given(ctx, POLICY_OPTIONS))
+        policy = (
+            build_policy(
+                aggregate=aggregate,
+                tie_break=tie_break,
+                early_stop=early_stop,
+                accept=accept,
+                min_valid=min_valid,
+                count_invalid=count_invalid,
+                count_errors=count_errors,
+            )
+            if given
+            else None
         )
 
         async def main() -> list[RunResult]:
@@ -550,7 +582,7 @@ def revote(
                     ]
                 else:
                     ids = [run_id or ""]
-                if tally.calls_needed(policy) and not as_json:
+                if policy is not None and tally.calls_needed(policy) and not as_json:
                     err.print("note: escalate/expand branches call models when a tie remains")
                 return await tally.revote(ids, policy)
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import anyio
+import pytest
+from typer.testing import CliRunner
 
 from core.api import Tally, build_policy, build_task
+from core.cli import app
 from core.panel import ModelSpec, Panel
 from core.result import CallResult, CallStatus, DecisionStatus, RunResult
 from core.spec import RunSpec
@@ -89,3 +94,71 @@ def test_without_a_policy_a_re_vote_uses_the_run_s_own(tmp_path: Path) -> None:
     (again,) = revote(db, ["r1"])
     assert again.decision.label == "regression"
     assert again.spec.policy == weighted_spec().policy
+
+
+def cli_revote(db: str, *args: str) -> Any:
+    done = CliRunner().invoke(app, ["revote", *args, "--database-url", db, "--json"])
+    return done
+
+
+@pytest.fixture
+def weighted_db(tmp_path: Path) -> str:
+    db = f"sqlite:///{tmp_path / 'tally.db'}"
+    with Store(db) as store:
+        store.ensure_schema()
+        stored_run(store, weighted_spec(), split_by_weight())
+    return db
+
+
+def test_the_cli_re_votes_under_the_run_s_own_policy_without_policy_flags(weighted_db: str) -> None:
+    done = cli_revote(weighted_db, "r1")
+    assert done.exit_code == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["decision"]["label"] == "regression"
+    assert doc["spec"]["policy"]["aggregation"] == "weighted"
+
+
+def test_the_cli_re_vote_takes_every_policy_flag_run_takes(weighted_db: str) -> None:
+    """The flags ``tally run`` reads for the policy are the flags ``tally revote`` reads."""
+    from core.cli import POLICY_OPTIONS
+
+    run_flags = option_names("run")
+    policy_flags = {flag for name in POLICY_OPTIONS for flag in option_flags("run", name)}
+    assert policy_flags <= run_flags and policy_flags <= option_names("revote")
+    assert {"--aggregate", "--tie-break", "--accept", "--early-stop", "--min-valid"} <= policy_flags
+    done = cli_revote(
+        weighted_db,
+        "r1",
+        "--aggregate",
+        "at-least:2",
+        "--tie-break",
+        "conservative,human",
+        "--min-valid",
+        "2",
+        "--count-errors",
+        "--count-invalid",
+        "--early-stop",
+    )
+    assert done.exit_code == 0, done.stderr
+    doc = json.loads(done.stdout)
+    policy = doc["spec"]["policy"]
+    assert (policy["aggregation"], policy["k"]) == ("at-least", 2)
+    assert [t["kind"] for t in policy["tie_breaks"]] == ["conservative", "human"]
+    assert policy["quorum"] == {"min_valid": 2, "count_invalid": True, "count_errors": True}
+    assert policy["early_stop"] is True
+    assert doc["decision"]["label"] == "no regression"  # two of three, counted as votes
+
+
+def command(name: str) -> Any:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return group.commands[name]  # type: ignore[attr-defined]
+
+
+def option_names(name: str) -> set[str]:
+    return {flag for p in command(name).params for flag in p.opts}
+
+
+def option_flags(name: str, param: str) -> set[str]:
+    return {flag for p in command(name).params if p.name == param for flag in p.opts}
