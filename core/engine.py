@@ -174,14 +174,45 @@ class Engine:
         return await run.execute()
 
 
-def cache_key(spec: ModelSpec, request: CompletionRequest, sample: int) -> str:
-    """Identical requests, sample-aware: five samples of one model are five keys, not one."""
+def cache_key(spec: ModelSpec, request: CompletionRequest, sample: int, fmt: AnswerFormat) -> str:
+    """Identical requests read the same way, sample-aware: five samples of one model are five
+    keys, not one. The answer format is part of the key (synonyms, tolerance and the like
+    change how a reply is read without changing the prompt)."""
     blob = json.dumps(
-        [spec.name, request.messages, request.params, request.schema, sample],
+        [
+            spec.name,
+            request.messages,
+            request.params,
+            request.schema,
+            sample,
+            fmt.model_dump(mode="json"),
+        ],
         sort_keys=True,
         separators=(",", ":"),
     )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_reply(call: CallResult, raw: str, fmt: AnswerFormat) -> None:
+    """Set ``call``'s reply and what ``fmt`` reads in it: ``ok`` with the vote, or ``invalid``
+    with the reason."""
+    parsed = fmt.parse(raw)
+    call.raw = raw
+    if parsed.ok:
+        call.status, call.answer, call.error = CallStatus.OK, parsed.value, None
+    else:
+        call.status, call.answer, call.error = CallStatus.INVALID, None, parsed.error
+
+
+def reread(call: CallResult, fmt: AnswerFormat) -> CallResult:
+    """A stored call (resumed, re-voted or cached) as the current task reads it: the answer
+    stored with it was read by whichever task made it, so its raw reply is read again. Calls
+    that produced no reply (failed, timed out, cancelled) are returned as they are."""
+    if call.raw is None or call.status not in (CallStatus.OK, CallStatus.INVALID):
+        return call
+    fresh = call.model_copy()
+    read_reply(fresh, call.raw, fmt)
+    return fresh
 
 
 class _Run:
@@ -380,6 +411,7 @@ class _Run:
         for slot in group:
             prior = self.prior.get((phase, slot.index))
             if prior is not None:
+                prior = reread(prior, self.fmt)
                 self.calls[(phase, slot.index)] = prior
                 self.emit("call_finished", slot=slot.index, call=prior, message="reused")
                 landed(prior)
@@ -389,6 +421,7 @@ class _Run:
                     slot.model,
                     self.completion_request(slot.model, provider, 1, slot.sample),
                     slot.sample,
+                    self.fmt,
                 )
                 todo.append(slot)
             else:
@@ -401,7 +434,7 @@ class _Run:
                 if hit is None:
                     rest.append(slot)
                     continue
-                call = hit.model_copy(
+                call = reread(hit, self.fmt).model_copy(
                     update={
                         "slot": slot.index,
                         "sample": slot.sample,
@@ -432,7 +465,7 @@ class _Run:
         engine = self.engine
         spec = slots[0].model
         request = self.completion_request(spec, provider, len(slots), slots[0].sample)
-        key = cache_key(spec, request, slots[0].sample) if len(slots) == 1 else None
+        key = cache_key(spec, request, slots[0].sample, self.fmt) if len(slots) == 1 else None
         calls = [self.calls[(phase, s.index)] for s in slots]
         spent = _Bill()  # the attempts that failed, billed to the first slot
         last = Usage()
@@ -533,12 +566,7 @@ class _Run:
         return min(len(calls), len(completions))
 
     def fill(self, call: CallResult, completion: Completion) -> None:
-        parsed = self.fmt.parse(completion.text)
-        call.raw = completion.text
-        if parsed.ok:
-            call.status, call.answer = CallStatus.OK, parsed.value
-        else:
-            call.status, call.error = CallStatus.INVALID, parsed.error
+        read_reply(call, completion.text, self.fmt)
 
     def stamp(self, call: CallResult, bill: _Bill, usage: Usage, t0: float) -> None:
         """A call's end: its latency and what its attempts consumed and cost."""

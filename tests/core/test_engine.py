@@ -512,8 +512,9 @@ async def test_cache_serves_temperature_zero_but_keeps_samples_apart() -> None:
 async def test_cache_key_is_sample_aware() -> None:
     spec = ModelSpec.parse("f:a")
     req = CompletionRequest(model="a", messages=[{"role": "user", "content": "x"}])
-    assert cache_key(spec, req, 0) != cache_key(spec, req, 1)
-    assert cache_key(spec, req, 0) == cache_key(spec, req, 0)
+    fmt = task().format
+    assert cache_key(spec, req, 0, fmt) != cache_key(spec, req, 1, fmt)
+    assert cache_key(spec, req, 0, fmt) == cache_key(spec, req, 0, fmt)
 
 
 async def test_bad_input_is_refused_before_anything_is_recorded() -> None:
@@ -633,3 +634,70 @@ def test_a_json_result_counts_votes_per_field() -> None:
     ]
     result = build_result(req, calls, Decision(status=DecisionStatus.DECIDED), latency_ms=1.0)
     assert result.field_votes == {"qty": {"2": 2}}
+
+
+def synonym_task(broken_means: str) -> Task:
+    """Two tasks that ask the same question (same prompt) but read a reply differently."""
+    fmt = {"kind": "label", "labels": LABELS, "synonyms": {"broken": broken_means}}
+    return Task(format=parse_format(fmt))
+
+
+def cached_request(run_id: str, task: Task) -> RunRequest:
+    spec = ModelSpec(provider="f", model="a", params={"temperature": 0})
+    return RunRequest(
+        run_id=run_id,
+        input="the checkout button moved",
+        spec=RunSpec(task=task, panel=Panel.build([spec], 1), policy=Policy()),
+    )
+
+
+async def test_a_cached_reply_is_never_read_under_another_task_s_format() -> None:
+    p = FakeProvider("f", {"a": ["broken"]})
+    engine = make_engine(p)
+    first = await engine.run(cached_request("r1", synonym_task("no regression")))
+    assert first.calls[0].answer == "no regression"
+    second = await engine.run(cached_request("r2", synonym_task("regression")))
+    assert second.calls[0].answer == "regression"
+    assert second.decision.label == "regression"
+
+
+async def test_the_cache_key_includes_the_answer_format() -> None:
+    spec = ModelSpec.parse("f:a")
+    req = CompletionRequest(model="a", messages=[{"role": "user", "content": "x"}])
+    one, other = synonym_task("regression").format, synonym_task("no regression").format
+    assert cache_key(spec, req, 0, one) != cache_key(spec, req, 0, other)
+    assert cache_key(spec, req, 0, one) == cache_key(
+        spec, req, 0, synonym_task("regression").format
+    )
+
+
+async def test_a_cache_hit_re_reads_the_stored_raw_reply() -> None:
+    """The answer stored with a cached call is what an older reading made of it: the raw reply
+    is read again under the current task."""
+    p = FakeProvider("f", {"a": ["broken"]})
+    engine = make_engine(p)
+    recorder = engine.recorder
+    assert isinstance(recorder, MemoryRecorder)
+    await engine.run(cached_request("r1", synonym_task("regression")))
+    (key,) = recorder.cache
+    recorder.cache[key] = recorder.cache[key].model_copy(update={"answer": "no regression"})
+    again = await engine.run(cached_request("r2", synonym_task("regression")))
+    assert len(p.requests) == 1 and again.calls[0].cached
+    assert again.calls[0].answer == "regression"
+
+
+async def test_a_resumed_call_is_read_again_under_the_current_task() -> None:
+    p = FakeProvider("f", {"a": ["broken"]})
+    req = cached_request("r1", synonym_task("regression"))
+    old = CallResult(
+        slot=0, model="f:a", status=CallStatus.OK, answer="no regression", raw="broken"
+    )
+    invalid = old.model_copy(update={"slot": 1, "status": CallStatus.INVALID, "answer": None})
+    req = RunRequest(
+        run_id="r1",
+        input=req.input,
+        spec=req.spec.model_copy(update={"panel": Panel.build(["f:a"], 2)}),
+    )
+    result = await make_engine(p).run(req, prior={("panel", 0): old, ("panel", 1): invalid})
+    assert p.requests == []  # nothing paid again
+    assert [(c.status, c.answer) for c in result.calls] == [(CallStatus.OK, "regression")] * 2
