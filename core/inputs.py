@@ -13,6 +13,7 @@ import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from core.errors import InputError
 from core.store import BatchItem
@@ -39,21 +40,20 @@ def read_items(
     items: list[BatchItem] = []
     seen: set[str] = set()
     for index, (line, row) in enumerate(rows):
-        value = row.get(text_column)
-        if value is None or not str(value).strip():
+        try:
+            value = _cell(row.get(text_column), text_column, "text")
+            raw_id = _cell(row.get(id_column), id_column, "id") if id_column else None
+            gold = _cell(row.get(gold_column), gold_column, "gold") if gold_column else None
+        except ValueError as err:
+            raise InputError(f"{label}: line {line}: {err}") from None
+        if value is None or not value.strip():
             raise InputError(f"{label}: line {line}: the {text_column!r} cell is empty")
-        item_id = str(row[id_column]) if id_column else str(index + 1)
+        item_id = raw_id if raw_id is not None else str(index + 1)
         if item_id in seen:
             raise InputError(f"{label}: line {line}: id {item_id!r} appears twice")
         seen.add(item_id)
-        gold = row.get(gold_column) if gold_column else None
         items.append(
-            BatchItem(
-                index=index,
-                item_id=item_id,
-                text=str(value),
-                gold=None if gold is None or str(gold) == "" else str(gold),
-            )
+            BatchItem(index=index, item_id=item_id, text=value, gold=gold if gold else None)
         )
     if not items:
         raise InputError(f"{label}: the file has a header but no rows")
@@ -71,7 +71,7 @@ def read_columns(source: str | Path | bytes, *, name: str | None = None) -> list
         for _, row in _jsonl_rows(text, label):
             keys.update(dict.fromkeys(row))
         return list(keys)
-    header = _csv_header(csv.DictReader(io.StringIO(text, newline="")), label)
+    header = _csv_header(csv.reader(io.StringIO(text, newline=""), strict=True), label)
     return [column for column in header if column]
 
 
@@ -102,27 +102,52 @@ def _is_jsonl(label: str) -> bool:
 
 
 def _csv(text: str, label: str) -> tuple[list[tuple[int, dict[str, object]]], Sequence[str]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    """Every row as (the line it starts on, cells by column). Strict: a quote left open, a
+    stray quote in a quoted cell or a row whose cells do not match the header stop the file
+    at that row's first line (an open quote would otherwise swallow the rows after it)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     columns = _csv_header(reader, label)
     rows: list[tuple[int, dict[str, object]]] = []
+    line = reader.line_num + 1
     try:
-        for row in reader:
-            if None in row:
-                raise InputError(f"{label}: line {reader.line_num}: more cells than columns")
-            rows.append((reader.line_num, dict(row)))
-            if len(rows) > MAX_ROWS:
-                raise InputError(f"{label}: more than {MAX_ROWS:,} rows")
+        for cells in reader:
+            if cells:
+                if len(cells) != len(columns):
+                    more = "more" if len(cells) > len(columns) else "fewer"
+                    raise InputError(f"{label}: line {line}: {more} cells than columns")
+                rows.append((line, dict(zip(columns, cells, strict=True))))
+                if len(rows) > MAX_ROWS:
+                    raise InputError(f"{label}: more than {MAX_ROWS:,} rows")
+            line = reader.line_num + 1
     except csv.Error as err:
-        raise InputError(f"{label}: line {reader.line_num}: {err}") from None
+        raise InputError(
+            f"{label}: line {line}: {_csv_problem(err, line, reader.line_num)}"
+        ) from None
     return rows, columns
 
 
-def _csv_header(reader: csv.DictReader[str], label: str) -> list[str]:
-    """The first row's names; reading them can fail too (a cell past the csv size limit)."""
+def _csv_problem(err: csv.Error, start: int, end: int) -> str:
+    """What the csv module's complaint means for the person who wrote the file."""
+    text = str(err)
+    if "unexpected end of data" in text or "expected after" in text:
+        reach = "the end of the file" if "end of data" in text else f"line {end}"
+        return f"a quoted cell opened here runs to {reach}: a quote is not closed"
+    return text
+
+
+def _csv_header(reader: Any, label: str) -> list[str]:
+    """The first row's names, each at most once (empty names aside); reading them can fail
+    too (an open quote, a cell past the csv size limit)."""
     try:
-        return list(reader.fieldnames or [])
+        header: list[str] = next(reader, [])
     except csv.Error as err:
-        raise InputError(f"{label}: line 1: {err}") from None
+        raise InputError(f"{label}: line 1: {_csv_problem(err, 1, reader.line_num)}") from None
+    seen: set[str] = set()
+    for name in header:
+        if name and name in seen:
+            raise InputError(f"{label}: line 1: column {name!r} appears twice in the header")
+        seen.add(name)
+    return header
 
 
 def _jsonl(text: str, label: str) -> tuple[list[tuple[int, dict[str, object]]], Sequence[str]]:
@@ -137,15 +162,43 @@ def _jsonl(text: str, label: str) -> tuple[list[tuple[int, dict[str, object]]], 
 
 
 def _jsonl_rows(text: str, label: str) -> Iterator[tuple[int, dict[str, object]]]:
-    """Each non-blank line as (line number, object); a line that is not a JSON object stops
-    the file with its number."""
+    """Each non-blank line as (line number, object); a line that is not a JSON object, repeats
+    a key or holds NaN stops the file with its number."""
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
         except json.JSONDecodeError as err:
             raise InputError(f"{label}: line {number}: not valid JSON ({err.msg})") from None
+        except ValueError as err:
+            raise InputError(f"{label}: line {number}: {err}") from None
         if not isinstance(row, dict):
             raise InputError(f"{label}: line {number}: expected a JSON object")
         yield number, row
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    row: dict[str, object] = {}
+    for key, value in pairs:
+        if key in row:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        row[key] = value
+    return row
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a value JSON allows")
+
+
+def _cell(value: object, column: str, kind: str) -> str | None:
+    """A cell as text: JSON numbers and booleans as JSON writes them, a JSON gold object or
+    list as compact JSON (the gold of a json task); text or an id must be a scalar."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        if kind != "gold":
+            shape = "object" if isinstance(value, dict) else "list"
+            raise ValueError(f"the {column!r} cell is a JSON {shape}, not a single value")
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value)

@@ -140,3 +140,43 @@ def test_read_columns_refuses_what_read_items_refuses_with_the_same_words() -> N
 def test_a_header_with_no_names_has_no_columns() -> None:
     assert read_columns(b",,\n1,2,3\n", name="blank.csv") == []
     assert read_columns(b"{}\n", name="empty-object.jsonl") == []
+
+
+# -- rows a lenient reader would have read wrong -------------------------------------------------
+
+
+def test_an_unclosed_quote_is_refused_at_the_line_it_opens() -> None:
+    # a lenient reader makes "never closed\nmore\n" one cell and reports on one row, not three
+    data = b'text\nfine\n"never closed\nmore\nlast\n'
+    message = refused(lambda: read_items(data, name="open.csv"))
+    assert message == (
+        "open.csv: line 3: a quoted cell opened here runs to the end of the file: "
+        "a quote is not closed"
+    )
+    data = b'text,label\n"open,a\nnext,b\n"third",a\n'
+    message = refused(lambda: read_items(data, name="open.csv"))
+    assert message.startswith("open.csv: line 2: a quoted cell opened here runs to line 4")
+
+
+def test_a_quoted_cell_may_still_span_lines() -> None:
+    items = read_items(b'text,label\n"two\nlines",a\nnext,b\n', gold_column="label", name="ok.csv")
+    assert [(i.text, i.gold) for i in items] == [("two\nlines", "a"), ("next", "b")]
+
+
+def test_a_short_row_and_a_repeated_header_are_refused() -> None:
+    message = refused(lambda: read_items(b"text,label\none,a\ntwo\n", name="short.csv"))
+    assert message == "short.csv: line 3: fewer cells than columns"
+    message = refused(lambda: read_columns(b"text,label,text\na,b,c\n", name="dup.csv"))
+    assert message == "dup.csv: line 1: column 'text' appears twice in the header"
+
+
+def test_jsonl_cells_are_values_and_keys_appear_once() -> None:
+    message = refused(lambda: read_items(b'{"text": "a", "text": "b"}\n', name="k.jsonl"))
+    assert message == "k.jsonl: line 1: key 'text' appears twice in one object"
+    message = refused(lambda: read_items(b'{"text": {"a": 1}}\n', name="o.jsonl"))
+    assert message == "o.jsonl: line 1: the 'text' cell is a JSON object, not a single value"
+    message = refused(lambda: read_items(b'{"text": "a", "gold": NaN}\n', name="n.jsonl"))
+    assert message == "n.jsonl: line 1: NaN is not a value JSON allows"
+    data = b'{"text": "order", "gold": {"quantity": 2, "urgent": true}, "id": 7}\n'
+    items = read_items(data, gold_column="gold", id_column="id", name="g.jsonl")
+    assert (items[0].item_id, items[0].gold) == ("7", '{"quantity":2,"urgent":true}')
