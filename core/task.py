@@ -7,12 +7,13 @@ the system message, after the task's own system text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from core.errors import InputError
+from core.errors import InputError, not_a_string
 from core.formats import (
     AnswerFormat,
     JsonFormat,
@@ -24,6 +25,9 @@ from core.formats import (
 )
 
 PLACEHOLDER = "{input}"
+_PLACEHOLDER_LIKE = re.compile(r"(?<!\{)\{(?:[A-Za-z_][A-Za-z0-9_.]*|\d+)\}(?!\})")
+"""What reads as a placeholder: a name or a number alone in braces (``{name}``, ``{0}``). JSON
+(``{"label": "a"}``), code (``{ return x; }``) and doubled braces (``{{x}}``) never match."""
 
 
 class Task(BaseModel):
@@ -39,6 +43,12 @@ class Task(BaseModel):
     def _has_placeholder(cls, template: str) -> str:
         if PLACEHOLDER not in template:
             raise InputError(f"the prompt template must contain {PLACEHOLDER}")
+        for match in _PLACEHOLDER_LIKE.finditer(template):
+            if match.group() != PLACEHOLDER:
+                raise InputError(
+                    f"unknown placeholder {match.group()} in the prompt template: "
+                    f"only {PLACEHOLDER} is filled in"
+                )
         return template
 
     @classmethod
@@ -72,6 +82,8 @@ class Task(BaseModel):
         **kwargs: Any,
     ) -> Task:
         """A closed-label task; ``conservative`` lists labels most conservative first."""
+        not_a_string(labels, "labels")
+        not_a_string(conservative, "conservative")
         fmt = LabelFormat(
             labels=tuple(labels),
             synonyms=dict(synonyms or {}),
@@ -96,6 +108,8 @@ class Task(BaseModel):
 
     @classmethod
     def for_json(cls, schema: Mapping[str, Any], **kwargs: Any) -> Task:
+        if not isinstance(schema, Mapping):
+            raise InputError(f"a JSON task needs a schema object, not {type(schema).__name__}")
         return cls(format=JsonFormat.model_validate({"schema": dict(schema)}), **kwargs)
 
     @classmethod

@@ -31,10 +31,17 @@ def test_render_system_text_comes_before_the_instruction() -> None:
 def test_render_leaves_other_braces_alone() -> None:
     task = Task.for_json(
         {"type": "object"},
-        template='Extract like {"name": "..."} from: {input} {unknown} {{x}}',
+        template='Extract like {"name": "..."} from: {input} {{x}} {a: 1} { b }',
     )
     user = task.render("Ada, 36")[1]["content"]
-    assert user == 'Extract like {"name": "..."} from: Ada, 36 {unknown} {{x}}'
+    assert user == 'Extract like {"name": "..."} from: Ada, 36 {{x}} {a: 1} { b }'
+
+
+@pytest.mark.parametrize("template", ["{input} {unknown}", "{text}: {input}", "{0} {input}"])
+def test_a_placeholder_other_than_input_is_refused(template: str) -> None:
+    # it would reach the model unfilled, as the literal text "{unknown}"
+    with pytest.raises(InputError, match="unknown placeholder"):
+        Task.for_yesno(template=template)
 
 
 def test_render_replaces_every_placeholder_and_keeps_braces_in_the_input() -> None:
