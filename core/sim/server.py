@@ -40,9 +40,10 @@ import contextlib
 import json
 import math
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from core.errors import InputError
 from core.sim.answers import SimReply, estimate_tokens, simulate
 from core.sim.faults import RETRY_AFTER_MS, STALL_LIMIT_S, TIMEOUT_DELAY_MS, FaultKind, FaultPlan
 from core.sim.models import SIM_MODELS, SimModel
@@ -487,14 +489,14 @@ def create_app(
     ``models`` replaces the catalogue ``SIM_MODELS`` (a measurement may want a model whose
     latency does not vary)."""
     catalogue: Mapping[str, SimModel] = SIM_MODELS if models is None else dict(models)
-    if time_scale < 0:
-        raise ValueError("time_scale must be >= 0")
+    if not math.isfinite(time_scale) or time_scale < 0:
+        raise InputError(f"time scale must be a number >= 0, got {time_scale}")
     if capacity is not None and capacity < 1:
-        raise ValueError("capacity must be >= 1")
+        raise InputError(f"capacity must be at least 1, got {capacity}")
     if contention is not None and contention < 1:
-        raise ValueError("contention must be >= 1")
+        raise InputError(f"contention must be at least 1, got {contention}")
     if capacity is not None and contention is not None:
-        raise ValueError("choose capacity or contention, not both")
+        raise InputError("choose --capacity or --contention, not both")
     plan = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults)
     state = _State(_Settings(seed, time_scale, capacity, contention, plan, independent))
 
@@ -615,8 +617,10 @@ def run_server(
     fault: Iterable[str] | str | None = None,
     faults: FaultPlan | None = None,
     independent: bool = False,
+    on_listen: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve the simulated panel until interrupted. ``fault`` takes the ``--fault`` strings."""
+    """Serve the simulated panel until interrupted. ``fault`` takes the ``--fault`` strings;
+    ``on_listen`` hears the base URL once the port is bound (the real port when ``port`` is 0)."""
     plan = faults if faults is not None else FaultPlan.parse(fault)
     app = create_app(
         seed=seed,
@@ -626,7 +630,32 @@ def run_server(
         faults=plan,
         independent=independent,
     )
-    uvicorn.Server(_config(app, host, port)).run()
+    sock = _listen(host, port)
+    if on_listen is not None:
+        bound = sock.getsockname()[1]
+        on_listen(f"http://{host}:{bound}/v1")
+    uvicorn.Server(_config(app, host, port)).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here so a port in use or out of range is one clear line
+    instead of the server's own log and exit."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"port must be from 0 to 65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return sock
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -108,7 +108,7 @@ def export_runs(
         .where(*run_conditions(f))
         .order_by(run_t.c.created_at, run_t.c.id)
     )
-    return _export(store, q, _RUN_COLUMNS, path_or_buffer, fmt, chunk_size)
+    return _export(store, q, _RUN_COLUMNS, path_or_buffer, fmt, chunk_size, f)
 
 
 def export_calls(
@@ -127,7 +127,7 @@ def export_calls(
         .where(*run_conditions(f))
         .order_by(run_t.c.created_at, run_t.c.id, phase_rank, call_t.c.slot)
     )
-    return _export(store, q, _CALL_COLUMNS, path_or_buffer, fmt, chunk_size)
+    return _export(store, q, _CALL_COLUMNS, path_or_buffer, fmt, chunk_size, f)
 
 
 def _export(
@@ -137,9 +137,16 @@ def _export(
     target: str | os.PathLike[str] | IO[Any],
     fmt: str,
     chunk_size: int,
+    f: RunFilter | None,
 ) -> int:
+    """Refuse what cannot be exported before a byte is written: a format, a batch the store
+    does not hold (an empty file would look like an empty batch), a path that cannot be one."""
     if fmt not in FORMATS:
         raise InputError(f"export format must be csv, jsonl or parquet, not {fmt!r}")
+    if f is not None and f.batch_id is not None:
+        store.get_batch(f.batch_id)
+    if isinstance(target, (str, os.PathLike)):
+        _check_path(Path(target))
     writer = {"csv": _write_csv, "jsonl": _write_jsonl, "parquet": _write_parquet}[fmt]
     chunks = store.iter_chunks(query, chunk_size=chunk_size)
     with _opened(target, binary=fmt == "parquet") as out:
@@ -173,7 +180,18 @@ def _opened(target: str | os.PathLike[str] | IO[Any], *, binary: bool) -> Iterat
     except OSError as err:
         raise InputError(f"cannot write {path}: {err.strerror or err}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _check_path(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"cannot write {path}: it is a folder; name a file inside it")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise InputError(f"cannot write {path}: {parent} is not a folder")
+    if not parent.exists():
+        raise InputError(f"cannot write {path}: the folder {parent} does not exist")
 
 
 Chunks = Iterator[Sequence[Mapping[Any, Any]]]

@@ -12,6 +12,7 @@ import httpx2
 import openai
 import pytest
 
+from core.errors import InputError
 from core.formats import LabelFormat
 from core.sim.answers import estimate_tokens, simulate
 from core.sim.models import SIM_MODELS
@@ -275,10 +276,15 @@ def test_run_server_maps_the_command_line_flags(monkeypatch: pytest.MonkeyPatch)
         def __init__(self, config: Any) -> None:
             self.config = config
 
-        def run(self) -> None:
+        def run(self, sockets: Any = None) -> None:
             started.append(self.config)
 
+    class FakeSocket:
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", 8123)
+
     monkeypatch.setattr(server_module.uvicorn, "Server", FakeServer)
+    monkeypatch.setattr(server_module, "_listen", lambda host, port: FakeSocket())
     server_module.run_server(
         host="127.0.0.1",
         port=8123,
@@ -315,6 +321,7 @@ def test_impossible_settings_are_refused() -> None:
         {"capacity": 0},
         {"contention": 0},
         {"capacity": 1, "contention": 8},
+        {"time_scale": float("nan")},
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(InputError):
             create_app(**kwargs)

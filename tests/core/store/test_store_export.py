@@ -32,6 +32,9 @@ HOSTILE = [
 
 
 def seed(store: Store, make_call: MakeCall, make_result: MakeResult) -> None:
+    store.create_batch(
+        name="B", source="cli", task={}, panel=[], policy={}, concurrency=1, batch_id="B"
+    )
     for i, hostile in enumerate(HOSTILE):
         calls = [
             make_call(0, "sim:a", "yes", raw=hostile, error=None),
