@@ -7,6 +7,7 @@ Every run made here is stored the same way, whoever made it.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -17,11 +18,11 @@ from typing import Any
 import anyio
 import httpx2
 
-from core.batch import check_gold
-from core.config import Settings, TallyConfig, load_config
+from core.batch import check_gold, check_resumable
+from core.config import MAX_CONCURRENCY, Settings, TallyConfig, load_config, load_settings
 from core.cost import PriceBook
 from core.engine import Engine, EventSink, Recorder, RunRequest
-from core.errors import InputError
+from core.errors import InputError, not_a_string
 from core.formats import parse_format
 from core.http import build_client
 from core.panel import ModelSpec, Panel
@@ -78,6 +79,8 @@ def build_task(
     name: str = "classify",
 ) -> Task:
     """A task from the pieces a person names on the command line or in the Run form."""
+    not_a_string(labels, "labels")
+    not_a_string(conservative, "conservative")
     if isinstance(answer_format, Mapping):
         fmt = parse_format(dict(answer_format))
     else:
@@ -110,6 +113,7 @@ def build_policy(
     count_errors: bool = False,
     hedge_delay_s: float = 0.0,
 ) -> Policy:
+    not_a_string(accept, "accept")
     agg, k = Policy.parse_aggregation(aggregate)
     if isinstance(tie_break, str) or tie_break is None:
         chain = TieBreak.parse_chain(tie_break)
@@ -177,13 +181,13 @@ class Tally:
         concurrency: int | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
     ) -> AsyncIterator[Tally]:
-        settings = Settings()
+        settings = load_settings()
         cfg = load_config(config)
         registry = build_registry(cfg, settings)
         prices = PriceBook.from_config(cfg)
-        ceiling = concurrency or cfg.defaults.concurrency
-        if ceiling < 1:
-            raise InputError(f"concurrency must be at least 1, got {ceiling}")
+        ceiling = cfg.defaults.concurrency if concurrency is None else concurrency
+        if not 1 <= ceiling <= MAX_CONCURRENCY:
+            raise InputError(f"concurrency must be from 1 to {MAX_CONCURRENCY}, got {ceiling}")
         sim_app = None
         if registry.uses_in_process_sim:
             from core.sim.server import create_app
@@ -218,7 +222,10 @@ class Tally:
                 yield cls(cfg, settings, registry, prices, engine, store)
 
     def panel(self, models: Sequence[str | ModelSpec], n: int | None = None) -> Panel:
-        panel = Panel.build(list(models), n)  # type: ignore[arg-type]
+        """The panel of ``models``; without ``n``, ``[defaults] n`` of tally.toml, else one
+        slot per model. Every model's provider is checked here, before any call."""
+        not_a_string(models, "models")
+        panel = Panel.build(list(models), n if n is not None else self.config.defaults.n)  # type: ignore[arg-type]
         for spec in panel.models:
             self.registry.resolve(spec)
         return panel
@@ -281,12 +288,8 @@ class Tally:
         """Every item a run, all sharing the engine's one global ceiling. With ``batch_id`` of
         an interrupted batch, finished runs are skipped and finished calls reused."""
         store = self._need_store()
-        if not items:
-            raise InputError("the batch has no rows")
-        for model in spec.panel.models:
-            self.registry.resolve(model)
+        self.check_batch(items, spec, new=batch_id is None)
         if batch_id is None:
-            check_gold(spec.task.format, items)
             batch_id = await anyio.to_thread.run_sync(
                 lambda: store.create_batch(
                     name=name,
@@ -298,6 +301,7 @@ class Tally:
                 )
             )
         else:
+            check_resumable(await anyio.to_thread.run_sync(store.get_batch, batch_id))
             await anyio.to_thread.run_sync(store.set_batch_status, batch_id, "running")
         done = await anyio.to_thread.run_sync(store.runs_done, batch_id)
         # what an interrupted attempt already paid for, read once for the whole batch
@@ -340,6 +344,23 @@ class Tally:
                 await anyio.to_thread.run_sync(store.set_batch_status, batch_id, status)
         return batch_id
 
+    def check_batch(self, items: Sequence[BatchItem], spec: RunSpec, *, new: bool = True) -> None:
+        """Everything that can refuse a batch, checked before its row is written or a call
+        made: there are rows, every input renders, the policy, models and branches are ones
+        the engine can run (a majority over free text, an unknown provider), and, for a new
+        batch, every gold value is one the task can read."""
+        if not items:
+            raise InputError("the batch has no rows")
+        for item in items:
+            try:
+                spec.task.render(item.text)
+            except InputError as err:
+                label = item.item_id if item.item_id is not None else f"row {item.index + 1}"
+                raise InputError(f"{label}: {err}") from None
+        if new:
+            check_gold(spec.task.format, items)
+        self.engine.validate(RunRequest(run_id="check", input=items[0].text, spec=spec))
+
     async def flush(self) -> None:
         recorder = self.engine.recorder
         if isinstance(recorder, StoreRecorder):
@@ -376,6 +397,7 @@ async def vote(
 
     ``await vote("...", labels=["a", "b"], models=["sim:sim-mid"], n=5)``
     """
+    not_a_string(models, "models")
     task = task or build_task(labels=labels)
     policy = policy or build_policy(aggregate=aggregate, tie_break=tie_break, early_stop=early_stop)
     async with Tally.open(config=config, database_url=database_url, persist=persist) as tally:
@@ -385,6 +407,15 @@ async def vote(
 
 def vote_sync(text: str, **kwargs: Any) -> RunResult:
     """The blocking form of :func:`vote`, for scripts and notebooks without an event loop."""
+    try:
+        asyncio.get_running_loop()  # a notebook's loop is asyncio's; only detected here
+    except RuntimeError:
+        pass
+    else:
+        raise InputError(
+            "vote_sync cannot run inside a running event loop (a notebook, async code): "
+            "use `await vote(...)` instead"
+        )
 
     async def main() -> RunResult:
         return await vote(text, **kwargs)

@@ -9,14 +9,13 @@ from typing import Any
 from core.errors import InputError
 from core.formats import AnswerFormat
 from core.spec import RunSpec
-from core.store import BatchItem, RunRow, Store
+from core.store import BatchInfo, BatchItem, RunRow, Store
 
 
 def load_resume(store: Store, batch_id: str) -> tuple[list[BatchItem], RunSpec]:
     """The inputs and the run spec an interrupted batch was started with."""
     info = store.get_batch(batch_id)
-    if info.status == "done":
-        raise InputError(f"batch {batch_id} is already done: nothing to resume")
+    check_resumable(info)
     items = store.batch_items(batch_id)
     if not items:
         raise InputError(f"batch {batch_id} has no stored inputs to resume from")
@@ -38,6 +37,12 @@ def check_gold(fmt: AnswerFormat, items: Iterable[BatchItem]) -> None:
 def batch_format(store: Store, batch_id: str) -> AnswerFormat:
     """The answer format a batch was asked in: the one its gold is judged by."""
     return store.get_batch(batch_id).spec.task.format
+
+
+def check_resumable(info: BatchInfo) -> None:
+    """A finished batch has nothing left to run: resuming it is a mistake to report."""
+    if info.status == "done":
+        raise InputError(f"batch {info.batch_id} is already done: nothing to resume")
 
 
 def batch_summary(store: Store, batch_id: str) -> dict[str, Any]:

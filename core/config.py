@@ -34,6 +34,10 @@ SIM_IN_PROCESS_URL = "http://sim.invalid/v1"
 ``core.http.build_client`` mounts the sim's ASGI app on this host. ``.invalid`` can never
 resolve, so a request that misses the mount fails loudly instead of leaving the machine."""
 
+MAX_CONCURRENCY = 4096
+"""The highest ceiling anywhere (global or per provider): beyond it a number is a typo, and
+the HTTP pool would hold that many sockets."""
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PROVIDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -55,6 +59,9 @@ class Settings(BaseSettings):
     """Seed of the in-process sim: the same seed gives the same simulated answers."""
     sim_time_scale: float = Field(default=1.0, ge=0)
     """Multiplies the in-process sim's latencies (0: answer at once, for tests)."""
+    batch_lease_s: float = Field(default=30.0, gt=0)
+    """How long a batch stays claimed by its process without a heartbeat: a resume elsewhere
+    is refused while the lease lasts (the heartbeat renews it every third of this)."""
     trust_env: bool = True
     """Honour ``HTTP(S)_PROXY``/``NO_PROXY``/``SSL_CERT_FILE`` in the HTTP client. Off
     (``TALLY_TRUST_ENV=0``) when a proxy variable would catch loopback traffic to a sim server."""
@@ -78,7 +85,7 @@ class ProviderConfig(_Strict):
     kind: Literal["openai", "anthropic"]
     base_url: str
     api_key_env: str | None = None  # the NAME of the variable that holds the key
-    max_concurrency: int = Field(default=8, ge=1, le=4096)
+    max_concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY)
     models: list[str] = Field(default_factory=list)  # known models, offered by the UI
     supports_n: bool = True  # OpenAI-compatible ``n``: several samples in one request
     stream: bool = False
@@ -135,7 +142,7 @@ class PriceOverride(_Strict):
 
 
 class Defaults(_Strict):
-    concurrency: int = Field(default=8, ge=1, le=4096)  # global ceiling: the handbook's 8
+    concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY)  # global ceiling: the handbook's 8
     call_timeout_s: float = Field(default=60.0, gt=0)  # the whole call: retries and waits included
     # One attempt; unset, an attempt may use what remains of the call's deadline. A limit here
     # retries a stalled connection sooner, but a slow model cut by it is paid for twice.
@@ -143,7 +150,8 @@ class Defaults(_Strict):
     max_attempts: int = Field(default=4, ge=1, le=20)
     backoff_base_s: float = Field(default=0.5, ge=0)
     backoff_max_s: float = Field(default=30.0, ge=0)
-    n: int = Field(default=5, ge=1, le=MAX_N)  # the handbook's default
+    n: int | None = Field(default=None, ge=1, le=MAX_N)
+    """N of a run that names none (``-n``, the library's ``n``); unset: one slot per model."""
 
 
 class TallyConfig(_Strict):

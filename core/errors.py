@@ -55,5 +55,16 @@ class StoreError(TallyError):
     """The store could not be read or written."""
 
 
+class StoreURLError(StoreError, ConfigError):
+    """A database URL that names no store Tally can open: bad configuration, so exit 2."""
+
+
 class NotFoundError(InputError):
     """An id (run, batch, sweep) that the store does not hold."""
+
+
+def not_a_string(value: object, what: str) -> None:
+    """Refuse a lone string where a list of names belongs: iterating ``"ab"`` would silently
+    give the labels (or models) ``a`` and ``b``."""
+    if isinstance(value, (str, bytes)):
+        raise InputError(f"{what} must be a list, not the string {value!r}: write [{value!r}]")

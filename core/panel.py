@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import InputError
+from core.errors import InputError, not_a_string
 
 MAX_N = 64
 """More votes than this is almost surely a typo; the handbook's curve is flat long before."""
@@ -74,6 +74,7 @@ class Panel(BaseModel):
 
     @classmethod
     def build(cls, models: list[ModelSpec] | list[str], n: int | None = None) -> Panel:
+        not_a_string(models, "models")
         specs = [m if isinstance(m, ModelSpec) else ModelSpec.parse(m) for m in models]
         if not specs:
             raise InputError("choose at least one model")

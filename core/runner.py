@@ -26,7 +26,7 @@ import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from core.api import Tally, new_id
-from core.batch import check_gold, load_resume
+from core.batch import load_resume
 from core.engine import RUN_CANCELLED, RunRequest, build_result, call_order
 from core.errors import InputError, TallyError
 from core.result import (
@@ -288,17 +288,7 @@ class Runner:
         does not fit the format stores nothing.
         """
         self._check_open()
-        if not items:
-            raise InputError("the batch has no rows")
-        for item in items:
-            try:
-                spec.task.render(item.text)
-            except InputError as err:
-                label = item.item_id if item.item_id is not None else f"row {item.index + 1}"
-                raise InputError(f"{label}: {err}") from None
-        check_gold(spec.task.format, items)
-        first = RunRequest(run_id="check", input=items[0].text, spec=spec)
-        self._portal.call(self.tally.engine.validate, first)
+        self._portal.call(self.tally.check_batch, items, spec)
         batch_id = self.store.create_batch(
             name=name,
             source="ui",

@@ -58,6 +58,9 @@ class _Entry:
     config: ProviderConfig
     provider: OpenAIProvider | AnthropicProvider
     builtin: bool
+    key_is_ascii: bool = True
+    """False when the key has a character an HTTP header cannot carry (a pasted curly quote,
+    an accent): refused when the provider is chosen, never sent half-encoded."""
 
 
 class Registry:
@@ -93,6 +96,11 @@ class Registry:
         if env is not None and not entry.provider.has_key:
             raise ConfigError(
                 f"{env} is not set: export it, or use the sim panel (--model {SIM_HINT})"
+            )
+        if env is not None and not entry.key_is_ascii:
+            raise ConfigError(
+                f"{env} holds a character that is not printable ASCII, which no HTTP header "
+                "can carry: copy the key again"
             )
         if spec.provider == SIM_PROVIDER and entry.builtin:
             names = sorted(sim_catalogue())
@@ -151,13 +159,19 @@ def build_registry(
                 chosen = chosen.model_copy(update={"base_url": sim_url.rstrip("/")})
             if not chosen.models and configured is None:
                 chosen = chosen.model_copy(update={"models": sorted(sim_catalogue())})
-        entries[name] = _Entry(chosen, _build(name, chosen, environ), builtin=configured is None)
+        entries[name] = _entry(name, chosen, environ, builtin=configured is None)
     for name, provider_config in config.providers.items():
         if name not in BUILTIN_PROVIDERS:
-            entries[name] = _Entry(
-                provider_config, _build(name, provider_config, environ), builtin=False
-            )
+            entries[name] = _entry(name, provider_config, environ, builtin=False)
     return Registry(entries)
+
+
+def _entry(
+    name: str, config: ProviderConfig, environ: Mapping[str, str], *, builtin: bool
+) -> _Entry:
+    key = environ.get(config.api_key_env, "") if config.api_key_env else ""
+    ascii_key = all(" " <= ch <= "~" for ch in key.strip())
+    return _Entry(config, _build(name, config, environ), builtin, ascii_key)
 
 
 def _build(

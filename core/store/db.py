@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
-from core.errors import InputError, NotFoundError, StoreError
+from core.errors import InputError, NotFoundError, StoreError, StoreURLError
 from core.result import CallResult, DecisionStatus, RunResult
 from core.spec import RunSpec
 from core.store import queries
@@ -160,13 +160,13 @@ class Store:
         try:
             parsed = make_url(raw)
         except (ArgumentError, ValueError):
-            raise StoreError(f"not a database URL: {mask_url(raw)!r}") from None
+            raise StoreURLError(f"not a database URL: {mask_url(raw)!r}") from None
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.safe_url = parsed.render_as_string(hide_password=True)
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
-            raise StoreError(
+            raise StoreURLError(
                 f"unsupported database {self.safe_url}: use sqlite:///PATH or "
                 "postgresql+psycopg://USER@HOST/DB"
             )
@@ -187,7 +187,7 @@ class Store:
         try:
             self.engine: Engine = create_engine(parsed, **kwargs)
         except (ArgumentError, NoSuchModuleError, ImportError) as err:
-            raise StoreError(
+            raise StoreURLError(
                 f"cannot open the store at {self.safe_url}: {first_line(err)}"
             ) from None
         if self.dialect == "sqlite":

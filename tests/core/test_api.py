@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import anyio
 import pytest
 
-from core.api import build_policy, tie_break_chain
+from core.api import Tally, build_policy, tie_break_chain
 from core.errors import PolicyError
 from core.panel import ModelSpec
 from core.policy import TieBreak
@@ -45,3 +48,19 @@ def test_escalate_without_a_model_is_refused_by_the_policy(escalate_to: str | No
 def test_expand_by_zero_is_refused_by_the_policy() -> None:
     with pytest.raises(PolicyError, match="expand needs a positive number"):
         build_policy(tie_break=tie_break_chain(["expand"], expand_by=0))
+
+
+def test_defaults_n_of_the_config_is_the_n_of_a_panel_that_names_none(tmp_path: Path) -> None:
+    config = tmp_path / "tally.toml"
+    config.write_text("[defaults]\nn = 3\n")
+
+    async def panels(path: Path | None) -> tuple[int, int, int]:
+        async with Tally.open(config=path, persist=False) as tally:
+            return (
+                tally.panel(["sim:sim-strong"]).n,
+                tally.panel(["sim:sim-strong"], 5).n,
+                tally.panel(["sim:sim-strong", "sim:sim-mid"]).n,
+            )
+
+    assert anyio.run(panels, config) == (3, 5, 3)
+    assert anyio.run(panels, None) == (1, 5, 2)

@@ -60,7 +60,7 @@ def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.providers == {}
     assert config.path is None
     assert config.defaults == Defaults()
-    assert (config.defaults.concurrency, config.defaults.n) == (8, 5)
+    assert (config.defaults.concurrency, config.defaults.n) == (8, None)
 
 
 def test_full_file(tmp_path: Path) -> None:
