@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -19,7 +19,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+from typer._click import exceptions as click_errors
+from typer.core import TyperGroup
 
+from core.config import MAX_CONCURRENCY, load_settings
 from core.errors import InputError, TallyError
 from core.panel import ModelSpec
 from core.result import CallResult, Event, RunResult
@@ -29,8 +32,47 @@ if TYPE_CHECKING:
     from core.policy import Policy
     from core.task import Task
 
+
+class OneLineGroup(TyperGroup):
+    """The ``tally`` group, with the parser's own usage errors (an unknown option, a value
+    that is not a number) told in one line and exit 2, as every other bad input is."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        def invoke() -> Any:
+            return super(OneLineGroup, self).main(
+                args, prog_name, complete_var, False, windows_expand_args, **extra
+            )
+
+        if not standalone_mode:
+            return invoke()
+        try:
+            code = invoke()
+        except click_errors.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            ctx: Any = getattr(exc, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            err.print(f"tally: {message}{where}", highlight=False, markup=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err.print("tally: aborted", highlight=False, markup=False)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="tally",
+    cls=OneLineGroup,
     help="Fan one input out to N models, normalise and count the answers, decide on purpose.",
     no_args_is_help=True,
     add_completion=False,
@@ -98,6 +140,11 @@ POLICY_OPTIONS = (
 )
 """The parameters of ``run``, ``batch`` and ``revote`` that together are the policy."""
 
+ConcurrencyOpt = Annotated[
+    int | None,
+    typer.Option("--concurrency", help="Global ceiling.", min=1, max=MAX_CONCURRENCY),
+]
+PortOpt = Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)]
 DbOpt = Annotated[str | None, typer.Option("--database-url", help="Default: $TALLY_DATABASE_URL.")]
 NoStoreOpt = Annotated[bool, typer.Option("--no-store", help="Do not persist the run.")]
 TemperatureOpt = Annotated[
@@ -400,9 +447,7 @@ def batch(
     min_valid: MinValidOpt = 1,
     count_invalid: CountInvalidOpt = False,
     count_errors: CountErrorsOpt = False,
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", help="Global ceiling.")
-    ] = None,
+    concurrency: ConcurrencyOpt = None,
     temperature: TemperatureOpt = None,
     seed: SeedOpt = None,
     config: ConfigOpt = None,
@@ -411,7 +456,7 @@ def batch(
 ) -> None:
     """Run every row of FILE through the panel (or finish an interrupted batch with --resume)."""
     from core.api import Tally
-    from core.batch import batch_summary, check_gold, load_resume
+    from core.batch import batch_summary, load_resume
     from core.inputs import read_items
 
     def go() -> dict[str, Any]:
@@ -447,10 +492,11 @@ def batch(
                         count_invalid=count_invalid,
                         count_errors=count_errors,
                     )
-                    check_gold(task.format, items)  # before the progress bar shows
                     panel = tally.panel(model_specs(model, temperature, seed), n)
                     spec = RunSpec(task=task, panel=panel, policy=policy)
                     batch_id = None
+                # before the progress bar shows
+                tally.check_batch(items, spec, new=batch_id is None)
                 started = time.monotonic()
                 progress = BatchProgress(len(items), quiet=as_json)
                 with progress:
@@ -642,9 +688,7 @@ def curve(
     min_gain: Annotated[
         float, typer.Option("--min-gain", help="Recommend the N where two more votes gain less.")
     ] = 0.1,
-    concurrency: Annotated[
-        int | None, typer.Option("--concurrency", help="Global ceiling.")
-    ] = None,
+    concurrency: ConcurrencyOpt = None,
     config: ConfigOpt = None,
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
@@ -859,14 +903,16 @@ def sweep(
 @app.command("sim-server")
 def sim_server(
     host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
+    port: PortOpt = 8001,
     seed: Annotated[int, typer.Option(help="Seed: same seed, same answers.")] = 0,
-    time_scale: Annotated[float, typer.Option(help="Multiply every simulated delay.")] = 1.0,
+    time_scale: Annotated[
+        float, typer.Option(help="Multiply every simulated delay.", min=0.0)
+    ] = 1.0,
     capacity: Annotated[
-        int | None, typer.Option(help="At most K requests in service; the rest queue.")
+        int | None, typer.Option(help="At most K requests in service; the rest queue.", min=1)
     ] = None,
     contention: Annotated[
-        int | None, typer.Option(help="Service slows once more than K are in flight.")
+        int | None, typer.Option(help="Service slows once more than K are in flight.", min=1)
     ] = None,
     fault: Annotated[
         list[str], typer.Option(help="[MODEL:]KIND:RATE, e.g. 429:0.1 or sim-flaky:cut:0.2.")
@@ -881,7 +927,6 @@ def sim_server(
 
     def go() -> None:
         plan = FaultPlan.parse(fault) if fault else None
-        err.print(f"sim server on http://{host}:{port}/v1")
         run_server(
             host=host,
             port=port,
@@ -891,6 +936,7 @@ def sim_server(
             contention=contention,
             faults=plan,
             independent=independent,
+            on_listen=lambda url: err.print(f"sim server on {url}"),
         )
 
     guarded(go)
@@ -899,11 +945,10 @@ def sim_server(
 @db_app.command("upgrade")
 def db_upgrade(database_url: DbOpt = None) -> None:
     """Apply the store's migrations up to the newest."""
-    from core.config import Settings
     from core.store import Store
 
     def go() -> str:
-        store = Store(database_url or Settings().database_url)
+        store = Store(database_url or load_settings().database_url)
         store.upgrade()
         return store.safe_url
 
@@ -919,7 +964,6 @@ def export(
     database_url: DbOpt = None,
 ) -> None:
     """Export stored runs or calls (CSV cells are escaped against formula injection)."""
-    from core.config import Settings
     from core.store import RunFilter, Store
     from core.store.export import export_calls, export_runs
 
@@ -929,7 +973,7 @@ def export(
             raise InputError(f"export to .csv, .jsonl or .parquet, not {path.name!r}")
         if what not in ("runs", "calls"):
             raise InputError(f"export runs or calls, not {what!r}")
-        store = Store(database_url or Settings().database_url)
+        store = Store(database_url or load_settings().database_url)
         store.ensure_schema()
         f = RunFilter(batch_id=batch_id)
         (export_runs if what == "runs" else export_calls)(store, path, fmt, f)  # type: ignore[arg-type]
@@ -940,9 +984,11 @@ def export(
 
 @app.command()
 def dashboard(
-    port: Annotated[int, typer.Option(help="Dashboard port.")] = 8501,
+    port: Annotated[int, typer.Option(help="Dashboard port.", min=1, max=65535)] = 8501,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    sim_port: Annotated[int, typer.Option(help="Port of the sim server started with it.")] = 8001,
+    sim_port: Annotated[
+        int, typer.Option(help="Port of the sim server started with it.", min=1, max=65535)
+    ] = 8001,
 ) -> None:
     """Start the dashboard, and the sim server on loopback when no provider key is set."""
     from core.launch import launch_dashboard

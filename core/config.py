@@ -142,7 +142,7 @@ class PriceOverride(_Strict):
 
 
 class Defaults(_Strict):
-    concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY)  # global ceiling: the handbook's 8
+    concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY)  # the handbook's 8
     call_timeout_s: float = Field(default=60.0, gt=0)  # the whole call: retries and waits included
     # One attempt; unset, an attempt may use what remains of the call's deadline. A limit here
     # retries a stalled connection sooner, but a slow model cut by it is paid for twice.
