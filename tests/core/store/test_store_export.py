@@ -17,6 +17,7 @@ from core.panel import Panel
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
 from core.store import RunFilter, Store
 from core.store.export import escape_cell, export_calls, export_runs
+from tests.specs import spec
 
 MakeCall = Callable[..., CallResult]
 MakeResult = Callable[..., RunResult]
@@ -32,9 +33,7 @@ HOSTILE = [
 
 
 def seed(store: Store, make_call: MakeCall, make_result: MakeResult) -> None:
-    store.create_batch(
-        name="B", source="cli", task={}, panel=[], policy={}, concurrency=1, batch_id="B"
-    )
+    store.create_batch(name="B", source="cli", spec=spec(), concurrency=1, batch_id="B")
     for i, hostile in enumerate(HOSTILE):
         calls = [
             make_call(0, "sim:a", "yes", raw=hostile, error=None),
