@@ -34,7 +34,7 @@ def _check(points: Sequence[Point], bins: int) -> None:
             raise InputError(f"a vote share must be between 0 and 1, got {share}")
 
 
-def reliability(points: Sequence[Point], bins: int = 10) -> list[Bin]:
+def reliability_bins(points: Sequence[Point], bins: int = 10) -> list[Bin]:
     """Equal-width bins of the winner's vote share, with how often the winner was right."""
     _check(points, bins)
     shares: list[list[float]] = [[] for _ in range(bins)]
@@ -65,7 +65,7 @@ def expected_calibration_error(points: Sequence[Point], bins: int = 10) -> float
     total = len(points)
     return sum(
         (b.count / total) * abs(b.accuracy - b.mean_confidence)
-        for b in reliability(points, bins)
+        for b in reliability_bins(points, bins)
         if b.accuracy is not None and b.mean_confidence is not None
     )
 

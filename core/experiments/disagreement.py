@@ -24,7 +24,7 @@ from core.analysis import (
     model_accuracy,
     pairwise_agreement,
     points_from_votes,
-    reliability,
+    reliability_bins,
 )
 from core.experiments.curve import gold_of
 from core.formats import AnswerFormat
@@ -215,7 +215,7 @@ def analyse_batch(store: Store, batch_id: str, *, top: int = 20, bins: int = 10)
         reviewed=len(reviewed),
         human_vs_panel=human_vs_panel(store, [by_id[run_id] for run_id in reviewed]),
         review_stats=store.review_stats(),
-        reliability=reliability(points, bins) if points else [],
+        reliability=reliability_bins(points, bins) if points else [],
         calibration_error=expected_calibration_error(points, bins) if points else None,
         calibration_items=len(points),
     )

@@ -7,14 +7,14 @@ import pytest
 from core.analysis.calibration import (
     expected_calibration_error,
     points_from_votes,
-    reliability,
+    reliability_bins,
 )
 from core.errors import InputError
 
 
 def test_reliability_bins() -> None:
     points = [(0.6, True), (0.6, False), (0.8, True), (0.8, True), (1.0, True), (0.05, False)]
-    bins = reliability(points, bins=5)
+    bins = reliability_bins(points, bins=5)
     assert [b.count for b in bins] == [1, 0, 0, 2, 3]
     assert bins[1].accuracy is None and bins[1].mean_confidence is None
     assert bins[3].accuracy == 0.5 and bins[3].mean_confidence == pytest.approx(0.6)
@@ -34,9 +34,9 @@ def test_calibration_input_errors() -> None:
     with pytest.raises(InputError):
         expected_calibration_error([])
     with pytest.raises(InputError):
-        reliability([(1.2, True)])
+        reliability_bins([(1.2, True)])
     with pytest.raises(InputError):
-        reliability([(0.5, True)], bins=0)
+        reliability_bins([(0.5, True)], bins=0)
 
 
 def test_points_from_votes() -> None:
