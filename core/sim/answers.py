@@ -25,7 +25,8 @@ fresh coin: the call is right when ``Phi(z) < p``, with::
 per-call accuracies are untouched), but a high ``g_item`` makes most models wrong on that item
 at once (hard items fool the panel together), and ``g_model_item`` (weight ``c_m`` =
 ``SimModel.consistency``) makes five samples of one model err together more than five
-different models do.
+different models do. Models of one ``SimModel.family`` add a family-item component of weight
+``family_share`` (taken from the per-call share): a family errs together on top of that.
 
 **Correlated wrong answers.** Every item has a *distractor*, a wrong label chosen by hashing the
 item (not the model): a wrong call picks it with probability ``DISTRACTOR_PULL``, so wrong votes
@@ -329,12 +330,15 @@ def simulate(
         u = call.random()
     else:
         c = model.consistency
+        f = model.family_share if model.family is not None else 0.0
         z = (
             math.sqrt(ITEM_SHARE) * normal("item", seed, key)
             + math.sqrt(c) * normal("model-item", seed, model.name, key)
-            + math.sqrt(max(0.0, 1.0 - ITEM_SHARE - c))
+            + math.sqrt(max(0.0, 1.0 - ITEM_SHARE - c - f))
             * normal("latent", seed, model.name, key, sample)
         )
+        if f:
+            z += math.sqrt(f) * normal("family-item", seed, model.family, key)
         u = normal_cdf(z)
     p = correct_probability(model, difficulty, leaning)
     right = u < p

@@ -30,6 +30,9 @@ class SimModel:
     ``bias`` is how far (in skill units) the model leans to ``prefers`` when that label is
     allowed: more accurate when the gold is the preferred label, less when it is not, and its
     wrong answers go to the preferred label.
+    ``family`` names models built on one base (fine-tunes of one model, one vendor's sizes):
+    models of a family share a family-item component of weight ``family_share``, so they err
+    on the same items together, more than the shared item difficulty makes every model do.
     """
 
     name: str
@@ -46,6 +49,8 @@ class SimModel:
     sloppy: float = 0.0
     malformed: float = 0.0
     consistency: float = 0.3
+    family: str | None = None
+    family_share: float = 0.0
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -53,10 +58,12 @@ class SimModel:
             raise ValueError(f"{self.name}: accuracy must be in (0, 1), got {self.accuracy}")
         if not 0.0 < self.latency_median_ms <= self.latency_p95_ms:
             raise ValueError(f"{self.name}: need 0 < latency median <= p95")
-        for field_name in ("error_rate", "sloppy", "malformed", "consistency"):
+        for field_name in ("error_rate", "sloppy", "malformed", "consistency", "family_share"):
             value = getattr(self, field_name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{self.name}: {field_name} must be in [0, 1], got {value}")
+        if self.family_share and self.family is None:
+            raise ValueError(f"{self.name}: a family share needs a family")
 
     @property
     def skill(self) -> float:
