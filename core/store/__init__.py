@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the names as re-exports, for type checkers
     from core.store.db import ReviewRow as ReviewRow
     from core.store.db import SavedResult as SavedResult
     from core.store.db import Store as Store
+    from core.store.queries import BatchAnswers as BatchAnswers
     from core.store.queries import CostPoint as CostPoint
     from core.store.queries import MixPoint as MixPoint
     from core.store.queries import ModelCost as ModelCost
@@ -33,6 +34,7 @@ _WHERE = {
     "ReviewRow": "db",
     "SavedResult": "db",
     "Store": "db",
+    "BatchAnswers": "queries",
     "CostPoint": "queries",
     "MixPoint": "queries",
     "ModelCost": "queries",

@@ -45,6 +45,7 @@ from core.spec import RunSpec
 from core.store import queries
 from core.store.commit import Target
 from core.store.queries import (
+    BatchAnswers,
     CostPoint,
     MixPoint,
     ModelCost,
@@ -768,6 +769,12 @@ class Store:
                 .order_by(run_t.c.item_index, run_t.c.id)
             )
             return queries.results_of(conn, q)
+
+    def batch_answers(self, batch_id: str) -> BatchAnswers:
+        """The panel votes of a batch's finished runs, counted in SQL (for reliability fits)."""
+        with self._read() as conn:
+            self._need_batch(conn, batch_id)
+            return queries.batch_answers(conn, batch_id)
 
     def runs_done(self, batch_id: str) -> set[int]:
         """Item indexes of the batch whose run has finished."""

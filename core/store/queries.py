@@ -453,3 +453,71 @@ def pairwise_agreement(
         )
         for r in conn.execute(q)
     ]
+
+
+# -- answers of a batch, for learned reliability -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchAnswers:
+    """A batch's panel votes as the reliability fit reads them, keyed by run id.
+
+    ``votes``: run -> model -> vote -> how many of the model's ``ok`` panel calls gave it
+    (invalid and failed calls are not votes). ``calls``: run -> panel calls in a final state,
+    valid or not. ``gold``: the stored gold of the runs that have one, as stored (read it
+    through the task's format before comparing). ``resolved``: run -> a reviewer's label.
+    """
+
+    votes: dict[str, dict[str, dict[str, int]]]
+    calls: dict[str, int]
+    gold: dict[str, str]
+    resolved: dict[str, str]
+    item_ids: dict[str, str | None]
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({m for row in self.votes.values() for m in row})
+
+    @property
+    def answers(self) -> int:
+        """How many valid votes the batch holds."""
+        return sum(n for row in self.votes.values() for c in row.values() for n in c.values())
+
+
+def batch_answers(conn: Connection, batch_id: str) -> BatchAnswers:
+    """The finished runs of a batch and their panel votes, counted by the database."""
+    r, c = run_t.c, call_t.c
+    finished = and_(r.batch_id == batch_id, r.status != RUNNING)
+    calls = func.count(c.id)
+    runs = (
+        select(r.id, r.item_id, r.gold, r.status, r.label, calls.label("calls"))
+        .select_from(
+            run_t.outerjoin(
+                call_t,
+                and_(c.run_id == r.id, c.phase == "panel", c.status.in_(FINAL_CALL_STATUSES)),
+            )
+        )
+        .where(finished)
+        .group_by(r.id, r.item_id, r.gold, r.status, r.label)
+    )
+    item_ids: dict[str, str | None] = {}
+    counted: dict[str, int] = {}
+    gold: dict[str, str] = {}
+    resolved: dict[str, str] = {}
+    for row in conn.execute(runs):
+        item_ids[row.id] = row.item_id
+        counted[row.id] = int(row.calls)
+        if row.gold:
+            gold[row.id] = row.gold
+        if row.status == DecisionStatus.RESOLVED.value and row.label:
+            resolved[row.id] = row.label
+    votes: dict[str, dict[str, dict[str, int]]] = {run_id: {} for run_id in item_ids}
+    q = (
+        select(c.run_id, c.model, c.answer, func.count().label("n"))
+        .select_from(call_t.join(run_t, r.id == c.run_id))
+        .where(finished, c.phase == "panel", c.status == "ok", c.answer.is_not(None))
+        .group_by(c.run_id, c.model, c.answer)
+    )
+    for run_id, model, answer, n in conn.execute(q):
+        votes[run_id].setdefault(model, {})[answer] = int(n)
+    return BatchAnswers(votes=votes, calls=counted, gold=gold, resolved=resolved, item_ids=item_ids)
