@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel
 
 from core.analysis.curves import effective_voters, mean_phi
@@ -217,10 +218,18 @@ def effective_independent_voters(
         for item, expected in reference.items()
         if expected and item in answers and all(m in answers[item] for m in models)
     ]
-    rho = mean_phi(np.array(rows, dtype=bool)) if rows and len(models) > 1 else None
+    return independence_of(np.array(rows, dtype=bool), len(models))
+
+
+def independence_of(errors: npt.ArrayLike, voters: int) -> VoterIndependence:
+    """Kish's design effect of ``voters`` whose errors (items x voters, 0/1 or shares) are
+    given: a negative mean correlation reads as zero, never crediting more voters than there
+    are."""
+    matrix = np.asarray(errors, dtype=np.float64)
+    rho = mean_phi(matrix) if matrix.size and voters > 1 else None
     effective: float | None = None
-    if len(models) == 1:
+    if voters == 1:
         effective = 1.0
     elif rho is not None:
-        effective = effective_voters(len(models), max(rho, 0.0))
-    return VoterIndependence(voters=len(models), rho=rho, effective=effective)
+        effective = effective_voters(voters, max(rho, 0.0))
+    return VoterIndependence(voters=voters, rho=rho, effective=effective)

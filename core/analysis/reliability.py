@@ -37,8 +37,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from core.analysis.agreement import VoterIndependence
-from core.analysis.curves import effective_voters, mean_phi
+from core.analysis.agreement import VoterIndependence, independence_of
 from core.errors import InputError
 
 VoteTable = Mapping[str, Mapping[str, Mapping[str, int]]]  # item -> model -> vote -> count
@@ -151,10 +150,12 @@ def _crowdkit_fit(
         return ClampedOneCoin(n_iter=max_iter, tol=tol).fit(frame)
 
 
-def _independence(
+def effective_voters_of(
     votes: VoteTable, models: Sequence[str], reference: Mapping[str, str | None]
 ) -> VoterIndependence:
-    """Kish's design effect from the mean correlation of the models' error shares."""
+    """Kish's design effect from the mean correlation of the models' error shares against
+    ``reference`` (gold where there is some: against a fit's own winners it reads high, since
+    models that err together also pull the winner their way)."""
     rows: list[list[float]] = []
     for item, row in votes.items():
         expected = reference.get(str(item))
@@ -169,13 +170,7 @@ def _independence(
             shares.append(1.0 - counts.get(expected, 0) / total)
         else:
             rows.append(shares)
-    rho = mean_phi(np.array(rows)) if len(models) > 1 and rows else None
-    effective: float | None = None
-    if len(models) == 1:
-        effective = 1.0
-    elif rho is not None:
-        effective = effective_voters(len(models), max(rho, 0.0))
-    return VoterIndependence(voters=len(models), rho=rho, effective=effective)
+    return independence_of(rows, len(models))
 
 
 def fit_reliability(
@@ -286,7 +281,7 @@ def fit_reliability(
         posterior=posterior,
         winner=winner,
         confidence=confidence,
-        independence=_independence(votes, [m.model for m in reliabilities], reference),
+        independence=effective_voters_of(votes, [m.model for m in reliabilities], reference),
     )
 
 
