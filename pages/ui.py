@@ -18,13 +18,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.calls import FAILED_STATUSES, call_rows
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
 from core.runner import Runner
 
 PROSE_WARNING = "Votes on prose are vibes: vote on classifications, structured outputs or yes/no."
 REVIEW_NOTE = "The tie went to the Review queue: a person will pick the final answer."
 
-FAILED_STATUSES = (CallStatus.INVALID, CallStatus.ERROR, CallStatus.TIMEOUT, CallStatus.CANCELLED)
+
 STATUS_COLOURS = {
     "vote": "#4c78a8",
     "winner": "#2e8540",
@@ -168,61 +169,50 @@ def chart_text(text: object, limit: int = 40) -> str:
 # -- calls -------------------------------------------------------------------------------------
 
 
-def call_state(call: CallResult, now: float | None = None) -> str:
-    """What a call is doing or how it ended, with the reason when it did not answer."""
-    status = call.status
-    if status == CallStatus.RUNNING and call.started_at is not None:
-        return f"running {(now or time.time()) - call.started_at:.1f} s"
-    if status in FAILED_STATUSES and call.error:
-        return f"{status.value}: {call.error}"
-    if status == CallStatus.OK and call.cached:
-        return "ok (reused)"
-    return status.value
+CALL_COLUMNS = [
+    "slot",
+    "phase",
+    "model",
+    "state",
+    "reply",
+    "vote",
+    "latency",
+    "tokens in / out",
+    "cost",
+    "retries",
+]
 
 
 def calls_frame(calls: Sequence[CallResult]) -> pd.DataFrame:
     """One row per call, every value already a display string (a table of text)."""
-    now = time.time()
     rows = []
-    for call in calls:
-        final = call.status.final
+    for row in call_rows(calls):
         tokens = "-"
-        if call.tokens_in is not None or call.tokens_out is not None:
-            tokens = f"{call.tokens_in if call.tokens_in is not None else '?'} / " + (
-                f"{call.tokens_out if call.tokens_out is not None else '?'}"
+        if row.tokens_in is not None or row.tokens_out is not None:
+            tokens = f"{row.tokens_in if row.tokens_in is not None else '?'} / " + (
+                f"{row.tokens_out if row.tokens_out is not None else '?'}"
             )
         rows.append(
             {
-                "slot": call.slot,
-                "phase": call.phase,
-                "model": call.model,
-                "state": call_state(call, now),
-                "answer": call.answer if call.answer is not None else "",
-                "latency": latency(call.latency_ms) if final else "-",
+                "slot": row.slot,
+                "phase": row.phase,
+                "model": row.model,
+                "state": row.state,
+                "reply": row.reply,
+                "vote": row.vote,
+                "latency": latency(row.latency_ms) if row.final else "-",
                 "tokens in / out": tokens,
-                "cost": money(call.cost_usd) if final else "-",
-                "retries": call.retries,
+                "cost": money(row.cost_usd) if row.final else "-",
+                "retries": row.retries,
             }
         )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "slot",
-            "phase",
-            "model",
-            "state",
-            "answer",
-            "latency",
-            "tokens in / out",
-            "cost",
-            "retries",
-        ],
-    )
+    return pd.DataFrame(rows, columns=CALL_COLUMNS)
 
 
 def render_calls(calls: Sequence[CallResult], *, key: str | None = None) -> None:
-    """The calls as a table: slot, model, state (with the reason), answer, latency, tokens,
-    cost, retries. Cells are text; nothing a model wrote is interpreted."""
+    """The calls as a table: slot, model, state (with the reason), the raw reply beside the
+    vote it was read as, latency, tokens, cost, retries. Cells are text; nothing a model wrote
+    is interpreted."""
     frame = calls_frame(calls)
     st.dataframe(
         frame,
@@ -233,6 +223,10 @@ def render_calls(calls: Sequence[CallResult], *, key: str | None = None) -> None
             "slot": st.column_config.NumberColumn("slot", width="small"),
             "phase": st.column_config.TextColumn("phase", width="small"),
             "retries": st.column_config.NumberColumn("retries", width="small"),
+            "reply": st.column_config.TextColumn(
+                "reply", width="medium", help="the raw reply, as plain text"
+            ),
+            "vote": st.column_config.TextColumn("vote", help="the reply as the format read it"),
         },
     )
 

@@ -229,6 +229,31 @@ def test_model_output_is_never_markdown(page_test: PageTest, store: Store) -> No
     assert any(r"\!\[img\]\(http" in t for t in markdown)  # escaped in the banner
 
 
+def test_the_call_table_shows_each_raw_reply_beside_its_vote(
+    page_test: PageTest, store: Store
+) -> None:
+    result = make_result("r-rv", answers=("yes", "no", None))
+    result.calls[0].raw = "**Yes.** The sky is blue."
+    result.calls[1].raw = "No, it isn't.\nNot today."
+    store.save_run(result, source="ui")
+    at = page_test("pages/history.py").run()
+    at.selectbox(key="hist.run").set_value("r-rv").run()
+    assert not at.exception
+    calls = at.dataframe[1].value
+    assert list(calls.columns[calls.columns.get_indexer(["reply", "vote"])]) == ["reply", "vote"]
+    assert list(calls["reply"]) == ["**Yes.** The sky is blue.", "No, it isn't. Not today.", ""]
+    assert list(calls["vote"]) == ["yes", "no", ""]
+    cols = list(calls.columns)
+    assert cols.index("reply") + 1 == cols.index("vote")  # raw reply, then what it counted as
+
+
+def test_a_markup_reply_stays_text_in_the_call_table(page_test: PageTest, store: Store) -> None:
+    store.save_run(make_result("r-m", answers=("yes",), raw=PAYLOAD), source="ui")
+    at = page_test("pages/history.py").run()
+    at.selectbox(key="hist.run").set_value("r-m").run()
+    assert list(at.dataframe[1].value["reply"]) == [PAYLOAD]  # a dataframe cell: never markup
+
+
 def test_a_running_run_shows_its_calls_so_far(page_test: PageTest, store: Store) -> None:
     spec = RunSpec.from_json({"task": TASK, "panel": ["sim:sim-mid"], "policy": POLICY})
     store.start_run("r-live", "still going", spec, source="ui")

@@ -1,0 +1,74 @@
+"""The call table of a run, as the dashboard shows it: each call's state, its raw reply beside
+the vote it was read as, and what it took. Built here so every page draws the same rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.result import CallResult, CallStatus
+
+FAILED_STATUSES = (CallStatus.INVALID, CallStatus.ERROR, CallStatus.TIMEOUT, CallStatus.CANCELLED)
+
+REPLY_CHARS = 160
+"""A reply longer than this is cut in the table; the whole reply stays in the raw replies."""
+
+
+def call_state(call: CallResult, now: float | None = None) -> str:
+    """What a call is doing or how it ended, with the reason when it did not answer."""
+    status = call.status
+    if status == CallStatus.RUNNING and call.started_at is not None:
+        return f"running {(now or time.time()) - call.started_at:.1f} s"
+    if status in FAILED_STATUSES and call.error:
+        return f"{status.value}: {call.error}"
+    if status == CallStatus.OK and call.cached:
+        return "ok (reused)"
+    return status.value
+
+
+def reply_line(raw: str | None, limit: int = REPLY_CHARS) -> str:
+    """A raw reply on one line, bounded: the text as the model wrote it, spaces folded."""
+    flat = " ".join((raw or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class CallRow:
+    """One line of the call table. ``reply`` is the raw reply (plain text, one line) and
+    ``vote`` what the format read it as; empty when the call gave no vote."""
+
+    slot: int
+    phase: str
+    model: str
+    state: str
+    reply: str
+    vote: str
+    final: bool
+    latency_ms: float | None
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+    retries: int
+
+
+def call_rows(calls: Sequence[CallResult], now: float | None = None) -> list[CallRow]:
+    """The rows of the call table, in the order given."""
+    now = time.time() if now is None else now
+    return [
+        CallRow(
+            slot=call.slot,
+            phase=call.phase,
+            model=call.model,
+            state=call_state(call, now),
+            reply=reply_line(call.raw),
+            vote=call.answer if call.status == CallStatus.OK and call.answer is not None else "",
+            final=call.status.final,
+            latency_ms=call.latency_ms,
+            tokens_in=call.tokens_in,
+            tokens_out=call.tokens_out,
+            cost_usd=call.cost_usd,
+            retries=call.retries,
+        )
+        for call in calls
+    ]
