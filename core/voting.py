@@ -104,6 +104,7 @@ class _Count:
     votes: list[tuple[str, Fraction]]  # (grouped vote, weight) of the ok calls, in call order
     invalid: int
     failed: int
+    grouping_note: str | None = None  # why the format's grouping of the votes was ambiguous
 
     @property
     def valid(self) -> int:
@@ -133,12 +134,13 @@ def _count(
     weights: Mapping[str, float] | None,
 ) -> _Count:
     answered = [(c.answer, c.model) for c in _answered(calls) if c.answer is not None]
-    mapping = fmt.group([answer for answer, _ in answered])
-    votes = [(mapping[answer], _weight(weights, model)) for answer, model in answered]
+    grouping = fmt.grouping([answer for answer, _ in answered])
+    votes = [(grouping.mapping[answer], _weight(weights, model)) for answer, model in answered]
     return _Count(
         votes=votes,
         invalid=sum(1 for c in calls if c.status == CallStatus.INVALID),
         failed=sum(1 for c in calls if c.status in _FAILED_CALLS),
+        grouping_note=grouping.ambiguous,
     )
 
 
@@ -467,8 +469,9 @@ def decide(
     if isinstance(fmt, JsonFormat):
         return _decide_json(count, fmt, policy)
     race = _race(count.votes, count.denominator(policy), policy)
+    reason = race.reason if count.grouping_note is None else f"{race.reason}; {count.grouping_note}"
     return Decision(
-        status=race.status, label=race.label, margin=race.margin, reason=race.reason, tied=race.tied
+        status=race.status, label=race.label, margin=race.margin, reason=reason, tied=race.tied
     )
 
 

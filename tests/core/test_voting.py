@@ -184,6 +184,20 @@ def test_numbers_vote_after_grouping() -> None:
     assert outcome(d) == (DecisionStatus.DECIDED, "42")
 
 
+def test_an_ambiguous_number_grouping_is_said_in_the_reason() -> None:
+    fmt = NumberFormat(tolerance=1)
+    chain = decide(calls("1", "2", "3", "2"), policy(), fmt)  # 1~2~3, but 1 and 3 differ by 2
+    assert "ambiguous grouping" in chain.reason and "\n" not in chain.reason
+    clear = decide(calls("41.5", "42", "42.5", "50", "51.5"), policy(), fmt)
+    assert "ambiguous" not in clear.reason
+
+
+def test_one_outlier_does_not_split_a_numeric_consensus() -> None:
+    fmt = NumberFormat(tolerance=0.5)
+    d = decide(calls("1", "1.5", "1.6", "1.6"), policy(), fmt)
+    assert outcome(d) == (DecisionStatus.DECIDED, "1.6")
+
+
 def test_yesno_majority() -> None:
     d = decide(calls("yes", "no", "yes"), policy(), YesNoFormat())
     assert outcome(d) == (DecisionStatus.DECIDED, "yes")
