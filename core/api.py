@@ -18,17 +18,18 @@ from typing import Any
 import anyio
 import httpx2
 
+from core import voting
 from core.batch import check_gold, check_resumable
 from core.config import MAX_CONCURRENCY, Settings, TallyConfig, load_config, load_settings
 from core.cost import PriceBook
-from core.engine import Engine, EventSink, Recorder, RunRequest
+from core.engine import Engine, EventSink, Recorder, RunRequest, reusable_calls
 from core.errors import InputError, not_a_string
 from core.formats import parse_format
 from core.http import build_client
-from core.panel import ModelSpec, Panel
+from core.panel import ModelSpec, Panel, Slot
 from core.policy import Acceptance, Policy, Quorum, TieBreak
 from core.providers.registry import Registry, build_registry
-from core.result import CallResult, CallStatus, RunResult
+from core.result import CallResult, CallStatus, MissingVote, RunResult
 from core.retry import RetryPolicy
 from core.spec import RunSpec
 from core.store import BatchItem, Store, StoreWriter
@@ -242,31 +243,49 @@ class Tally:
         request = RunRequest(run_id=run_id or new_id(), input=text, spec=spec, source=source)
         return await self.engine.run(request, on_event=on_event)
 
-    async def revote(self, run_ids: Iterable[str], policy: Policy | None = None) -> list[RunResult]:
+    async def revote(
+        self, run_ids: Iterable[str], policy: Policy | None = None, *, expand: bool = False
+    ) -> list[RunResult]:
         """Decide stored runs again under ``policy`` (default: each run's own, which gives
         its own decision back): stored answers are reused (marked as reused, costing nothing
-        new); only escalate/expand branches call models."""
+        new); only escalate/expand branches call models.
+
+        Slots whose call was cancelled (early stop, fastest-acceptable, the user) have no
+        vote, by the rule resume follows too (:func:`core.engine.reusable_calls`). They are not
+        called unless ``expand`` is set, which calls just them; when their votes could change
+        the decision, ``result.missing`` names them."""
         store = self._need_store()
         results = []
         for run_id in run_ids:
             old = await anyio.to_thread.run_sync(store.get_run, run_id)
-            prior: dict[tuple[str, int], CallResult] = {
-                (c.phase, c.slot): c.model_copy(
-                    update={"cached": True, "cost_usd": 0.0 if c.cost_usd is not None else None}
-                )
-                for c in old.calls
-                if c.phase == "panel" and c.status.final
-            }
+            spec = old.spec if policy is None else old.spec.model_copy(update={"policy": policy})
+            stored = {(c.phase, c.slot): c for c in old.calls if c.phase == "panel"}
+            done = reusable_calls(stored.values())
+            missing = [s for s in spec.panel.slots() if ("panel", s.index) not in done]
+            prior = {key: reused(call) for key, call in done.items()}
+            if not expand:  # kept without a vote: nothing is called for them
+                for slot in missing:
+                    call = stored.get(("panel", slot.index)) or CallResult(
+                        slot=slot.index,
+                        model=slot.model.name,
+                        sample=slot.sample,
+                        status=CallStatus.CANCELLED,
+                        error="no call stored",
+                    )
+                    prior[("panel", slot.index)] = reused(call)
             request = RunRequest(
                 run_id=new_id(),
                 input=old.input,
-                spec=old.spec if policy is None else old.spec.model_copy(update={"policy": policy}),
+                spec=spec,
                 source="revote",
                 batch_id=None,
                 item_id=old.item_id,
                 gold=old.gold,
             )
-            results.append(await self.engine.run(request, prior=prior))
+            result = await self.engine.run(request, prior=prior)
+            if not expand and missing:
+                result.missing = votes_needed(result, missing)
+            results.append(result)
         return results
 
     def calls_needed(self, policy: Policy) -> bool:
@@ -312,11 +331,7 @@ class Tally:
         async def one(item: BatchItem) -> None:
             async with runs_at_once:
                 run_id = batch_run_id(batch_id, item.index)
-                prior: dict[tuple[str, int], CallResult] = {
-                    (c.phase, c.slot): c
-                    for c in finished.pop(run_id, ())
-                    if c.status != CallStatus.CANCELLED
-                }
+                prior = reusable_calls(finished.pop(run_id, ()))
                 request = RunRequest(
                     run_id=run_id,
                     input=item.text,
@@ -370,6 +385,23 @@ class Tally:
         if self.store is None:
             raise InputError("this needs the store, but persistence is off")
         return self.store
+
+
+def reused(call: CallResult) -> CallResult:
+    """A stored call as a re-vote shows it: reused, costing nothing new."""
+    cost = 0.0 if call.cost_usd is not None else None
+    return call.model_copy(update={"cached": True, "cost_usd": cost})
+
+
+def votes_needed(result: RunResult, missing: Sequence[Slot]) -> list[MissingVote]:
+    """The missing slots, when their votes could still change the re-vote's decision."""
+    spec = result.spec
+    absent = {s.index for s in missing}
+    counted = [c for c in result.calls if c.phase != "escalate" and c.slot not in absent]
+    weights = [s.model.weight for s in missing]
+    if voting.is_settled(counted, weights, spec.policy, spec.task.format, spec.panel.weights):
+        return []
+    return [MissingVote(slot=s.index, model=s.model.name) for s in missing]
 
 
 def batch_run_id(batch_id: str, index: int) -> str:

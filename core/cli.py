@@ -591,6 +591,10 @@ def revote(
     min_valid: MinValidOpt = 1,
     count_invalid: CountInvalidOpt = False,
     count_errors: CountErrorsOpt = False,
+    expand: Annotated[
+        bool,
+        typer.Option("--expand", help="Call the slots whose calls were cancelled (early stop)."),
+    ] = False,
     config: ConfigOpt = None,
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
@@ -599,7 +603,7 @@ def revote(
     given any policy flag, under the policy those flags describe (as ``run`` reads them)."""
     from core.api import Tally, build_policy
 
-    def go() -> list[RunResult]:
+    def go() -> list[tuple[str, RunResult]]:
         if (run_id is None) == (batch_id is None):
             raise InputError("give a RUN_ID or --batch BATCH_ID")
         given = any(options_given(ctx, POLICY_OPTIONS))
@@ -617,7 +621,7 @@ def revote(
             else None
         )
 
-        async def main() -> list[RunResult]:
+        async def main() -> list[tuple[str, RunResult]]:
             async with Tally.open(config=config, database_url=database_url) as tally:
                 assert tally.store is not None
                 store = tally.store
@@ -630,11 +634,23 @@ def revote(
                     ids = [run_id or ""]
                 if policy is not None and tally.calls_needed(policy) and not as_json:
                     err.print("note: escalate/expand branches call models when a tie remains")
-                return await tally.revote(ids, policy)
+                results = await tally.revote(ids, policy, expand=expand)
+                return list(zip(ids, results, strict=True))
 
         return anyio.run(main)
 
-    results = guarded(go)
+    pairs = guarded(go)
+    results = [result for _, result in pairs]
+    for old_id, result in pairs:
+        if result.missing:
+            slots = ", ".join(f"slot {m.slot} {m.model}" for m in result.missing)
+            err.print(
+                f"note: run {old_id}: {len(result.missing)} votes this policy needs are missing "
+                f"({slots}: cancelled); add --expand to call just those",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     if as_json:
         emit_json([r.to_json() for r in results] if batch_id else results[0].to_json())
         return

@@ -663,6 +663,16 @@ class _Run:
 _PHASE_ORDER = {"panel": 0, "expand": 1, "escalate": 2}
 
 
+def reusable_calls(calls: Iterable[CallResult]) -> dict[tuple[str, int], CallResult]:
+    """The calls a resumed or re-voted run takes as done, by (phase, slot): those that ended
+    with a reply or a definite failure. A cancelled call was cut before it answered, so its
+    slot is still to be called: a resume calls it again; a re-vote reports it missing when
+    the policy needs its vote, and calls it only when asked to (``expand``)."""
+    return {
+        (c.phase, c.slot): c for c in calls if c.status.final and c.status != CallStatus.CANCELLED
+    }
+
+
 def call_order(call: CallResult) -> tuple[int, int]:
     """Where a call stands in a result: the panel's slots, then expand, then escalate."""
     return _PHASE_ORDER[call.phase], call.slot

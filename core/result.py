@@ -84,6 +84,14 @@ class Decision(BaseModel):
     fields: dict[str, str | None] | None = None  # json format: the per-field winners
 
 
+class MissingVote(BaseModel):
+    """A slot a re-vote has no vote for (its call was cancelled: early stop, fastest-acceptable
+    or the user) and whose vote could change the decision under the re-vote's policy."""
+
+    slot: int
+    model: str
+
+
 class RunResult(BaseModel):
     run_id: str
     input: str
@@ -100,6 +108,7 @@ class RunResult(BaseModel):
     item_id: str | None = None
     gold: str | None = None
     created_at: float = Field(default_factory=time.time)
+    missing: list[MissingVote] = Field(default_factory=list)  # re-vote: votes it would need
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from core.api import Tally, build_policy, build_task
 from core.cli import app
+from core.engine import reusable_calls
 from core.panel import ModelSpec, Panel
 from core.result import CallResult, CallStatus, DecisionStatus, RunResult
 from core.spec import RunSpec
@@ -162,3 +163,80 @@ def option_names(name: str) -> set[str]:
 
 def option_flags(name: str, param: str) -> set[str]:
     return {flag for p in command(name).params if p.name == param for flag in p.opts}
+
+
+def early_stopped(db: str) -> RunSpec:
+    """A run of five whose early stop cancelled the last two slots once three agreed."""
+    spec = RunSpec(
+        task=TASK,
+        panel=Panel.build(["sim:sim-strong", "sim:sim-fast", "sim:sim-mid"], 5),
+        policy=build_policy(early_stop=True),
+    )
+    calls = [ok(i, spec.slot_names[i], "regression") for i in range(3)] + [
+        CallResult(
+            slot=i,
+            model=spec.slot_names[i],
+            status=CallStatus.CANCELLED,
+            error="not needed: cancelled before it began",
+            tokens_in=0,
+            tokens_out=0,
+            cost_usd=0.0,
+        )
+        for i in (3, 4)
+    ]
+    with Store(db) as store:
+        store.ensure_schema()
+        stored_run(store, spec, calls)
+    return spec
+
+
+def test_a_re_vote_that_needs_votes_early_stop_cancelled_names_them(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'tally.db'}"
+    spec = early_stopped(db)
+    (own,) = revote(db, ["r1"])
+    assert own.decision.label == "regression" and own.missing == []  # its own policy: settled
+    (strict,) = revote(db, ["r1"], policy=build_policy(aggregate="unanimous", count_errors=True))
+    assert [(m.slot, m.model) for m in strict.missing] == [
+        (3, spec.slot_names[3]),
+        (4, spec.slot_names[4]),
+    ]
+    assert [c.status for c in strict.calls[3:]] == [CallStatus.CANCELLED] * 2  # nothing called
+
+
+def test_expand_calls_just_the_missing_votes(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'tally.db'}"
+    early_stopped(db)
+    policy = build_policy(aggregate="unanimous", count_errors=True)
+    (done,) = revote(db, ["r1"], policy=policy, expand=True)
+    assert done.missing == []
+    assert [c.cached for c in done.calls] == [True, True, True, False, False]  # 0-2 reused
+    assert all(c.status != CallStatus.CANCELLED for c in done.calls)
+    assert len(done.calls) == 5
+
+
+def test_the_cli_says_which_votes_are_missing_and_how_to_get_them(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'tally.db'}"
+    spec = early_stopped(db)
+    done = CliRunner().invoke(
+        app, ["revote", "r1", "--aggregate", "unanimous", "--count-errors", "--database-url", db]
+    )
+    assert done.exit_code == 0, done.stderr
+    note = [line for line in done.stderr.splitlines() if "missing" in line]
+    assert len(note) == 1 and f"slot 3 {spec.slot_names[3]}" in note[0]
+    assert "--expand" in note[0]
+    expanded = cli_revote(db, "r1", "--aggregate", "unanimous", "--count-errors", "--expand")
+    assert expanded.exit_code == 0, expanded.stderr
+    assert json.loads(expanded.stdout)["missing"] == []
+
+
+def test_resume_and_re_vote_share_one_rule_for_cancelled_calls() -> None:
+    """A cancelled call has no reply: neither a resumed run nor a re-vote reuses it as a
+    finished call (resume calls it again, a re-vote with expand does)."""
+    calls = [
+        ok(0, "sim:a", "yes"),
+        CallResult(slot=1, model="sim:a", status=CallStatus.CANCELLED),
+        CallResult(slot=2, model="sim:a", status=CallStatus.ERROR, error="503"),
+        CallResult(slot=3, model="sim:a", status=CallStatus.TIMEOUT),
+        CallResult(slot=4, model="sim:a", status=CallStatus.RUNNING),
+    ]
+    assert sorted(reusable_calls(calls)) == [("panel", 0), ("panel", 2), ("panel", 3)]
