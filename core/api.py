@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx2
@@ -34,6 +34,9 @@ from core.retry import RetryPolicy
 from core.spec import RunSpec
 from core.store import BatchItem, Store, StoreWriter
 from core.task import Task
+
+if TYPE_CHECKING:
+    from core.experiments.reliability import LearnedRevote
 
 
 def new_id() -> str:
@@ -244,7 +247,12 @@ class Tally:
         return await self.engine.run(request, on_event=on_event)
 
     async def revote(
-        self, run_ids: Iterable[str], policy: Policy | None = None, *, expand: bool = False
+        self,
+        run_ids: Iterable[str],
+        policy: Policy | None = None,
+        *,
+        expand: bool = False,
+        respec: Callable[[RunSpec], RunSpec] | None = None,
     ) -> list[RunResult]:
         """Decide stored runs again under ``policy`` (default: each run's own, which gives
         its own decision back): stored answers are reused (marked as reused, costing nothing
@@ -253,12 +261,15 @@ class Tally:
         Slots whose call was cancelled (early stop, fastest-acceptable, the user) have no
         vote, by the rule resume follows too (:func:`core.engine.reusable_calls`). They are not
         called unless ``expand`` is set, which calls just them; when their votes could change
-        the decision, ``result.missing`` names them."""
+        the decision, ``result.missing`` names them. ``respec`` turns each run's spec into the
+        one to decide by (learned weights, for one)."""
         store = self._need_store()
         results = []
         for run_id in run_ids:
             old = await anyio.to_thread.run_sync(store.get_run, run_id)
             spec = old.spec if policy is None else old.spec.model_copy(update={"policy": policy})
+            if respec is not None:
+                spec = respec(spec)
             stored = {(c.phase, c.slot): c for c in old.calls if c.phase == "panel"}
             done = reusable_calls(stored.values())
             missing = [s for s in spec.panel.slots() if ("panel", s.index) not in done]
@@ -287,6 +298,38 @@ class Tally:
                 result.missing = votes_needed(result, missing)
             results.append(result)
         return results
+
+    async def revote_learned(
+        self,
+        batch_id: str,
+        policy: Policy | None = None,
+        *,
+        method: str = "dawid-skene",
+        clamp_gold: bool = False,
+    ) -> LearnedRevote:
+        """Fit the batch's stored answers, then re-vote every run by weighted majority under
+        the learned weights (no new calls unless the chain escalates or expands)."""
+        from core.experiments.reliability import (
+            LearnedRevote,
+            batch_reliability,
+            learned_spec,
+        )
+
+        store = self._need_store()
+        report, fit = await anyio.to_thread.run_sync(
+            lambda: batch_reliability(store, batch_id, method=method, clamp_gold=clamp_gold)
+        )
+        rows = await anyio.to_thread.run_sync(store.batch_runs, batch_id)
+        runs = [r for r in rows if r.status != "running"]
+        results = await self.revote(
+            [r.run_id for r in runs],
+            respec=lambda spec: learned_spec(spec, report.weights, policy),
+        )
+        confidence = {
+            new.run_id: fit.posterior.get(old.run_id, {}).get(new.decision.label or "")
+            for old, new in zip(runs, results, strict=True)
+        }
+        return LearnedRevote(reliability=report, runs=results, confidence=confidence)
 
     def calls_needed(self, policy: Policy) -> bool:
         """Whether re-voting under ``policy`` may call models (escalate/expand branches)."""

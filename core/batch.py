@@ -46,7 +46,8 @@ def check_resumable(info: BatchInfo) -> None:
 
 
 def batch_summary(store: Store, batch_id: str) -> dict[str, Any]:
-    """Decided / ties / needs review / failed, cost, calls, and accuracy against gold.
+    """Decided / ties / needs review / failed, cost, calls, accuracy against gold, and how
+    many independent voters the panel was worth (``effective_voters``, votable formats).
 
     ``with_gold`` counts the finished runs with gold, ``correct`` those whose decided label
     the task's format reads as the gold (:meth:`gold_matches`), ``accuracy`` their share
@@ -64,6 +65,10 @@ def batch_summary(store: Store, batch_id: str) -> dict[str, Any]:
         correct=correct,
         accuracy=correct / with_gold if with_gold else None,
     )
+    if fmt.votable:
+        from core.experiments.reliability import batch_independence
+
+        summary["effective_voters"] = batch_independence(store, batch_id)
     return summary
 
 

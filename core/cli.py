@@ -107,7 +107,11 @@ TemplateOpt = Annotated[str, typer.Option("--template", help="Prompt template wi
 NOpt = Annotated[int | None, typer.Option("-n", help="Votes: samples of one model, or panel size.")]
 AggOpt = Annotated[
     str,
-    typer.Option("--aggregate", help="majority|strict|at-least:K|weighted|unanimous|fastest."),
+    typer.Option(
+        "--aggregate",
+        help="majority|strict|at-least:K|weighted|unanimous|fastest; revote --batch also "
+        "dawid-skene|one-coin.",
+    ),
 ]
 TieOpt = Annotated[
     str | None,
@@ -455,9 +459,13 @@ def batch(
     as_json: JsonOpt = False,
 ) -> None:
     """Run every row of FILE through the panel (or finish an interrupted batch with --resume)."""
+    from core.analysis.reliability import METHODS
     from core.api import Tally
     from core.batch import batch_summary, load_resume
+    from core.experiments.reliability import learned_summary
     from core.inputs import read_items
+
+    learned = aggregate if aggregate in METHODS else None
 
     def go() -> dict[str, Any]:
         async def main() -> dict[str, Any]:
@@ -484,7 +492,7 @@ def batch(
                         conservative=conservative,
                         answer_format=answer_format,
                         template=template,
-                        aggregate=aggregate,
+                        aggregate="majority" if learned else aggregate,
                         tie_break=tie_break,
                         early_stop=early_stop,
                         accept=accept,
@@ -510,6 +518,11 @@ def batch(
                         batch_id=batch_id,
                     )
                 summary = await anyio.to_thread.run_sync(batch_summary, tally.store, batch_id)
+                if learned:  # the first pass was majority: fit it, then decide again
+                    relearned = await tally.revote_learned(batch_id, method=learned)
+                    summary["learned"] = await anyio.to_thread.run_sync(
+                        learned_summary, tally.store, batch_id, relearned
+                    )
                 summary["elapsed_s"] = round(time.monotonic() - started, 3)
                 summary["calls_made"] = progress.calls
                 summary["calls_per_s"] = round(progress.calls / max(summary["elapsed_s"], 1e-9), 2)
@@ -595,13 +608,48 @@ def revote(
         bool,
         typer.Option("--expand", help="Call the slots whose calls were cancelled (early stop)."),
     ] = False,
+    clamp_gold: Annotated[
+        bool,
+        typer.Option(
+            "--clamp-gold",
+            help="dawid-skene/one-coin: the batch's gold as known labels (a set labelled in part).",
+        ),
+    ] = False,
     config: ConfigOpt = None,
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Decide stored runs again from their stored answers: under each run's own policy, or,
-    given any policy flag, under the policy those flags describe (as ``run`` reads them)."""
+    given any policy flag, under the policy those flags describe (as ``run`` reads them).
+
+    ``--aggregate dawid-skene`` (or ``one-coin``) with ``--batch`` learns each model's
+    reliability from the batch's answers and re-votes every run by weighted majority under the
+    learned weights, with the winner's posterior as its confidence; no new calls."""
+    from core.analysis.reliability import METHODS
     from core.api import Tally, build_policy
+
+    learned = aggregate if aggregate in METHODS else None
+    if learned is not None:
+        return revote_learned(
+            ctx,
+            batch_id=batch_id,
+            run_id=run_id,
+            method=learned,
+            policy_flags={
+                "accept": accept,
+                "tie_break": tie_break,
+                "early_stop": early_stop,
+                "min_valid": min_valid,
+                "count_invalid": count_invalid,
+                "count_errors": count_errors,
+            },
+            clamp_gold=clamp_gold,
+            config=config,
+            database_url=database_url,
+            as_json=as_json,
+        )
+    if clamp_gold:
+        raise fail("--clamp-gold goes with --aggregate dawid-skene or one-coin")
 
     def go() -> list[tuple[str, RunResult]]:
         if (run_id is None) == (batch_id is None):
@@ -656,6 +704,76 @@ def revote(
         return
     for result in results:
         print_decision(result)
+
+
+def revote_learned(
+    ctx: typer.Context,
+    *,
+    batch_id: str | None,
+    run_id: str | None,
+    method: str,
+    policy_flags: dict[str, Any],
+    clamp_gold: bool,
+    config: Path | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """``revote --batch B --aggregate dawid-skene``: fit, then re-vote under learned weights."""
+    from core.api import Tally, build_policy
+    from core.experiments.reliability import LearnedRevote
+
+    def go() -> LearnedRevote:
+        if batch_id is None or run_id is not None:
+            raise InputError(f"--aggregate {method} learns from a whole batch: give --batch ID")
+        others = [n for n in options_given(ctx, POLICY_OPTIONS) if n != "aggregate"]
+        policy = build_policy(aggregate="weighted", **policy_flags) if others else None
+
+        async def main() -> LearnedRevote:
+            async with Tally.open(config=config, database_url=database_url) as tally:
+                return await tally.revote_learned(
+                    batch_id, policy, method=method, clamp_gold=clamp_gold
+                )
+
+        return anyio.run(main)
+
+    learned = guarded(go)
+    if as_json:
+        emit_json(learned.to_json())
+        return
+    print_reliability(learned.reliability)
+    for result in learned.runs:
+        print_decision(result)
+        confidence = learned.confidence.get(result.run_id)
+        if confidence is not None:
+            out.print(Text(f"confidence {confidence:.3f}", style="dim"))
+
+
+def print_reliability(report: Any) -> None:
+    """Per model its estimated accuracy, weight and confusion; the effective voters."""
+    table = Table(title=f"{report.method} on batch {report.batch_id} ({report.items} items)")
+    for col in ("model", "votes", "accuracy", "weight", "confusion (true -> voted)"):
+        table.add_column(col, justify="left" if col.startswith(("model", "conf")) else "right")
+    for m in report.models:
+        confusion = "; ".join(
+            f"{truth}: " + ", ".join(f"{v} {p:.2f}" for v, p in row.items() if p >= 0.005)
+            for truth, row in m.confusion.items()
+        )
+        table.add_row(
+            m.model,
+            str(m.votes),
+            fmt_rate(m.accuracy),
+            f"{report.weights[m.model]:.2f}",
+            confusion,
+        )
+    out.print(table)
+    out.print(Text(report.sentence()))
+    for score in report.scores:
+        out.print(
+            Text(
+                f"{score.aggregate:<12} {fmt_rate(score.accuracy)} on gold "
+                f"({fmt_rate(score.ci_low)} - {fmt_rate(score.ci_high)})"
+            )
+        )
 
 
 # -- experiments ----------------------------------------------------------------------------

@@ -45,11 +45,22 @@ def sim_catalogue() -> Mapping[str, Any]:
     return catalogue
 
 
+def sim_served() -> Mapping[str, Any]:
+    """Every model the sim answers for: its catalogue and the models of its reliability
+    scenarios (``core.sim.scenarios``), which are served but not offered in lists."""
+    catalogue = sim_catalogue()
+    if not catalogue:
+        return catalogue
+    from core.sim.scenarios import SCENARIO_MODELS
+
+    return {**SCENARIO_MODELS, **catalogue}
+
+
 def sim_prices() -> dict[str, tuple[float, float]]:
     """``sim:NAME`` -> (input, output) USD per million tokens, for ``PriceBook(extra=...)``."""
     return {
         f"{SIM_PROVIDER}:{name}": (float(model.price_in), float(model.price_out))
-        for name, model in sim_catalogue().items()
+        for name, model in sim_served().items()
     }
 
 
@@ -102,11 +113,9 @@ class Registry:
                 f"{env} holds a character that is not printable ASCII, which no HTTP header "
                 "can carry: copy the key again"
             )
-        if spec.provider == SIM_PROVIDER and entry.builtin:
-            names = sorted(sim_catalogue())
-            if spec.model not in names:
-                offered = ", ".join(names) or "none"
-                raise ConfigError(f"unknown sim model {spec.model!r}: the sim offers {offered}")
+        if spec.provider == SIM_PROVIDER and entry.builtin and spec.model not in sim_served():
+            offered = ", ".join(sorted(sim_catalogue())) or "none"
+            raise ConfigError(f"unknown sim model {spec.model!r}: the sim offers {offered}")
         return entry.provider
 
     def key_status(self) -> dict[str, bool | None]:

@@ -68,10 +68,16 @@ SCENARIOS: dict[str, Scenario] = {
             description="a strong model, a confident biased one, three weak ones of one family",
             labels=("bug", "feature", "question"),
             panel=(
-                _model("strong", 0.93, consistency=0.2),
-                _model("biased", 0.8, prefers="bug", bias=0.8),
+                _model("uneven-strong", 0.93, consistency=0.2),
+                _model("uneven-biased", 0.8, prefers="bug", bias=0.8),
                 *(
-                    _model(f"weak-{i}", 0.6, family="weak", family_share=0.15, consistency=0.1)
+                    _model(
+                        f"uneven-weak-{i}",
+                        0.6,
+                        family="weak",
+                        family_share=0.15,
+                        consistency=0.1,
+                    )
                     for i in (1, 2, 3)
                 ),
             ),
@@ -81,8 +87,12 @@ SCENARIOS: dict[str, Scenario] = {
             name="homogeneous",
             description="five models alike: same accuracy, no lean, no family",
             labels=("yes", "no"),
-            panel=tuple(_model(f"peer-{i}", 0.75, consistency=0.3) for i in range(1, 6)),
+            panel=tuple(_model(f"homogeneous-{i}", 0.75, consistency=0.3) for i in range(1, 6)),
             learned_should_win=False,
         ),
     )
 }
+
+SCENARIO_MODELS: dict[str, SimModel] = {m.name: m for s in SCENARIOS.values() for m in s.panel}
+"""Every scenario's models by name: the sim serves them next to its catalogue, so a stored
+scenario batch can be re-voted, escalated or run again like any other."""

@@ -60,6 +60,7 @@ from core.sim.answers import SimReply, estimate_tokens, simulate
 from core.sim.faults import RETRY_AFTER_MS, STALL_LIMIT_S, TIMEOUT_DELAY_MS, FaultKind, FaultPlan
 from core.sim.models import SIM_MODELS, SimModel
 from core.sim.prompts import SimPrompt, read_prompt
+from core.sim.scenarios import SCENARIO_MODELS
 
 CONTENTION_EXPONENT = 1.5
 MAX_N = 128
@@ -487,8 +488,12 @@ def create_app(
     """The sim server as an ASGI app (see the module docstring for what each knob does).
 
     ``models`` replaces the catalogue ``SIM_MODELS`` (a measurement may want a model whose
-    latency does not vary)."""
-    catalogue: Mapping[str, SimModel] = SIM_MODELS if models is None else dict(models)
+    latency does not vary). Without it the models of ``core.sim.scenarios`` are served too,
+    though not listed."""
+    listed: Mapping[str, SimModel] = SIM_MODELS if models is None else dict(models)
+    catalogue: Mapping[str, SimModel] = (
+        {**SCENARIO_MODELS, **SIM_MODELS} if models is None else listed
+    )
     if not math.isfinite(time_scale) or time_scale < 0:
         raise InputError(f"time scale must be a number >= 0, got {time_scale}")
     if capacity is not None and capacity < 1:
@@ -501,7 +506,7 @@ def create_app(
     state = _State(_Settings(seed, time_scale, capacity, contention, plan, independent))
 
     async def list_models(request: Request) -> Response:
-        return JSONResponse(_model_list(catalogue))
+        return JSONResponse(_model_list(listed))
 
     async def get_model(request: Request) -> Response:
         name = request.path_params["model"]

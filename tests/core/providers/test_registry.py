@@ -206,7 +206,12 @@ def test_repr_of_providers_never_shows_the_key() -> None:
 
 
 def test_sim_prices(fake_sim: dict[str, Any]) -> None:
-    assert sim_prices() == {"sim:sim-strong": (3.0, 15.0), "sim:sim-fast": (0.1, 0.4)}
+    prices = sim_prices()
+    assert {k: prices[k] for k in ("sim:sim-strong", "sim:sim-fast")} == {
+        "sim:sim-strong": (3.0, 15.0),
+        "sim:sim-fast": (0.1, 0.4),
+    }
+    assert prices["sim:uneven-strong"] == (0.1, 0.4)  # the scenarios' models are served too
 
 
 def test_sim_catalogue_import_failure_other_than_missing_module_propagates(
