@@ -38,15 +38,12 @@ from core.analysis.reliability import (  # noqa: E402
     fit_reliability,
 )
 from core.experiments.curve import gold_of, load_labelled  # noqa: E402
-from core.panel import Panel  # noqa: E402
+from core.experiments.reliability import store_scenario  # noqa: E402
 from core.policy import Policy  # noqa: E402
-from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult  # noqa: E402
 from core.sim.models import DEFAULT_PANEL  # noqa: E402
-from core.sim.scenarios import SCENARIOS, Scenario  # noqa: E402
+from core.sim.scenarios import SCENARIOS  # noqa: E402
 from core.spec import RunSpec  # noqa: E402
-from core.store import Store, WriteBatch  # noqa: E402
-from core.store.tables import call_row, finish_row  # noqa: E402
-from core.task import Task  # noqa: E402
+from core.store import Store  # noqa: E402
 
 
 def run_bundled(url: str, name: str) -> str:
@@ -62,51 +59,6 @@ def run_bundled(url: str, name: str) -> str:
             return await tally.run_batch(labelled.items, spec, name=name)
 
     return anyio.run(main)
-
-
-def store_scenario(store: Store, scenario: Scenario, items: int, seed: int) -> str:
-    """The scenario's answers written as a finished batch, one run per item."""
-    spec = RunSpec(
-        task=Task.for_labels(list(scenario.labels), name=scenario.name),
-        panel=Panel.build([f"sim:{m.name}" for m in scenario.panel]),
-        policy=Policy(),
-    )
-    bid = store.create_batch(
-        name=f"scenario {scenario.name}", source="benchmark", spec=spec, concurrency=1, total=items
-    )
-    batch = WriteBatch()
-    for index, (text, replies) in enumerate(scenario.answers(items, seed)):
-        calls = [
-            CallResult(
-                slot=slot,
-                model=f"sim:{model.name}",
-                status=CallStatus.OK if reply.answer is not None else CallStatus.INVALID,
-                answer=reply.answer,
-                raw=reply.text,
-            )
-            for slot, (model, reply) in enumerate(zip(scenario.panel, replies, strict=True))
-        ]
-        result = RunResult(
-            run_id=f"{bid}-{index}",
-            input=text,
-            spec=spec,
-            decision=Decision(status=DecisionStatus.DECIDED),
-            votes={},
-            calls=calls,
-            cost_usd=None,
-            latency_ms=0.0,
-            batch_id=bid,
-            item_id=str(index),
-            gold=replies[0].gold,
-        )
-        batch.finishes.append(finish_row(result, source="benchmark", finished_at=time.time()))
-        batch.calls.extend(call_row(result.run_id, c) for c in calls)
-        if len(batch.finishes) >= 2000:
-            store.write(batch)
-            batch = WriteBatch()
-    store.write(batch)
-    store.set_batch_status(bid, "done")
-    return bid
 
 
 def scores_of(store: Store, bid: str, normalise: bool) -> dict[str, list[AggregateScore]]:
