@@ -23,7 +23,7 @@ from core.batch import check_gold, check_resumable
 from core.config import MAX_CONCURRENCY, Settings, TallyConfig, load_config, load_settings
 from core.cost import PriceBook
 from core.engine import Engine, EventSink, Recorder, RunRequest, reusable_calls
-from core.errors import InputError, not_a_string
+from core.errors import BusyError, InputError, StoreError, not_a_string
 from core.formats import parse_format
 from core.http import build_client
 from core.panel import ModelSpec, Panel, Slot
@@ -33,6 +33,7 @@ from core.result import CallResult, CallStatus, MissingVote, RunResult
 from core.retry import RetryPolicy
 from core.spec import RunSpec
 from core.store import BatchItem, Store, StoreWriter
+from core.store.lease import BatchOwner
 from core.task import Task
 
 if TYPE_CHECKING:
@@ -364,7 +365,10 @@ class Tally:
             )
         else:
             check_resumable(await anyio.to_thread.run_sync(store.get_batch, batch_id))
-            await anyio.to_thread.run_sync(store.set_batch_status, batch_id, "running")
+        owner = BatchOwner.here()
+        lease_s = self.settings.batch_lease_s
+        # claimed before anything is read: what a dead owner finished is what this one reuses
+        await anyio.to_thread.run_sync(lambda: store.claim_batch(batch_id, owner, lease_s))
         done = await anyio.to_thread.run_sync(store.runs_done, batch_id)
         # what an interrupted attempt already paid for, read once for the whole batch
         finished = await anyio.to_thread.run_sync(store.batch_finished_calls, batch_id)
@@ -390,16 +394,24 @@ class Tally:
                     on_result(result)
 
         status = "interrupted"
+        lost = anyio.Event()
         try:
-            async with anyio.create_task_group() as tg:
-                for item in items:
-                    if item.index not in done:
-                        tg.start_soon(one, item)
-            status = "done"
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(
+                    keep_lease, store, batch_id, owner.token, lease_s, lost, outer.cancel_scope
+                )
+                async with anyio.create_task_group() as tg:
+                    for item in items:
+                        if item.index not in done:
+                            tg.start_soon(one, item)
+                status = "done"
+                outer.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.flush()
-                await anyio.to_thread.run_sync(store.set_batch_status, batch_id, status)
+                await anyio.to_thread.run_sync(store.release_batch, batch_id, owner.token, status)
+        if lost.is_set():
+            raise BusyError(f"batch {batch_id} was taken over by another process: stopped here")
         return batch_id
 
     def check_batch(self, items: Sequence[BatchItem], spec: RunSpec, *, new: bool = True) -> None:
@@ -445,6 +457,30 @@ def votes_needed(result: RunResult, missing: Sequence[Slot]) -> list[MissingVote
     if voting.is_settled(counted, weights, spec.policy, spec.task.format, spec.panel.weights):
         return []
     return [MissingVote(slot=s.index, model=s.model.name) for s in missing]
+
+
+async def keep_lease(
+    store: Store,
+    batch_id: str,
+    token: str,
+    lease_s: float,
+    lost: anyio.Event,
+    batch: anyio.CancelScope,
+) -> None:
+    """Renew the batch's lease every third of it while the batch runs. When another process
+    has taken the batch over, set ``lost`` and cancel ``batch`` (its calls): two owners
+    would pay for the same calls. A renewal the store fails is tried again
+    at the next beat."""
+    while True:
+        await anyio.sleep(lease_s / 3)
+        try:
+            held = await anyio.to_thread.run_sync(store.renew_lease, batch_id, token, lease_s)
+        except StoreError:
+            continue
+        if not held:
+            lost.set()
+            batch.cancel()
+            return
 
 
 def batch_run_id(batch_id: str, index: int) -> str:

@@ -540,7 +540,8 @@ def batch(
 
 
 class BatchProgress:
-    """A rich progress bar with rate and ETA, silent under --json."""
+    """A rich progress bar with rate and ETA, silent under --json. It shows from the first
+    finished run on, so a batch refused before its first call prints its one line alone."""
 
     def __init__(self, total: int, *, quiet: bool) -> None:
         from rich.progress import (
@@ -568,13 +569,15 @@ class BatchProgress:
         self.calls = 0  # calls made by this invocation (not reused from an earlier attempt)
 
     def __enter__(self) -> BatchProgress:
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(None, None, None)
+        if self.done:
+            self.progress.stop()
 
     def advance(self, result: RunResult) -> None:
+        if not self.done:
+            self.progress.start()
         self.done += 1
         self.calls += sum(
             1 for c in result.calls if c.started_at is not None and c.started_at >= self.wall_start

@@ -59,6 +59,10 @@ class StoreURLError(StoreError, ConfigError):
     """A database URL that names no store Tally can open: bad configuration, so exit 2."""
 
 
+class BusyError(InputError):
+    """Work another live process holds: a batch running elsewhere. Refused, never shared."""
+
+
 class NotFoundError(InputError):
     """An id (run, batch, sweep) that the store does not hold."""
 

@@ -39,11 +39,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
-from core.errors import InputError, NotFoundError, StoreError, StoreURLError
+from core.errors import BusyError, InputError, NotFoundError, StoreError, StoreURLError
 from core.result import CallResult, DecisionStatus, RunResult
 from core.spec import RunSpec
 from core.store import queries
 from core.store.commit import Target
+from core.store.lease import BatchOwner, holds
 from core.store.queries import (
     BatchAnswers,
     CostPoint,
@@ -676,6 +677,86 @@ class Store:
             )
             if done.rowcount != 1:
                 raise NotFoundError(f"no batch {batch_id!r} in the store")
+
+    def claim_batch(
+        self, batch_id: str, owner: BatchOwner, lease_s: float, *, now: float | None = None
+    ) -> None:
+        """Make ``owner`` the one process that runs the batch, for ``lease_s`` seconds unless
+        renewed; ``BusyError`` naming the holder while another live owner holds it.
+
+        The update only applies if the holder read is still the holder (compare-and-set on
+        its token), so of two processes claiming at once exactly one wins."""
+        at = time.time() if now is None else now
+        bc = batch_t.c
+        with self._write() as conn:
+            row = self._need_batch(conn, batch_id)
+            token = row["owner_token"]
+            if token is not None and token != owner.token:
+                holder = BatchOwner(
+                    row["owner_host"], row["owner_pid"], token, row["owner_since"] or 0.0
+                )
+                if holds(holder, row["lease_until"], at):
+                    raise BusyError(
+                        f"batch {batch_id} is running in another process ({holder.describe()}): "
+                        "wait for it to end or stop it; nothing was run twice"
+                    )
+            claimed = conn.execute(
+                update(batch_t)
+                .where(
+                    bc.id == batch_id,
+                    bc.owner_token.is_(None) if token is None else bc.owner_token == token,
+                )
+                .values(
+                    owner_host=owner.host,
+                    owner_pid=owner.pid,
+                    owner_token=owner.token,
+                    owner_since=owner.since,
+                    lease_until=at + lease_s,
+                    status="running",
+                    finished_at=None,
+                )
+            )
+            if claimed.rowcount != 1:
+                raise BusyError(f"batch {batch_id} was claimed by another process just now")
+
+    def renew_lease(
+        self, batch_id: str, token: str, lease_s: float, *, now: float | None = None
+    ) -> bool:
+        """Extend the lease of the claim ``token``; False when that claim no longer holds the
+        batch (another process took it over)."""
+        at = time.time() if now is None else now
+        with self._write() as conn:
+            done = conn.execute(
+                update(batch_t)
+                .where(batch_t.c.id == batch_id, batch_t.c.owner_token == token)
+                .values(lease_until=at + lease_s)
+            )
+            return bool(done.rowcount == 1)
+
+    def release_batch(self, batch_id: str, token: str, status: str) -> bool:
+        """End the claim ``token`` with the batch's new status (the owner's host, pid and
+        since stay as the last owner). False, and nothing changed, when the claim was lost."""
+        if status not in BATCH_STATUSES:
+            raise InputError(f"unknown batch status {status!r}: use {', '.join(BATCH_STATUSES)}")
+        finished = None if status == "running" else time.time()
+        with self._write() as conn:
+            done = conn.execute(
+                update(batch_t)
+                .where(batch_t.c.id == batch_id, batch_t.c.owner_token == token)
+                .values(status=status, finished_at=finished, owner_token=None, lease_until=None)
+            )
+            return bool(done.rowcount == 1)
+
+    def batch_owner(self, batch_id: str) -> tuple[BatchOwner | None, float | None]:
+        """The batch's current claim and lease end, ``(None, None)`` when nobody holds it."""
+        with self._read() as conn:
+            row = self._need_batch(conn, batch_id)
+        if row["owner_token"] is None:
+            return None, None
+        owner = BatchOwner(
+            row["owner_host"], row["owner_pid"], row["owner_token"], row["owner_since"]
+        )
+        return owner, row["lease_until"]
 
     def batch_items(self, batch_id: str) -> list[BatchItem]:
         """The inputs of a batch in item order."""

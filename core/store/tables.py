@@ -50,6 +50,12 @@ class BatchRecord(SQLModel, table=True):
     total: int
     status: str
     finished_at: float | None = Field(default=None, sa_type=Double)
+    # who runs it (``core.store.lease``): set by a claim, the token cleared on release
+    owner_host: str | None = None
+    owner_pid: int | None = None
+    owner_token: str | None = None
+    owner_since: float | None = Field(default=None, sa_type=Double)
+    lease_until: float | None = Field(default=None, sa_type=Double)
 
 
 class BatchItemRecord(SQLModel, table=True):

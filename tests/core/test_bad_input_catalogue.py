@@ -30,6 +30,7 @@ from core.inputs import read_columns, read_items
 from core.panel import Panel
 from core.spec import RunSpec
 from core.store import BatchItem, Store
+from core.store.lease import BatchOwner
 from core.task import Task
 
 TABLES = ("batch", "batch_item", "run", "call", "review", "sweep", "curve")
@@ -108,6 +109,13 @@ def seed_batch(status: str, *, items: int = 2) -> Callable[[Store], None]:
         store.set_batch_status("b" * 16, status)
 
     return seed
+
+
+def seed_claimed(store: Store) -> None:
+    """A batch running on another host whose lease lasts another hour."""
+    seed_batch("running")(store)
+    owner = BatchOwner("elsewhere.invalid", 4242, "t-elsewhere", time.time())
+    store.claim_batch("b" * 16, owner, 3600.0)
 
 
 def seed_run(store: Store) -> None:
@@ -441,6 +449,14 @@ CASES: list[Case] = [
         seed=seed_batch("done"),
     ),
     cli(
+        "batch-resume-running-elsewhere",
+        "running in another process (pid 4242 on elsewhere.invalid",
+        "batch",
+        "--resume",
+        "b" * 16,
+        seed=seed_claimed,
+    ),
+    cli(
         "batch-resume-without-items",
         "no stored inputs",
         "batch",
@@ -706,6 +722,12 @@ CASES: list[Case] = [
         seed=seed_batch("done"),
     ),
     lib(
+        "lib-batch-resume-running-elsewhere",
+        "running in another process",
+        lambda d, u: tally_batch(u, ITEMS, batch_id="b" * 16),
+        seed=seed_claimed,
+    ),
+    lib(
         "lib-batch-resume-unknown",
         "no batch",
         lambda d, u: tally_batch(u, ITEMS, batch_id="nope"),
@@ -747,11 +769,22 @@ def busy_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def counts(url: str) -> dict[str, int]:
+def counts(url: str) -> dict[str, object]:
+    """How many rows each table holds, and every batch's status and claim (a refused resume
+    must not even touch the batch)."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            return {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
+            found: dict[str, object] = {
+                t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES
+            }
+            found["batches"] = [
+                tuple(r)
+                for r in conn.execute(
+                    text("SELECT id, status, finished_at, owner_token, lease_until FROM batch")
+                )
+            ]
+            return found
     finally:
         engine.dispose()
 
