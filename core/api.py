@@ -82,8 +82,11 @@ def build_task(
     template: str = "{input}",
     system: str | None = None,
     name: str = "classify",
+    schema: Mapping[str, Any] | None = None,
+    tolerance: float | None = None,
 ) -> Task:
-    """A task from the pieces a person names on the command line or in the Run form."""
+    """A task from the pieces a person names on the command line or in the Run form:
+    ``schema`` for the json format, ``tolerance`` for the number format."""
     not_a_string(labels, "labels")
     not_a_string(conservative, "conservative")
     if isinstance(answer_format, Mapping):
@@ -103,6 +106,14 @@ def build_task(
             )
         elif labels:
             raise InputError(f"--labels only applies to the label format, not {kind}")
+        if schema is not None:
+            if kind != "json":
+                raise InputError(f"--schema only applies to the json format, not {kind}")
+            data["schema"] = dict(schema)
+        if tolerance is not None:
+            if kind != "number":
+                raise InputError(f"--tolerance only applies to the number format, not {kind}")
+            data["tolerance"] = tolerance
         fmt = parse_format(data)
     return Task(name=name, template=template, system=system, format=fmt)
 

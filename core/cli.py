@@ -104,6 +104,16 @@ FormatOpt = Annotated[
     str | None, typer.Option("--format", help="label, yesno, number, json or text.")
 ]
 TemplateOpt = Annotated[str, typer.Option("--template", help="Prompt template with {input}.")]
+SchemaOpt = Annotated[
+    str | None, typer.Option("--schema", help="json format: a JSON schema, or @FILE holding one.")
+]
+ToleranceOpt = Annotated[
+    float | None, typer.Option("--tolerance", help="number format: answers this close agree.")
+]
+TaskFileOpt = Annotated[
+    Path | None,
+    typer.Option("--task", help="task.toml: name, template, system and a [format] table."),
+]
 NOpt = Annotated[int | None, typer.Option("-n", help="Votes: samples of one model, or panel size.")]
 AggOpt = Annotated[
     str,
@@ -239,18 +249,29 @@ def task_and_policy(
     min_valid: int,
     count_invalid: bool,
     count_errors: bool,
+    schema: str | None = None,
+    tolerance: float | None = None,
+    task_file: Path | None = None,
 ) -> tuple[Task, Policy]:
     """The task and the policy the options of ``run`` and ``batch`` describe: one reading of
     them, so a batch decides each row as ``run`` would decide it alone."""
     from core.api import build_policy, build_task
 
-    task = build_task(
-        labels=split_list(labels) or None,
-        synonyms=parse_synonyms(synonym),
-        conservative=split_list(conservative),
-        answer_format=answer_format,
-        template=template,
-    )
+    if task_file is not None:
+        given = [labels, synonym, conservative, answer_format, schema, tolerance]
+        if any(given) or tolerance is not None or template != "{input}":
+            raise InputError("--task describes the whole task: drop the other task options")
+        task = read_task_file(task_file)
+    else:
+        task = build_task(
+            labels=split_list(labels) or None,
+            synonyms=parse_synonyms(synonym),
+            conservative=split_list(conservative),
+            answer_format=answer_format,
+            template=template,
+            schema=None if schema is None else read_schema(schema),
+            tolerance=tolerance,
+        )
     policy = build_policy(
         aggregate=aggregate,
         tie_break=tie_break,
@@ -261,6 +282,46 @@ def task_and_policy(
         count_errors=count_errors,
     )
     return task, policy
+
+
+def read_schema(text: str) -> dict[str, Any]:
+    """``--schema``: JSON text, or ``@PATH`` of a file holding it."""
+    where = "--schema"
+    if text.startswith("@"):
+        path = Path(text[1:])
+        where = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise InputError(f"--schema {where}: cannot be read ({reason})") from None
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(schema, dict):
+        raise InputError(f"{where}: a JSON schema is an object")
+    return schema
+
+
+def read_task_file(path: Path) -> Task:
+    """``--task task.toml``: a whole task (name, template, system and a [format] table with
+    kind, labels, synonyms, conservative_order, schema or tolerance) in one file."""
+    import tomllib
+
+    from core.task import Task
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise InputError(f"{path}: cannot be read ({reason})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML: {' '.join(str(exc).split())}") from None
+    try:
+        return Task.from_dict(data)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 # -- live view ------------------------------------------------------------------------------
@@ -357,6 +418,9 @@ def run(
     conservative: ConservativeOpt = None,
     answer_format: FormatOpt = None,
     template: TemplateOpt = "{input}",
+    schema: SchemaOpt = None,
+    tolerance: ToleranceOpt = None,
+    task_file: TaskFileOpt = None,
     aggregate: AggOpt = "majority",
     accept: AcceptOpt = [],  # noqa: B006
     tie_break: TieOpt = None,
@@ -384,6 +448,9 @@ def run(
             conservative=conservative,
             answer_format=answer_format,
             template=template,
+            schema=schema,
+            tolerance=tolerance,
+            task_file=task_file,
             aggregate=aggregate,
             tie_break=tie_break,
             early_stop=early_stop,
@@ -444,6 +511,9 @@ def batch(
     conservative: ConservativeOpt = None,
     answer_format: FormatOpt = None,
     template: TemplateOpt = "{input}",
+    schema: SchemaOpt = None,
+    tolerance: ToleranceOpt = None,
+    task_file: TaskFileOpt = None,
     aggregate: AggOpt = "majority",
     accept: AcceptOpt = [],  # noqa: B006
     tie_break: TieOpt = None,
@@ -492,6 +562,9 @@ def batch(
                         conservative=conservative,
                         answer_format=answer_format,
                         template=template,
+                        schema=schema,
+                        tolerance=tolerance,
+                        task_file=task_file,
                         aggregate="majority" if learned else aggregate,
                         tie_break=tie_break,
                         early_stop=early_stop,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,3 +80,28 @@ def test_a_format_other_than_label_and_an_acceptance() -> None:
 def test_bad_options_are_input_errors(given: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=message):
         read(**given)
+
+
+def test_schema_tolerance_and_a_task_file_express_every_format(tmp_path: Path) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    for given in (json.dumps(schema), f"@{tmp_path / 's.json'}"):
+        task, _ = read(answer_format="json", schema=given)
+        assert task.format.schema == schema
+    task, _ = read(answer_format="number", tolerance=0.5)
+    assert task.format == NumberFormat(tolerance=0.5)
+    path = tmp_path / "task.toml"
+    path.write_text(
+        'name = "triage"\ntemplate = "Which queue? {input}"\nsystem = "Be brief."\n'
+        '[format]\nkind = "label"\nlabels = ["bug", "billing"]\n'
+        'synonyms = { defect = "bug" }\nconservative_order = ["bug", "billing"]\n'
+    )
+    task, _ = read(task_file=path)
+    assert (task.name, task.template, task.system) == (
+        "triage",
+        "Which queue? {input}",
+        "Be brief.",
+    )
+    assert task.format == LabelFormat(
+        labels=("bug", "billing"), synonyms={"defect": "bug"}, conservative_order=("bug", "billing")
+    )
