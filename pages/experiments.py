@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import datasets
-from core.analysis import SweepVerdict
+from core.analysis import Bin, ModelReliability, SweepVerdict
 from core.errors import TallyError
 from core.experiments import (
     DEFAULT_CALLS,
@@ -35,6 +35,7 @@ from core.experiments import (
     save_ceiling,
 )
 from core.experiments.curve import load_report as load_curve
+from core.experiments.reliability import BatchReliability, batch_reliability
 from core.experiments.sweep import DEMO_MODES, demo_sweep, sweep_sync
 from core.experiments.sweep import load_report as load_sweep
 from core.runner import Runner
@@ -519,9 +520,13 @@ def accuracy_figure(result: Disagreement) -> go.Figure:
     return fig
 
 
-def reliability_figure(result: Disagreement) -> go.Figure:
-    """The winner's vote share against how often it was right: on the diagonal is calibrated."""
-    bins = [b for b in result.reliability if b.count]
+def reliability_figure(
+    all_bins: list[Bin],
+    title: str = "Reliability: the winner's vote share against how often it is right",
+    x_title: str = "winner's share of the votes",
+) -> go.Figure:
+    """A confidence against how often the winner was right: on the diagonal is calibrated."""
+    bins = [b for b in all_bins if b.count]
     fig = go.Figure()
     fig.add_trace(
         go.Bar(
@@ -552,17 +557,14 @@ def reliability_figure(result: Disagreement) -> go.Figure:
             line={"color": BLUE, "width": 3},
             marker={"size": 9},
             name="winner right",
-            hovertemplate="share %{x:.0%}: right %{y:.0%}<extra></extra>",
+            hovertemplate="%{x:.0%}: right %{y:.0%}<extra></extra>",
         )
     )
     fig.update_layout(
-        title={
-            "text": "Reliability: the winner's vote share against how often it is right",
-            "font": {"size": 15},
-        },
+        title={"text": title, "font": {"size": 15}},
         height=400,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        xaxis={"title": "winner's share of the votes", "tickformat": ".0%", "range": [0, 1.02]},
+        xaxis={"title": x_title, "tickformat": ".0%", "range": [0, 1.02]},
         yaxis={"title": "right (against gold)", "tickformat": ".0%", "range": [0, 1.05]},
         yaxis2={
             "title": "items",
@@ -662,8 +664,100 @@ def disagreement_tab(store: Store) -> None:
             key="exp.kappas",
         )
     if result.reliability:
-        st.plotly_chart(reliability_figure(result), width="stretch", key="exp.reliability")
+        st.plotly_chart(
+            reliability_figure(result.reliability), width="stretch", key="exp.reliability"
+        )
+    learned_section(store, batch_id)
     hardest_section(store, result)
+
+
+def confusion_figure(model: ModelReliability) -> go.Figure:
+    """One model's confusion matrix: the chance it votes each label (column) given the truth."""
+    labels = list(model.confusion)
+    fig = go.Figure(
+        go.Heatmap(
+            z=[[model.confusion[t][v] for v in labels] for t in labels],
+            x=labels,
+            y=labels,
+            zmin=0,
+            zmax=1,
+            colorscale="Blues",
+            showscale=False,
+            text=[[f"{model.confusion[t][v]:.0%}" for v in labels] for t in labels],
+            texttemplate="%{text}",
+            hovertemplate="true %{y}, votes %{x}: %{z:.1%}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title={"text": f"{model.model}: right {model.accuracy:.0%}", "font": {"size": 13}},
+        height=260,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis={"title": "votes"},
+        yaxis={"title": "truth", "autorange": "reversed"},
+    )
+    return fig
+
+
+def learned_section(store: Store, batch_id: str) -> None:
+    """Dawid–Skene on the batch's stored answers: who to trust, and whether it pays."""
+    st.markdown("**Learned reliability** (Dawid–Skene on the stored answers, no gold needed)")
+    key = f"exp.learned.{batch_id}"
+    if st.button("Fit Dawid–Skene", key="exp.fit") or key in S:
+        try:
+            if key not in S:
+                S[key] = batch_reliability(store, batch_id)[0]
+            report: BatchReliability = S[key]
+        except TallyError as err:
+            st.error(ui.md_text(str(err), 300))
+            return
+        st.caption(ui.md_text(report.sentence(), 300))
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "model": m.model,
+                        "votes": m.votes,
+                        "estimated accuracy": pct(m.accuracy),
+                        "weight": number(report.weights[m.model]),
+                    }
+                    for m in report.models
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            key="exp.learned.models",
+        )
+        cols = st.columns(min(3, len(report.models)))
+        for i, model in enumerate(report.models):
+            with cols[i % len(cols)]:
+                st.plotly_chart(confusion_figure(model), width="stretch", key=f"exp.confusion.{i}")
+        if report.scores:
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "decided by": s.aggregate,
+                            "accuracy on gold": pct(s.accuracy),
+                            "95% interval": f"{pct(s.ci_low)} - {pct(s.ci_high)}",
+                            "calls per item": number(s.calls_per_item),
+                        }
+                        for s in report.scores
+                    ]
+                ),
+                hide_index=True,
+                width="stretch",
+                key="exp.learned.scores",
+            )
+        if report.calibration:
+            st.plotly_chart(
+                reliability_figure(
+                    report.calibration,
+                    "Confidence: the Dawid–Skene posterior against how often it is right",
+                    "winner's posterior",
+                ),
+                width="stretch",
+                key="exp.learned.calibration",
+            )
 
 
 def hardest_section(store: Store, result: Disagreement) -> None:

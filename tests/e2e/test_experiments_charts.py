@@ -128,6 +128,15 @@ def test_the_experiments_page_draws_a_curve_and_shows_every_chart(
     save_chart(charts(page).nth(2), "experiments-reliability")
     whole_page(page, "experiments-disagreement")
 
+    # -- learned reliability of the same draw: Dawid–Skene, confusion matrices, calibration ----
+    page.get_by_role("button", name="Fit Dawid–Skene").click()
+    expect(main.get_by_text("models' votes are worth")).to_be_visible(timeout=LONG_MS)
+    wait_idle(page, timeout_ms=LONG_MS)
+    expect(charts(page)).to_have_count(3 + 5 + 1)  # a confusion matrix per model, calibration
+    save_chart(charts(page).nth(3), "experiments-confusion")
+    save_chart(charts(page).nth(8), "experiments-confidence-calibration")
+    whole_page(page, "experiments-learned-reliability")
+
     # -- the throughput wall: the sim demo in its three modes -----------------------------------
     open_tab(page, "Throughput wall")
     expect(main.get_by_text("No sweep yet: run one above.")).to_be_visible()

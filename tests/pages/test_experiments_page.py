@@ -230,3 +230,28 @@ def test_saving_the_ceiling_writes_the_file_in_use(
         plain(e.value) for e in at.success
     )
     assert load_config(config).providers["sim"].max_concurrency == 1
+
+
+def test_the_learned_reliability_section_fits_a_stored_batch(
+    page_test: Callable[[str], AppTest], store: Store, app_env: str
+) -> None:
+    from core.experiments.reliability import store_scenario
+    from core.sim.scenarios import SCENARIOS
+
+    store_scenario(store, SCENARIOS["uneven"], 150)
+    at = page_test(PAGE).run()
+    assert not at.exception, [e.message for e in at.exception]
+    disagreement = tab(at, "Disagreement")
+    before = charts(disagreement)
+    at.button(key="exp.fit").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    disagreement = tab(at, "Disagreement")
+    # one confusion matrix per model and the calibration of the confidence
+    assert charts(disagreement) == before + 5 + 1
+    shown = texts(at)
+    assert "models' votes are worth" in shown
+    frames = [f.value for f in disagreement.dataframe]  # type: ignore[attr-defined]
+    models = next(f for f in frames if "estimated accuracy" in f.columns)
+    assert set(models["model"]) == {f"sim:{m.name}" for m in SCENARIOS["uneven"].panel}
+    scores = next(f for f in frames if "decided by" in f.columns)
+    assert list(scores["decided by"]) == ["majority", "weighted", "one-coin", "dawid-skene"]
