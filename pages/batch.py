@@ -34,6 +34,8 @@ from core.store.export import export_calls, export_runs
 from core.task import Task
 from pages import ui
 
+ui.leave_folder_mode()
+
 S = st.session_state
 UPLOAD, BUNDLED = "Upload CSV or JSONL", "A bundled labelled set"
 NONE = "(none)"

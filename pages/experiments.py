@@ -43,6 +43,8 @@ from core.sim.models import DEFAULT_PANEL
 from core.store import Store
 from pages import ui
 
+ui.leave_folder_mode()
+
 S = st.session_state
 SIM_PANEL = [f"sim:{name}" for name in DEFAULT_PANEL]
 DEFAULTS: dict[str, Any] = {

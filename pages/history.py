@@ -18,6 +18,8 @@ from core.result import DecisionStatus
 from core.store import RunFilter, RunRow, Store
 from pages import ui
 
+ui.leave_folder_mode()
+
 S = st.session_state
 PAGE_SIZE = 50
 LATENCY_SAMPLE = 500  # latest ok calls per model drawn in the box plot

@@ -8,6 +8,8 @@ from core.errors import TallyError
 from core.store import RunFilter
 from pages import ui
 
+ui.leave_folder_mode()
+
 HANDBOOK = (
     "**Fan out** the same input to N models, or N samples of one model. "
     "**Normalise and count** the answers: a reply is a vote only once it reads as one of the "

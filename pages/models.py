@@ -19,6 +19,8 @@ from core.runner import Runner
 from core.store.db import mask_url
 from pages import ui
 
+ui.leave_folder_mode()
+
 S = st.session_state
 RESULTS_KEY = "models.connection"
 

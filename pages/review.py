@@ -19,6 +19,8 @@ from core.review import (
 from core.store import RunFilter, Store
 from pages import ui
 
+ui.leave_folder_mode()
+
 QUEUE_LIMIT = 200
 RESOLVED_LIMIT = 50
 REVIEWER_KEY = "tally_reviewer"  # kept outside any widget key, so it survives page switches

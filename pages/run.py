@@ -24,6 +24,8 @@ from core.spec import RunSpec
 from core.task import Task
 from pages import ui
 
+ui.leave_folder_mode()
+
 S = st.session_state
 PASTE, BUNDLED = "Paste an input", "Pick from a bundled set"
 ONE, MIXED = "One model, sampled N times", "A mixed panel"

@@ -56,14 +56,17 @@ _NO_AUTOLINK = (  # markdown links bare URLs and e-mail addresses even when esca
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$=&^\"'@/%])")
 
 
-def _leave_folder_mode() -> None:
+def leave_folder_mode() -> None:
     """Start over through ``app.py`` when Streamlit ran a page file on its own.
 
     Streamlit treats a ``pages/`` folder beside the main script as its older multipage mode
     until ``st.navigation`` has run once in the process, so the very first visit straight to
     ``/run`` would run the page without ``app.py``: no page config, every file of the folder
     listed. Turning that mode off and re-running sends the visit through ``app.py``'s navigation,
-    which opens the page the address asked for.
+    which opens the page the address asked for. Each page calls this first thing in its own
+    script, never while this module is being imported: a rerun raised inside an import aborts it,
+    and another session importing this module at that moment gets the dead half-imported module
+    (``cannot import name 'ui' from 'pages'``).
     """
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.runtime.scriptrunner import get_script_run_ctx
@@ -71,9 +74,6 @@ def _leave_folder_mode() -> None:
     if PagesManager.uses_pages_directory and get_script_run_ctx() is not None:
         PagesManager.uses_pages_directory = False
         st.rerun()
-
-
-_leave_folder_mode()
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda runner: runner.close())
