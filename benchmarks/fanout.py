@@ -259,10 +259,18 @@ def children_cpu(exclude: int) -> float:
 
 
 def measure(
-    client: Client, uvloop: bool, base_url: str, concurrency: int, latency: float, server: int
+    client: Client,
+    uvloop: bool,
+    base_url: str,
+    concurrency: int,
+    latency: float,
+    server: int,
+    *,
+    warm_s: float | None = None,
+    window_s: float | None = None,
 ) -> tuple[float, float]:
     """Calls per second and CPU seconds per call over a steady window on a fresh event loop:
-    after a warm-up of 1.5 L (connections opened, the first wave back), for 3 L."""
+    after a warm-up (1.5 L: connections opened, the first wave back), for 3 L."""
     count = 0
 
     def tick() -> None:
@@ -272,10 +280,10 @@ def measure(
     async def timed() -> tuple[float, float]:
         async with anyio.create_task_group() as tg:
             tg.start_soon(client, base_url, concurrency, tick)
-            await anyio.sleep(1.5 * latency)
+            await anyio.sleep(1.5 * latency if warm_s is None else warm_s)
             n0, t0 = count, time.perf_counter()
             c0 = children_cpu(server) + time.process_time()  # the /proc reads not counted
-            await anyio.sleep(3 * latency)
+            await anyio.sleep(3 * latency if window_s is None else window_s)
             n1, t1 = count, time.perf_counter()
             c1 = time.process_time() + children_cpu(server)
             tg.cancel_scope.cancel()

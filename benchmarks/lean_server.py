@@ -6,6 +6,11 @@ The latency is in the path, so one server serves every level: ``/L0.5/v1/chat/co
 answers after 0.5 s on average, spread uniformly by ``--jitter`` (a fixed time would land a
 whole wave at once and measure the burst). ``GET /stats`` returns the server's own CPU seconds
 and requests so far, so the benchmark can show the server is not the limit.
+
+For the rate-limit benchmarks: ``--rpm`` puts the sim's request bucket in front
+(``core.sim.ratelimits``: 429 with ``Retry-After`` over the limit, the limit's headers on every
+reply); ``--random-429 P`` refuses a share P of requests at once with ``Retry-After:
+--retry-after`` seconds and no rate-limit headers, as an overloaded provider does.
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ import argparse
 import asyncio
 import json
 import random
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.sim.ratelimits import RateLimits
 
 REPLY = json.dumps(
     {
@@ -34,13 +45,17 @@ REPLY = json.dumps(
 ).encode()
 
 
+THROTTLED = b'{"error":{"message":"Rate limit reached","type":"rate_limit_error"}}'
+
+
 class Stats:
     requests = 0
+    throttled = 0
 
 
 class Handler(asyncio.Protocol):
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+    def __init__(self, args: argparse.Namespace, limits: RateLimits | None) -> None:
+        self.args, self.limits = args, limits
         self.buf = b""
         self.transport: asyncio.Transport | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -74,25 +89,44 @@ class Handler(asyncio.Protocol):
     def handle(self, path: str) -> None:
         Stats.requests += 1
         if path == "/stats":
-            return self.reply(
-                json.dumps({"cpu": time.process_time(), "requests": Stats.requests}).encode()
-            )
+            stats = {"cpu": time.process_time(), "requests": Stats.requests}
+            return self.reply(json.dumps({**stats, "throttled": Stats.throttled}).encode())
+        headers: list[tuple[bytes, bytes]] = []
+        wait = None
+        if self.limits is not None:
+            wait = self.limits.admit(21)
+            headers = self.limits.headers()
+        elif random.random() < self.args.random_429:
+            wait = self.args.retry_after
+        if wait is not None:
+            Stats.throttled += 1
+            headers += RateLimits.retry_after_headers(wait)
+            return self.reply(THROTTLED, headers, b"429 Too Many Requests")
         latency = float(path.split("/", 2)[1][1:]) if path.startswith("/L") else 0.0
         delay = latency * (1 + self.args.jitter * (2 * random.random() - 1))
-        self.timer = asyncio.get_running_loop().call_later(delay, self.reply, REPLY)
+        self.timer = asyncio.get_running_loop().call_later(delay, self.reply, REPLY, headers)
 
-    def reply(self, body: bytes) -> None:
+    def reply(
+        self,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        status: bytes = b"200 OK",
+    ) -> None:
         self.timer = None
         if self.transport is not None:
+            extra = b"".join(b"%s: %s\r\n" % pair for pair in headers or [])
             self.transport.write(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n%s\r\n%s" % (status, len(body), extra, body)
             )
 
 
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: Handler(args), "127.0.0.1", args.port, backlog=4096)
+    limits = RateLimits(requests_per_minute=args.rpm) if args.rpm else None
+    server = await loop.create_server(
+        lambda: Handler(args, limits), "127.0.0.1", args.port, backlog=4096
+    )
     async with server:
         await server.serve_forever()
 
@@ -101,6 +135,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--jitter", type=float, default=0.5, help="latency spread, +/- share")
+    parser.add_argument("--rpm", type=float, default=0.0, help="rate limit, requests/minute")
+    parser.add_argument("--random-429", type=float, default=0.0, help="share refused with 429")
+    parser.add_argument("--retry-after", type=float, default=0.2, help="their Retry-After, s")
     args = parser.parse_args()
     try:
         import uvloop

@@ -1130,13 +1130,21 @@ def sim_server(
     independent: Annotated[
         bool, typer.Option(help="Independent errors (no shared item difficulty).")
     ] = False,
+    rpm: Annotated[
+        float | None, typer.Option(help="Rate limit: requests per minute (429 above it).")
+    ] = None,
+    tpm: Annotated[
+        float | None, typer.Option(help="Rate limit: tokens per minute (429 above it).")
+    ] = None,
 ) -> None:
     """Serve the simulated panel as an OpenAI-compatible endpoint."""
     from core.sim.faults import FaultPlan
+    from core.sim.ratelimits import RateLimits
     from core.sim.server import run_server
 
     def go() -> None:
         plan = FaultPlan.parse(fault) if fault else None
+        limits = RateLimits(rpm, tpm) if rpm is not None or tpm is not None else None
         run_server(
             host=host,
             port=port,
@@ -1147,6 +1155,7 @@ def sim_server(
             faults=plan,
             independent=independent,
             on_listen=lambda url: err.print(f"sim server on {url}"),
+            rate_limits=limits,
         )
 
     guarded(go)

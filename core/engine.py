@@ -24,6 +24,7 @@ from core.analysis.sweeps import AIMD
 from core.cost import PriceBook, cost_total
 from core.errors import PolicyError, ProviderError
 from core.formats import AnswerFormat
+from core.pacing import Pacer, ThrottleWindow
 from core.panel import ModelSpec, Slot
 from core.policy import Aggregation, TieBreak
 from core.providers.base import Completion, CompletionRequest, Provider, Usage
@@ -79,19 +80,24 @@ class RunRequest:
 
 
 class AdaptiveLimiter:
-    """A per-provider ceiling that backs off on 429s and creeps back up.
+    """A per-provider ceiling that backs off on 429s and comes back, and the provider's pace.
 
-    The arithmetic is :class:`core.analysis.AIMD`'s: a throttle halves the ceiling (one burst
-    of 429s from calls already in flight is one cut), and every full round of successes at the
-    current ceiling adds one slot back, never above the configured ceiling. This class only
-    applies the result to the capacity limiter and says when it changed, so the engine can
-    report it as an event.
+    A 429 with ``Retry-After`` cuts the ceiling in half at most once per throttle window (that
+    long), and the ceiling is back as soon as the window has passed: the provider said when it
+    would be ready. A 429 without one follows :class:`core.analysis.AIMD`: one cut per burst
+    of 429s from calls already in flight, one slot back per full round of successes, never
+    above the configured ceiling. ``pacer`` spaces the provider's requests by its rate-limit
+    headers (``core.pacing``). This class applies the result to the capacity limiter and says
+    when it changed, so the engine can report it as an event.
     """
 
-    def __init__(self, ceiling: int) -> None:
+    def __init__(self, ceiling: int, clock: Callable[[], float] = anyio.current_time) -> None:
         self.ceiling = max(1, ceiling)
         self.aimd = AIMD(self.ceiling, maximum=self.ceiling)
         self.limiter = anyio.CapacityLimiter(self.ceiling)
+        self.window = ThrottleWindow(clock)
+        self.pacer = Pacer(self.ceiling, clock=clock)
+        self._restore: int | None = None  # the ceiling before a window's cut
 
     @property
     def limit(self) -> int:
@@ -103,13 +109,31 @@ class AdaptiveLimiter:
         self.limiter.total_tokens = new
         return new
 
-    def on_throttle(self) -> int | None:
+    def on_throttle(self, retry_after: float | None = None) -> int | None:
         """A 429: the new ceiling, or None when it did not change."""
-        return self._apply(self.aimd.on_throttle())
+        if retry_after is None:
+            return self._apply(self.aimd.on_throttle())
+        restored = self.recover()
+        if not self.window.cut(retry_after):
+            return restored
+        if self._restore is None:
+            self._restore = self.limit
+        cut = max(1, math.floor(self.limit * self.aimd.decrease))
+        self.aimd = AIMD(cut, maximum=self.ceiling)
+        return self._apply(cut)
 
     def on_success(self) -> int | None:
         """A call that was not throttled: the new ceiling, or None when it did not change."""
-        return self._apply(self.aimd.on_success())
+        restored = self.recover()
+        return restored if restored is not None else self._apply(self.aimd.on_success())
+
+    def recover(self) -> int | None:
+        """The ceiling from before the cut, once the throttle window has passed."""
+        if not self.window.passed() or self._restore is None:
+            return None
+        back, self._restore = self._restore, None
+        self.aimd = AIMD(back, maximum=self.ceiling)
+        return self._apply(back)
 
 
 @dataclass
@@ -480,7 +504,8 @@ class _Run:
                     "call_retry", slot=call.slot, call=call, message=f"{err}; retry in {wait:.1f}s"
                 )
             if err.status == 429:
-                new = limiter.on_throttle()
+                limiter.pacer.throttled(err.retry_after, getattr(provider, "rate_limits", None))
+                new = limiter.on_throttle(err.retry_after)
                 if new is not None:
                     self.emit(
                         "concurrency", message=f"{provider.name}: throttled, ceiling cut to {new}"
@@ -502,6 +527,7 @@ class _Run:
                     if engine.attempt_timeout_s is not None:
                         scope.deadline = min(deadline, now + engine.attempt_timeout_s)
                     last = usage = Usage()
+                    await limiter.pacer.wait()
                     try:
                         return await provider.complete(engine.client, request, usage)
                     except BaseException as exc:
@@ -541,6 +567,8 @@ class _Run:
             )
             return len(calls)
 
+        tokens = (last.tokens_in or 0) + (last.tokens_out or 0)
+        limiter.pacer.observe(getattr(provider, "rate_limits", None), tokens)
         changed = limiter.on_success()
         if changed is not None:
             self.emit("concurrency", message=f"{provider.name}: ceiling restored to {changed}")

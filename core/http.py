@@ -24,6 +24,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -514,3 +515,85 @@ async def aiter_sse(response: httpx2.Response) -> AsyncIterator[tuple[str, str]]
             data.append(value)
     if data or event:
         yield event or "message", "\n".join(data)
+
+
+# --- rate limits ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateLimitInfo:
+    """What a reply's rate-limit headers said: per minute limits, what is left of them, and
+    seconds until each is whole again (None where the header was absent or unreadable)."""
+
+    requests_limit: float | None = None
+    requests_remaining: float | None = None
+    requests_reset_s: float | None = None
+    tokens_limit: float | None = None
+    tokens_remaining: float | None = None
+    tokens_reset_s: float | None = None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def parse_duration(text: str) -> float | None:
+    """OpenAI's reset durations (``20ms``, ``1.5s``, ``6m0s``, ``1h2m3s``) in seconds."""
+    text = text.strip()
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        try:
+            seconds = float(text)  # some compatible servers send plain seconds
+        except ValueError:
+            return None
+        return seconds if seconds >= 0 else None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _number(headers: Mapping[str, str], name: str) -> float | None:
+    try:
+        value = float(headers[name])
+    except (KeyError, ValueError):
+        return None
+    return value if value >= 0 and value == value else None
+
+
+def _reset_at(headers: Mapping[str, str], name: str, now: float) -> float | None:
+    """Anthropic's reset: an RFC 3339 time, as seconds from ``now``."""
+    raw = headers.get(name)
+    if not raw:
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+_LIMIT_NAMES = ("-requests", "-tokens", "-limit", "-remaining", "-reset")
+
+
+def read_rate_limits(headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo | None:
+    """OpenAI's ``x-ratelimit-*`` or Anthropic's ``anthropic-ratelimit-*`` headers; None when
+    the reply carried neither."""
+    # one pass over the headers (httpx2 looks each name up by a scan): this runs per reply
+    headers = {k: v for k, v in headers.items() if k.endswith(_LIMIT_NAMES)} if headers else {}
+    if not headers:
+        return None
+    current = time.time() if now is None else now
+    values: dict[str, float | None] = {}
+    for kind in ("requests", "tokens"):
+        reset = headers.get(f"x-ratelimit-reset-{kind}")
+        values[f"{kind}_limit"] = _number(headers, f"x-ratelimit-limit-{kind}")
+        values[f"{kind}_remaining"] = _number(headers, f"x-ratelimit-remaining-{kind}")
+        values[f"{kind}_reset_s"] = parse_duration(reset) if reset else None
+        prefix = f"anthropic-ratelimit-{kind}"
+        if values[f"{kind}_limit"] is None and f"{prefix}-limit" in headers:
+            values[f"{kind}_limit"] = _number(headers, f"{prefix}-limit")
+            values[f"{kind}_remaining"] = _number(headers, f"{prefix}-remaining")
+            values[f"{kind}_reset_s"] = _reset_at(headers, f"{prefix}-reset", current)
+    if all(v is None for v in values.values()):
+        return None
+    return RateLimitInfo(**values)

@@ -76,24 +76,36 @@ async def call_with_retries(
 
     Only a ``ProviderError`` with ``retryable`` set is tried again, at most
     ``policy.max_attempts`` attempts in all, and not when the server's ``Retry-After`` is
-    beyond ``retry_after_cap_s``; then the last error is raised as it was. Any other
-    exception, cancellation included, passes straight through. ``on_retry(attempt, error,
-    delay)`` is told before each wait (the engine turns it into a ``call_retry`` event).
+    beyond ``retry_after_cap_s``; then the last error is raised as it was. A 429 that says
+    when to come back (``Retry-After``) is not counted: a provider pacing its clients is
+    waited for as long as it asks (within the call's deadline), each wait at least its word.
+    Any other exception, cancellation included, passes straight through. ``on_retry(attempt,
+    error, delay)`` is told before each wait (the engine turns it into a ``call_retry`` event).
 
     ``deadline()`` is when the whole call must end, on ``clock`` (``None``: no deadline yet).
     A wait that would pass it is not slept: the call ends at once as a timeout that says so,
     rather than sleeping past its deadline to try once more.
     """
     attempt = 1
+    failures = 0  # failed attempts that count toward max_attempts
     while True:
         try:
             return await fn(), attempt - 1
         except ProviderError as error:
-            if not error.retryable or attempt >= policy.max_attempts:
+            throttled = error.status == 429 and error.retry_after is not None
+            failures += not throttled
+            if not error.retryable or failures >= policy.max_attempts:
                 raise
             if error.retry_after is not None and error.retry_after > policy.retry_after_cap_s:
                 raise
-            delay = backoff_delay(policy, attempt, error.retry_after, rng)
+            if (
+                throttled
+            ):  # the server's word, spread a little so the fan-out does not return at once
+                assert error.retry_after is not None
+                spread = 0.1 * (rng or random).random() if policy.jitter else 0.0
+                delay = min(error.retry_after * (1 + spread), policy.retry_after_cap_s)
+            else:
+                delay = backoff_delay(policy, failures, error.retry_after, rng)
             end = deadline()
             if end is not None and clock() + delay >= end:
                 raise ProviderError(

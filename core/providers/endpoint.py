@@ -16,10 +16,12 @@ import httpx2
 
 from core.http import (
     DEFAULT_READ_TIMEOUT_S,
+    RateLimitInfo,
     error_from_exception,
     error_from_response,
     host_of,
     parse_json_body,
+    read_rate_limits,
     request_timeout,
 )
 
@@ -51,6 +53,7 @@ class Endpoint:
         self.timeout_s = timeout_s
         self._api_key = api_key or None
         self._timeout = request_timeout(timeout_s)  # built once: it is on every call's path
+        self.rate_limits: RateLimitInfo | None = None  # the last reply's rate-limit headers
 
     @property
     def has_key(self) -> bool:
@@ -88,6 +91,7 @@ class Endpoint:
                 headers=self._headers("text/event-stream" if streaming else "application/json"),
                 timeout=self._timeout,
             ) as response:
+                self.rate_limits = read_rate_limits(response.headers) or self.rate_limits
                 if response.status_code >= 400:
                     await response.aread()
                     raise error_from_response(response, secrets=secrets)

@@ -25,6 +25,11 @@ Capacity modes, to show the throughput wall:
   starts). Throughput ``c / (T * (c/K)**1.5)`` rises up to K and falls like ``1/sqrt(c)`` past
   it: the handbook's ceiling of 8 with ``contention=8``.
 
+Rate limits (``rate_limits``): requests and tokens per minute as token buckets, a request
+over either answered 429 with ``Retry-After``, and every reply carrying the buckets' state in
+OpenAI's ``x-ratelimit-*`` and Anthropic's ``anthropic-ratelimit-*`` headers (see
+``core.sim.ratelimits``).
+
 Faults: see ``core.sim.faults``.
 
 Speed: with ``time_scale=0`` it serves about 1,400 plain completions/s on a 2-core machine
@@ -60,6 +65,7 @@ from core.sim.answers import SimReply, estimate_tokens, simulate
 from core.sim.faults import RETRY_AFTER_MS, STALL_LIMIT_S, TIMEOUT_DELAY_MS, FaultKind, FaultPlan
 from core.sim.models import SIM_MODELS, SimModel
 from core.sim.prompts import SimPrompt, read_prompt
+from core.sim.ratelimits import RateLimits
 from core.sim.scenarios import SCENARIO_MODELS
 
 CONTENTION_EXPONENT = 1.5
@@ -90,11 +96,12 @@ class SimStats:
     queued: int = 0
     max_queued: int = 0
     disconnects: int = 0
+    throttled: int = 0  # refused by the rate limits
     statuses: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
 
     def reset(self) -> None:
-        self.requests = self.served = self.disconnects = 0
+        self.requests = self.served = self.disconnects = self.throttled = 0
         self.max_in_flight = self.in_flight
         self.max_in_service = self.in_service
         self.max_queued = self.queued
@@ -110,6 +117,7 @@ class _Settings:
     contention: int | None
     faults: FaultPlan
     independent: bool
+    rate_limits: RateLimits | None = None
 
 
 class _State:
@@ -195,8 +203,10 @@ class _Completion(Response):
         replies: list[SimReply],
         fault: FaultKind | None,
         body: dict[str, Any],
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.state = state
+        self.extra_headers = headers or []  # the rate limits' state, when they are on
         self.model = model
         self.prompt = prompt
         self.replies = replies
@@ -255,6 +265,7 @@ class _Completion(Response):
 
     async def _start(self, send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
+        headers = [*headers, *self.extra_headers]
         await send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _finish(
@@ -484,6 +495,7 @@ def create_app(
     faults: FaultPlan | Iterable[str] | str | None = None,
     independent: bool = False,
     models: Mapping[str, SimModel] | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> Starlette:
     """The sim server as an ASGI app (see the module docstring for what each knob does).
 
@@ -503,7 +515,9 @@ def create_app(
     if capacity is not None and contention is not None:
         raise InputError("choose --capacity or --contention, not both")
     plan = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults)
-    state = _State(_Settings(seed, time_scale, capacity, contention, plan, independent))
+    state = _State(
+        _Settings(seed, time_scale, capacity, contention, plan, independent, rate_limits)
+    )
 
     async def list_models(request: Request) -> Response:
         return JSONResponse(_model_list(listed))
@@ -581,7 +595,22 @@ def create_app(
             for i in range(n)
         ]
         fault = settings.faults.pick(name, settings.seed, prompt.text, base)
-        return _Completion(state, sim_model, prompt, replies, fault, body)
+        limits = settings.rate_limits
+        if limits is None:
+            return _Completion(state, sim_model, prompt, replies, fault, body)
+        wait = limits.admit(prompt.prompt_tokens + sum(r.tokens_out for r in replies))
+        headers = limits.headers()
+        if wait is None:
+            return _Completion(state, sim_model, prompt, replies, fault, body, headers)
+        state.stats.throttled += 1
+        state.count_status(429)
+        message = f"Rate limit reached; try again in {wait * 1000:.0f}ms (simulated)."
+        return Response(
+            _error_body(message, "rate_limit_error", "rate_limit_exceeded"),
+            status_code=429,
+            media_type="application/json",
+            headers={k.decode(): v.decode() for k, v in headers + limits.retry_after_headers(wait)},
+        )
 
     app = Starlette(
         routes=[
@@ -623,6 +652,7 @@ def run_server(
     faults: FaultPlan | None = None,
     independent: bool = False,
     on_listen: Callable[[str], None] | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> None:
     """Serve the simulated panel until interrupted. ``fault`` takes the ``--fault`` strings;
     ``on_listen`` hears the base URL once the port is bound (the real port when ``port`` is 0)."""
@@ -634,6 +664,7 @@ def run_server(
         contention=contention,
         faults=plan,
         independent=independent,
+        rate_limits=rate_limits,
     )
     sock = _listen(host, port)
     if on_listen is not None:
@@ -673,6 +704,7 @@ def serve_in_thread(
     faults: FaultPlan | Iterable[str] | str | None = None,
     independent: bool = False,
     models: Mapping[str, SimModel] | None = None,
+    rate_limits: RateLimits | None = None,
 ) -> Iterator[str]:
     """Run the sim server on a free loopback port in a background thread; yield its base URL
     (``http://127.0.0.1:PORT/v1``) and stop it cleanly on exit."""
@@ -684,6 +716,7 @@ def serve_in_thread(
         faults=faults,
         independent=independent,
         models=models,
+        rate_limits=rate_limits,
     )
     # Port 0: the kernel picks a free port when the server binds, so there is no window in
     # which another process could take it.

@@ -164,3 +164,29 @@ async def test_cancellation_during_the_wait_is_not_swallowed() -> None:
         await call_with_retries(fn, policy)
     assert scope.cancelled_caught
     assert len(calls) == 1
+
+
+async def test_a_throttled_call_keeps_going_while_the_server_says_when_to_come_back() -> None:
+    sleep = Recorder()
+    throttled = [ProviderError("HTTP 429", status=429, retryable=True, retry_after=0.2)] * 10
+    calls, fn = flaky(throttled)
+    policy = RetryPolicy(max_attempts=2, base_s=0.1, max_s=1.0, jitter=False)
+    assert await call_with_retries(fn, policy, sleep=sleep) == ("ok", 10)
+    assert sleep.delays == [0.2] * 10  # the server's word, not a growing backoff
+    assert len(calls) == 11
+
+
+async def test_429s_without_retry_after_and_other_failures_still_count() -> None:
+    sleep = Recorder()
+    errors = [
+        ProviderError("HTTP 429", status=429, retryable=True, retry_after=0.2),
+        ProviderError("HTTP 503", status=503, retryable=True),
+        ProviderError("HTTP 429", status=429, retryable=True, retry_after=0.2),
+        ProviderError("HTTP 429 bare", status=429, retryable=True),
+    ]
+    calls, fn = flaky(errors)
+    policy = RetryPolicy(max_attempts=2, base_s=0.1, max_s=1.0, jitter=False)
+    with pytest.raises(ProviderError, match="HTTP 429 bare"):
+        await call_with_retries(fn, policy, sleep=sleep)
+    assert len(calls) == 4
+    assert sleep.delays == [0.2, 0.1, 0.2]
