@@ -567,8 +567,10 @@ async def test_throttling_cuts_the_provider_ceiling() -> None:
     engine = make_engine(p)
     events: list[Event] = []
     await engine.run(request(["f:a"]), on_event=events.append)
-    assert engine.provider_limiter(p).limit == 4  # type: ignore[arg-type]
     assert any(e.kind == "concurrency" and "cut to 4" in e.message for e in events)
+    # a throttle window of Retry-After 0 has passed by the next success: the ceiling is back
+    assert any(e.kind == "concurrency" and "restored to 8" in e.message for e in events)
+    assert engine.provider_limiter(p).limit == 8  # type: ignore[arg-type]
 
 
 def test_run_cost_is_unknown_when_a_paid_call_has_no_price() -> None:
@@ -701,3 +703,20 @@ async def test_a_resumed_call_is_read_again_under_the_current_task() -> None:
     result = await make_engine(p).run(req, prior={("panel", 0): old, ("panel", 1): invalid})
     assert p.requests == []  # nothing paid again
     assert [(c.status, c.answer) for c in result.calls] == [(CallStatus.OK, "regression")] * 2
+
+
+async def test_a_call_throttled_with_retry_after_inside_its_deadline_never_gives_up() -> None:
+    throttled = ProviderError("HTTP 429", status=429, retryable=True, retry_after=0.001)
+    p = FakeProvider("f", {"a": [throttled] * 8 + ["regression"]}, max_concurrency=8)
+    engine = make_engine(p)  # three attempts at most: 429s with Retry-After do not count
+    result = await engine.run(request(["f:a"]))
+    assert [c.status for c in result.calls] == [CallStatus.OK]
+    assert result.calls[0].retries == 8
+
+
+async def test_a_provider_that_keeps_throttling_ends_the_call_at_its_deadline() -> None:
+    throttled = ProviderError("HTTP 429", status=429, retryable=True, retry_after=0.05)
+    p = FakeProvider("f", {"a": [throttled] * 1000}, max_concurrency=8)
+    engine = make_engine(p, timeout=0.3)
+    result = await engine.run(request(["f:a"]))
+    assert [c.status for c in result.calls] == [CallStatus.TIMEOUT]

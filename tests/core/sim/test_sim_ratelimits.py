@@ -18,6 +18,7 @@ from core.spec import RunSpec
 
 pytestmark = pytest.mark.anyio
 
+
 async def read_stats(base: str) -> dict[str, Any]:
     async with httpx2.AsyncClient() as client:
         data: dict[str, Any] = (await client.get(f"{base}/stats")).json()
