@@ -124,7 +124,7 @@ def build_policy(
     tie_break: str | Sequence[str] | None = None,
     early_stop: bool = False,
     accept: Sequence[str] = (),
-    min_valid: int = 1,
+    min_valid: int | None = None,
     count_invalid: bool = False,
     count_errors: bool = False,
     hedge_delay_s: float = 0.0,

@@ -136,7 +136,14 @@ AcceptOpt = Annotated[
 EarlyOpt = Annotated[
     bool, typer.Option("--early-stop", help="Cancel calls that cannot change the winner.")
 ]
-MinValidOpt = Annotated[int, typer.Option("--min-valid", help="Quorum: fewest valid votes.")]
+MinValidOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--min-valid",
+        help="Quorum: fewest valid votes (default: half the panel for strict and unanimous, "
+        "else 1).",
+    ),
+]
 CountInvalidOpt = Annotated[
     bool, typer.Option("--count-invalid", help="Invalid replies count in the denominator.")
 ]
@@ -246,7 +253,7 @@ def task_and_policy(
     tie_break: str | None,
     early_stop: bool,
     accept: list[str],
-    min_valid: int,
+    min_valid: int | None,
     count_invalid: bool,
     count_errors: bool,
     schema: str | None = None,
@@ -425,7 +432,7 @@ def run(
     accept: AcceptOpt = [],  # noqa: B006
     tie_break: TieOpt = None,
     early_stop: EarlyOpt = False,
-    min_valid: MinValidOpt = 1,
+    min_valid: MinValidOpt = None,
     count_invalid: CountInvalidOpt = False,
     count_errors: CountErrorsOpt = False,
     config: ConfigOpt = None,
@@ -518,7 +525,7 @@ def batch(
     accept: AcceptOpt = [],  # noqa: B006
     tie_break: TieOpt = None,
     early_stop: EarlyOpt = False,
-    min_valid: MinValidOpt = 1,
+    min_valid: MinValidOpt = None,
     count_invalid: CountInvalidOpt = False,
     count_errors: CountErrorsOpt = False,
     concurrency: ConcurrencyOpt = None,
@@ -677,7 +684,7 @@ def revote(
     accept: AcceptOpt = [],  # noqa: B006
     tie_break: TieOpt = None,
     early_stop: EarlyOpt = False,
-    min_valid: MinValidOpt = 1,
+    min_valid: MinValidOpt = None,
     count_invalid: CountInvalidOpt = False,
     count_errors: CountErrorsOpt = False,
     expand: Annotated[

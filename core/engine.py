@@ -176,7 +176,7 @@ class Engine:
     def validate(self, request: RunRequest) -> None:
         """Everything that can be refused before a call is made or a row is written."""
         spec = request.spec
-        voting.check_policy(spec.policy, spec.task.format)
+        voting.check_policy(spec.policy, spec.task.format, panel=spec.panel.n)
         spec.task.render(request.input)
         for model in spec.panel.models:
             self.registry.resolve(model)
@@ -276,7 +276,7 @@ class _Run:
         try:
             await self.fan_out(spec.panel.slots(), "panel")
             decision = self.decide("panel")
-            if decision.status in (DecisionStatus.TIE, DecisionStatus.NO_CONVERGENCE):
+            if voting.is_open(decision):
                 decision = await self.break_tie(decision)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
@@ -308,7 +308,9 @@ class _Run:
 
     def decide(self, *phases: str) -> Decision:
         calls = self.panel_calls(phases or ("panel", "expand"))
-        return voting.decide(calls, self.spec.policy, self.fmt, self.weights)
+        return voting.decide(
+            calls, self.spec.policy, self.fmt, self.weights, panel=self.spec.panel.n
+        )
 
     def result(self, decision: Decision) -> RunResult:
         latency_ms = (time.monotonic() - self.started) * 1000
@@ -630,62 +632,42 @@ class _Run:
 
     # -- tie-break chain ----------------------------------------------------------------
     async def break_tie(self, decision: Decision) -> Decision:
-        """Apply the declared chain in order; every branch taken is kept on the decision."""
-        branches: list[str] = []
+        """Apply the declared chain in order to an open decision (a tie, a threshold not met,
+        no convergence: docs/decisions.md); every branch tried is kept on the decision."""
         for branch in self.spec.policy.tie_breaks:
-            self.emit("tie_break", message=f"{decision.status.value}: trying {branch}")
+            assert decision.outcome is not None
+            self.emit("tie_break", message=f"{decision.outcome.value}: trying {branch}")
             if branch.kind == "expand":
                 assert branch.k is not None
                 slots = self.spec.panel.slots(start=self.next_slot, count=branch.k)
                 self.next_slot += branch.k
                 await self.fan_out(slots, "expand")
-                branches.append(str(branch))
-                decision = self.decide()
-                decision = decision.model_copy(update={"branches": list(branches)})
-                if decision.status not in (DecisionStatus.TIE, DecisionStatus.NO_CONVERGENCE):
-                    return decision
+                branches = [*decision.branches, str(branch)]
+                decision = self.decide().model_copy(update={"branches": branches})
+                if not voting.is_open(decision):
+                    return decision.model_copy(
+                        update={"reason": f"{decision.reason}; after {branch}"}
+                    )
                 continue
             if branch.kind == "escalate":
-                branches.append(str(branch))
-                escalated = await self.escalate(branch, decision, branches)
-                if escalated is not None:
-                    return escalated
-                continue
-            out = voting.apply_offline_branch(
-                decision.model_copy(update={"branches": list(branches)}),
-                branch,
-                self.panel_calls(),
-                self.fmt,
-            )
-            if out is None:
-                branches.append(f"{branch} (not applicable)")
-                continue
-            return out
-        return decision.model_copy(update={"branches": branches})
+                call = await self.escalation(branch)
+                out = voting.escalated(decision, branch, call)
+                why = call.status.value
+            else:
+                out = voting.apply_offline_branch(decision, branch, self.panel_calls(), self.fmt)
+                why = "not applicable"
+            if out is not None:
+                return out
+            decision = voting.record_branch(decision, voting.passed_on(branch, why))
+        return decision
 
-    async def escalate(
-        self, branch: TieBreak, decision: Decision, branches: list[str]
-    ) -> Decision | None:
+    async def escalation(self, branch: TieBreak) -> CallResult:
+        """The one call an ``escalate`` branch makes, on a slot after every other."""
         assert branch.model is not None
         slot_index = self.next_slot
         self.next_slot += 1
-        slot = Slot(index=slot_index, model=branch.model, sample=0)
-        await self.fan_out([slot], "escalate")
-        call = self.calls[("escalate", slot_index)]
-        if call.status != CallStatus.OK:
-            branches[-1] = f"{branch} ({call.status.value})"
-            return None
-        tied = decision.tied
-        return Decision(
-            status=DecisionStatus.ESCALATED,
-            label=call.answer,
-            branches=list(branches),
-            tied=tied,
-            reason=(
-                f"tie between {' | '.join(tied) or 'all votes'} "
-                f"escalated to {branch.model}: {call.answer}"
-            ),
-        )
+        await self.fan_out([Slot(index=slot_index, model=branch.model, sample=0)], "escalate")
+        return self.calls[("escalate", slot_index)]
 
 
 _PHASE_ORDER = {"panel": 0, "expand": 1, "escalate": 2}

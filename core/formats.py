@@ -414,6 +414,11 @@ class _Format(BaseModel):
         mapping = self.grouping([value, want.value]).mapping
         return mapping[value] == mapping[want.value]
 
+    @property
+    def has_conservative_order(self) -> bool:
+        """Whether a ``conservative`` tie-break can rank anything in this format."""
+        return False
+
 
 class LabelFormat(_Format):
     """A closed set of labels, with synonyms and an optional conservative order."""
@@ -480,6 +485,10 @@ class LabelFormat(_Format):
         except ValueError:
             return None
 
+    @property
+    def has_conservative_order(self) -> bool:
+        return bool(self.conservative_order)
+
 
 _YES = ("yes", "y", "true", "yeah", "yep", "yup", "affirmative", "correct", "indeed")
 _NO = ("no", "n", "false", "nope", "nah", "negative", "incorrect")
@@ -540,6 +549,10 @@ class YesNoFormat(_Format):
         if self.conservative is None or value not in ("yes", "no"):
             return None
         return 0 if value == self.conservative else 1
+
+    @property
+    def has_conservative_order(self) -> bool:
+        return self.conservative is not None
 
 
 _NUMBER = re.compile(

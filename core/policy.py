@@ -25,14 +25,16 @@ class Aggregation(StrEnum):
 class Quorum(BaseModel):
     """When a count is good enough to decide on.
 
-    ``min_valid``: fewer valid votes than this and the run is ``failed``.
+    ``min_valid``: fewer valid votes than this and the run is ``failed``. ``None`` is the
+    aggregation's default (docs/decisions.md): half the panel, rounded up, for strict majority
+    and unanimity, so one valid vote of five never decides them; 1 for the others.
     ``count_invalid`` / ``count_errors``: whether invalid replies and failed calls count in the
     denominator of strict majority and unanimity (a failed call then works as a vote against).
     """
 
     model_config = ConfigDict(frozen=True)
 
-    min_valid: int = 1
+    min_valid: int | None = None
     count_invalid: bool = False
     count_errors: bool = False
 
@@ -143,7 +145,7 @@ class Policy(BaseModel):
             raise PolicyError("at-least needs k >= 1: --aggregate at-least:3")
         if self.hedge_delay_s < 0:
             raise PolicyError("hedge delay cannot be negative")
-        if self.quorum.min_valid < 0:
+        if self.quorum.min_valid is not None and self.quorum.min_valid < 0:
             raise PolicyError("minimum valid votes cannot be negative")
         return self
 

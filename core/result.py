@@ -74,14 +74,62 @@ class DecisionStatus(StrEnum):
     FAILED = "failed"  # no quorum, or no acceptable answer
 
 
+class Outcome(StrEnum):
+    """What the vote itself gave, before any tie-break (the rows of docs/decisions.md)."""
+
+    DECIDED = "decided"
+    TIE = "tie"
+    THRESHOLD_NOT_MET = "threshold_not_met"
+    NO_CONVERGENCE = "no_convergence"
+    NO_QUORUM = "no_quorum"
+    NO_ANSWER = "no_answer"
+
+    @property
+    def open(self) -> bool:
+        """Whether the tie-break chain takes this outcome up."""
+        return self in (Outcome.TIE, Outcome.THRESHOLD_NOT_MET, Outcome.NO_CONVERGENCE)
+
+
+class QuorumCheck(BaseModel):
+    """The quorum a decision was taken under: shown on every decision, so a reader sees how
+    many valid votes it rested on and how many it needed."""
+
+    need: int  # valid votes needed
+    valid: int  # valid votes there were
+    panel: int  # the panel's size, N
+    rule: str  # where ``need`` comes from
+
+    @property
+    def met(self) -> bool:
+        return self.valid >= self.need
+
+    def describe(self) -> str:
+        return f"quorum {self.need} of {self.panel} ({self.rule}): {self.valid} valid"
+
+
+class Degraded(BaseModel):
+    """A decision counted on fewer votes than were planned, and why."""
+
+    planned: int  # calls planned for the vote: the panel's and any expansion's
+    counted: int  # valid votes counted
+    invalid: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    cut: int = 0  # cancelled before they answered (not by an early stop)
+    why: str = ""
+
+
 class Decision(BaseModel):
     status: DecisionStatus
     label: str | None = None
     branches: list[str] = Field(default_factory=list)  # tie-break branches taken, in order
     margin: float | None = None  # winner's count (or weight) minus the runner-up's
     reason: str = ""  # one line a person can read
-    tied: list[str] = Field(default_factory=list)  # the labels that tied, if any
+    tied: list[str] = Field(default_factory=list)  # the candidates an open outcome left
     fields: dict[str, str | None] | None = None  # json format: the per-field winners
+    outcome: Outcome | None = None  # the vote's own outcome (None: not taken by a vote)
+    quorum: QuorumCheck | None = None
+    degraded: Degraded | None = None  # None: every planned call was counted
 
 
 class MissingVote(BaseModel):

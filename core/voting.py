@@ -1,16 +1,21 @@
 """Aggregation: from finished calls to a decision. Pure functions, no I/O, no clock.
 
-The rules, in the order ``decide`` applies them:
+The rules are the table of docs/decisions.md; ``decide`` applies its rows in order:
 
 1. Fastest-acceptable takes the acceptable ``ok`` call that ended first; nothing else counts.
 2. Free text is never voted on (``check_policy``): votes on prose do not converge.
-3. No valid vote, or fewer than ``quorum.min_valid``: ``failed``.
-4. The vote itself. Every vote differing (more than one of them) is ``no_convergence``; leaders
-   with equal counts (or weights) are a ``tie``; a threshold not met (strict majority, k-of-N,
-   unanimity) is ``failed`` unless it is a tie. Ties are reported, never broken by list order:
-   breaking them is the tie-break chain's job (``apply_offline_branch`` and the engine).
-5. JSON answers are voted field by field under the same rule (an answer lacking a field votes
+3. The quorum: no valid vote, or fewer than it needs (``--min-valid``, by default half the
+   panel rounded up for strict majority and unanimity, 1 otherwise): ``failed``, not open.
+4. The threshold first (strict majority, at-least-k, unanimity): not met is ``failed`` with a
+   reason starting "threshold not met", whether or not the votes also tie.
+5. No convergence: three or more valid votes, every one different. Two that differ are a tie.
+6. A tie: leaders with equal counts (or weights). Ties are reported, never broken by list order.
+7. JSON answers are voted field by field under the same rules (an answer lacking a field votes
    ``MISSING`` there); the decided answer is the object of the field winners.
+
+A tie, a threshold not met and no convergence are *open*: the declared tie-break chain takes
+each up the same way (``apply_offline_branch``, ``escalated``, and the engine for the branches
+that need calls). Without a chain none of them is decided.
 
 Cancelled calls never count: they are the calls an early stop or a fastest win cut short.
 Weights are summed as exact fractions of their decimal form, so 0.1 + 0.2 ties with 0.3 and
@@ -42,7 +47,15 @@ from core.formats import (
     canonical_json,
 )
 from core.policy import Acceptance, Aggregation, Policy, TieBreak
-from core.result import CallResult, CallStatus, Decision, DecisionStatus
+from core.result import (
+    CallResult,
+    CallStatus,
+    Decision,
+    DecisionStatus,
+    Degraded,
+    Outcome,
+    QuorumCheck,
+)
 
 TEXT_REFUSED = (
     "majority vote on free text is refused: vote on labels, structured output or yes/no; "
@@ -66,10 +79,20 @@ def _schema_validator(schema_json: str) -> Any:
     return cls(schema)
 
 
-def check_policy(policy: Policy, fmt: AnswerFormat) -> None:
-    """Raise PolicyError for a policy that cannot apply to ``fmt``, before any call is made."""
+def check_policy(policy: Policy, fmt: AnswerFormat, panel: int | None = None) -> None:
+    """Raise PolicyError for a policy that cannot apply to ``fmt`` (and, given its size, to
+    the panel), before any call is made: where the panel and the policy first meet."""
     if policy.aggregation != Aggregation.FASTEST and not fmt.votable:
         raise PolicyError(TEXT_REFUSED)
+    if any(b.kind == "conservative" for b in policy.tie_breaks) and not (
+        fmt.has_conservative_order
+    ):
+        raise PolicyError(
+            f"the conservative tie-break needs a conservative order, and this {fmt.kind} "
+            "task has none: give one (--conservative) or drop the branch"
+        )
+    if panel is not None:
+        _check_panel(policy, panel)
     accept = policy.accept
     if accept is None:
         return
@@ -84,6 +107,31 @@ def check_policy(policy: Policy, fmt: AnswerFormat) -> None:
         for label in accept.labels:
             if not fmt.parse(label).ok:
                 raise PolicyError(f"acceptance label {label!r} is not an answer of this task")
+
+
+def _check_panel(policy: Policy, panel: int) -> None:
+    extra = sum(b.k or 0 for b in policy.tie_breaks if b.kind == "expand")
+    k = policy.k
+    if policy.aggregation == Aggregation.AT_LEAST and k is not None and k > panel + extra:
+        more = f" and expand adds {extra}" if extra else ""
+        raise PolicyError(f"at-least:{k} needs {k} votes, the panel has {panel}{more}")
+    need = policy.quorum.min_valid
+    if need is not None and need > panel and policy.aggregation != Aggregation.FASTEST:
+        raise PolicyError(
+            f"a minimum of {need} valid votes (--min-valid) cannot be met by a panel of {panel}"
+        )
+
+
+def quorum_need(policy: Policy, panel: int) -> tuple[int, str]:
+    """The valid votes a decision needs, and where that number comes from."""
+    if policy.aggregation == Aggregation.FASTEST:
+        return 1, "one acceptable answer"
+    given = policy.quorum.min_valid
+    if given is not None:
+        return given, f"--min-valid {given}"
+    if policy.aggregation in (Aggregation.STRICT, Aggregation.UNANIMOUS):
+        return max(1, math.ceil(panel / 2)), "default: half the panel, rounded up"
+    return 1, "default: one valid vote"
 
 
 def _weight(weights: Mapping[str, float] | None, model: str) -> Fraction:
@@ -184,11 +232,22 @@ def field_votes(calls: Sequence[CallResult], fmt: AnswerFormat) -> dict[str, dic
 
 @dataclass(frozen=True)
 class _Race:
-    status: DecisionStatus
+    outcome: Outcome
     label: str | None
     margin: float | None
     reason: str
     tied: list[str] = field(default_factory=list)
+
+
+_STATUS = {
+    Outcome.DECIDED: DecisionStatus.DECIDED,
+    Outcome.TIE: DecisionStatus.TIE,
+    Outcome.THRESHOLD_NOT_MET: DecisionStatus.FAILED,
+    Outcome.NO_CONVERGENCE: DecisionStatus.NO_CONVERGENCE,
+    Outcome.NO_QUORUM: DecisionStatus.FAILED,
+    Outcome.NO_ANSWER: DecisionStatus.FAILED,
+}
+"""The status an outcome has when no tie-break settles it (docs/decisions.md)."""
 
 
 @dataclass(frozen=True)
@@ -226,32 +285,51 @@ def _num(value: Fraction) -> str:
 
 
 def _race(votes: Sequence[tuple[str, Fraction]], denominator: int, policy: Policy) -> _Race:
-    """The outcome of one set of votes (the answers, or one field of JSON answers)."""
+    """The outcome of one set of votes (the answers, or one field of JSON answers): the
+    threshold first, then no convergence, then a tie (docs/decisions.md, rows 5-12)."""
     agg = policy.aggregation
     standing = _Standing.of(votes, weighted=agg == Aggregation.WEIGHTED)
     valid = len(votes)
     top, leaders = standing.top, standing.leaders
     top_count = standing.counts[top]
     margin = float(standing.scores[top] - standing.runner_up)
+    who = f"{' | '.join(leaders)} {'have' if len(leaders) > 1 else 'has'}"
+    each = " each" if len(leaders) > 1 else ""
 
     def decided(reason: str) -> _Race:
-        return _Race(DecisionStatus.DECIDED, top, margin, reason)
+        return _Race(Outcome.DECIDED, top, margin, reason)
 
-    if agg == Aggregation.STRICT and 2 * top_count > denominator:
-        return decided(f"{top}: {top_count} of {denominator} counted votes, more than half")
-    if agg == Aggregation.UNANIMOUS and len(standing.counts) == 1:
-        if valid == denominator:
-            return decided(f"{top}: all {valid} counted votes agree")
+    def unmet(reason: str) -> _Race:
         return _Race(
-            DecisionStatus.FAILED,
+            Outcome.THRESHOLD_NOT_MET,
             None,
             margin,
-            f"not unanimous: {top} has {top_count} of {denominator} counted votes "
-            "(invalid or failed calls count against)",
+            f"threshold not met: {reason}",
+            tied=list(standing.order),
         )
+
+    if agg == Aggregation.STRICT:
+        if 2 * top_count > denominator:
+            return decided(f"{top}: {top_count} of {denominator} counted votes, more than half")
+        return unmet(
+            f"{who} {top_count} of {denominator} counted votes{each}, more than half needed"
+        )
+    if agg == Aggregation.UNANIMOUS:
+        if len(standing.counts) > 1:
+            spread = ", ".join(f"{v} {c}" for v, c in _ranked(standing.counts).items())
+            return unmet(f"not unanimous: {spread}")
+        if valid < denominator:
+            return unmet(
+                f"{top} has {top_count} of {denominator} counted votes, all needed "
+                "(invalid or failed calls count against)"
+            )
+        return decided(f"{top}: all {valid} counted votes agree")
+    k = policy.k or 1
+    if agg == Aggregation.AT_LEAST and top_count < k:
+        return unmet(f"{who} {top_count} votes{each}, {k} needed")
     if valid > 2 and len(standing.counts) == valid:
         return _Race(
-            DecisionStatus.NO_CONVERGENCE,
+            Outcome.NO_CONVERGENCE,
             None,
             0.0,
             f"no convergence: all {valid} votes differ",
@@ -261,39 +339,21 @@ def _race(votes: Sequence[tuple[str, Fraction]], denominator: int, policy: Polic
         score = _num(standing.scores[top])
         unit = "weight" if agg == Aggregation.WEIGHTED else "votes"
         return _Race(
-            DecisionStatus.TIE,
+            Outcome.TIE,
             None,
             0.0,
             f"tie between {' | '.join(leaders)} at {score} {unit} each",
             tied=leaders,
         )
-    if agg in (Aggregation.MAJORITY, Aggregation.WEIGHTED):
-        if agg == Aggregation.WEIGHTED:
-            total = _num(sum(standing.scores.values(), Fraction(0)))
-            return decided(
-                f"{top}: weight {_num(standing.scores[top])} of {total} "
-                f"({top_count} of {valid} votes), margin {margin:g}"
-            )
-        return decided(f"{top}: {top_count} of {valid} votes, margin {margin:g}")
+    if agg == Aggregation.WEIGHTED:
+        total = _num(sum(standing.scores.values(), Fraction(0)))
+        return decided(
+            f"{top}: weight {_num(standing.scores[top])} of {total} "
+            f"({top_count} of {valid} votes), margin {margin:g}"
+        )
     if agg == Aggregation.AT_LEAST:
-        k = policy.k or 1
-        if top_count >= k:
-            return decided(f"{top}: {top_count} votes, at least {k}, margin {margin:g}")
-        return _Race(
-            DecisionStatus.FAILED,
-            None,
-            margin,
-            f"no answer reached {k} votes: {top} has {top_count}",
-        )
-    if agg == Aggregation.STRICT:
-        return _Race(
-            DecisionStatus.FAILED,
-            None,
-            margin,
-            f"no strict majority: {top} has {top_count} of {denominator} counted votes",
-        )
-    spread = ", ".join(f"{v} {c}" for v, c in _ranked(standing.counts).items())
-    return _Race(DecisionStatus.FAILED, None, margin, f"not unanimous: {spread}")
+        return decided(f"{top}: {top_count} votes, at least {k}, margin {margin:g}")
+    return decided(f"{top}: {top_count} of {valid} votes, margin {margin:g}")
 
 
 def _robust(
@@ -370,6 +430,7 @@ def _fastest(calls: Sequence[CallResult], policy: Policy, fmt: AnswerFormat) -> 
         refused = count.valid
         return Decision(
             status=DecisionStatus.FAILED,
+            outcome=Outcome.NO_ANSWER,
             reason=(
                 f"no acceptable answer: {refused} answered but not accepted, "
                 f"{count.invalid} invalid, {count.failed} failed"
@@ -378,21 +439,33 @@ def _fastest(calls: Sequence[CallResult], policy: Policy, fmt: AnswerFormat) -> 
     win = min(winners, key=lambda c: (math.inf if c.ended_at is None else c.ended_at, c.slot))
     return Decision(
         status=DecisionStatus.DECIDED,
+        outcome=Outcome.DECIDED,
         label=win.answer,
         reason=f"fastest acceptable answer: slot {win.slot} ({win.model})",
     )
 
 
-def _quorum_failure(count: _Count, policy: Policy) -> Decision | None:
+def _quorum_failure(count: _Count, need: int) -> Decision | None:
     if count.valid == 0:
-        return Decision(status=DecisionStatus.FAILED, reason=f"no valid vote ({count.summary()})")
-    need = policy.quorum.min_valid
-    if count.valid < need:
-        return Decision(
-            status=DecisionStatus.FAILED,
-            reason=f"no quorum: {count.valid} valid votes, {need} needed ({count.summary()})",
-        )
-    return None
+        reason = f"no valid vote ({count.summary()})"
+    elif count.valid < need:
+        votes = "vote" if count.valid == 1 else "votes"
+        reason = f"no quorum: {count.valid} valid {votes}, {need} needed ({count.summary()})"
+    else:
+        return None
+    return Decision(status=DecisionStatus.FAILED, outcome=Outcome.NO_QUORUM, reason=reason)
+
+
+def _from_race(race: _Race, **extra: Any) -> Decision:
+    return Decision(
+        status=_STATUS[race.outcome],
+        outcome=race.outcome,
+        label=race.label,
+        margin=race.margin,
+        reason=race.reason,
+        tied=race.tied,
+        **extra,
+    )
 
 
 def _field_races(count: _Count, fmt: JsonFormat, policy: Policy) -> dict[str, _Race]:
@@ -404,30 +477,27 @@ def _field_races(count: _Count, fmt: JsonFormat, policy: Policy) -> dict[str, _R
     }
 
 
+_STUCK = (Outcome.THRESHOLD_NOT_MET, Outcome.NO_CONVERGENCE, Outcome.TIE)
+"""Which open field outcome a JSON answer takes when fields differ, first first."""
+
+
 def _decide_json(count: _Count, fmt: JsonFormat, policy: Policy) -> Decision:
     """Each top-level field is its own race; the answer is the object of the field winners."""
     races = _field_races(count, fmt, policy)
     if not races:  # every answer is {}: the whole object is the only race
-        race = _race(count.votes, count.denominator(policy), policy)
-        return Decision(
-            status=race.status,
-            label=race.label,
-            margin=race.margin,
-            reason=race.reason,
-            tied=race.tied,
-            fields={},
-        )
+        return _from_race(_race(count.votes, count.denominator(policy), policy), fields={})
     winners: dict[str, str | None] = {
-        name: r.label if r.status == DecisionStatus.DECIDED and r.label != MISSING else None
+        name: r.label if r.outcome == Outcome.DECIDED and r.label != MISSING else None
         for name, r in races.items()
     }
     margins = [r.margin for r in races.values() if r.margin is not None]
     margin = min(margins) if margins else None
-    for status in (DecisionStatus.FAILED, DecisionStatus.NO_CONVERGENCE, DecisionStatus.TIE):
-        stuck = {name: r for name, r in races.items() if r.status == status}
+    for outcome in _STUCK:
+        stuck = {name: r for name, r in races.items() if r.outcome == outcome}
         if stuck:
             return Decision(
-                status=status,
+                status=_STATUS[outcome],
+                outcome=outcome,
                 margin=margin,
                 reason="; ".join(f"{name}: {r.reason}" for name, r in stuck.items()),
                 tied=[f"{n}: {' | '.join(sorted(r.tied))}" for n, r in stuck.items() if r.tied],
@@ -438,16 +508,69 @@ def _decide_json(count: _Count, fmt: JsonFormat, policy: Policy) -> Decision:
     if problem is not None:
         return Decision(
             status=DecisionStatus.FAILED,
+            outcome=Outcome.NO_ANSWER,
             margin=margin,
             reason=f"the field winners do not form a valid answer: {problem}",
             fields=winners,
         )
     return Decision(
         status=DecisionStatus.DECIDED,
+        outcome=Outcome.DECIDED,
         label=canonical_json(answer),
         margin=margin,
         reason=f"decided field by field: {len(races)} fields, smallest margin {margin:g}",
         fields=winners,
+    )
+
+
+def panel_size(calls: Sequence[CallResult]) -> int:
+    """N: the calls of the panel phase (expansions and escalations are extra)."""
+    return sum(1 for c in calls if c.phase == "panel")
+
+
+SLOW_NOTE = "slow calls are often the strongest models"
+
+
+def degradation(calls: Sequence[CallResult], policy: Policy) -> Degraded | None:
+    """How far the vote fell short of the calls planned for it, or None when it did not.
+
+    An early stop's cancellations do not count against it: it only cancels calls that cannot
+    change the outcome. Fastest-acceptable's do: the decision rests on the quickest answer.
+    """
+    voted = [c for c in calls if c.phase != "escalate"]
+    by = {s: sum(1 for c in voted if c.status == s) for s in CallStatus}
+    unfinished = by[CallStatus.CANCELLED] + by[CallStatus.PENDING] + by[CallStatus.RUNNING]
+    fastest = policy.aggregation == Aggregation.FASTEST
+    early = policy.early_stop and not fastest
+    cut = 0 if early else unfinished
+    invalid, errors, timeouts = by[CallStatus.INVALID], by[CallStatus.ERROR], by[CallStatus.TIMEOUT]
+    if not (invalid or errors or timeouts or cut):
+        return None
+    counted = len(_answered(voted))
+    parts = [
+        f"{n} {what}"
+        for n, what in (
+            (invalid, "invalid"),
+            (errors, "failed"),
+            (timeouts, "timed out at the call deadline"),
+        )
+        if n
+    ]
+    if cut:
+        parts.append(f"fastest-acceptable cut {cut} slower" if fastest else f"{cut} cut")
+    if early and unfinished:
+        parts.append(f"{unfinished} stopped early (they could not change the outcome)")
+    why = f"{counted} of {len(voted)} counted: {', '.join(parts)}"
+    if timeouts or (fastest and cut):
+        why += f" ({SLOW_NOTE})"
+    return Degraded(
+        planned=len(voted),
+        counted=counted,
+        invalid=invalid,
+        errors=errors,
+        timeouts=timeouts,
+        cut=cut,
+        why=why,
     )
 
 
@@ -456,23 +579,32 @@ def decide(
     policy: Policy,
     fmt: AnswerFormat,
     weights: Mapping[str, float] | None = None,
+    *,
+    panel: int | None = None,
 ) -> Decision:
     """The decision the calls alone give, before any tie-break. ``weights`` maps a call's
-    model name to its weight (default 1.0) and only matters for a weighted vote."""
+    model name to its weight (default 1.0) and only matters for a weighted vote. ``panel``
+    is N for the quorum, by default the calls of the panel phase."""
+    n = panel_size(calls) if panel is None else panel
+    need, rule = quorum_need(policy, n)
     if policy.aggregation == Aggregation.FASTEST:
-        return _fastest(calls, policy, fmt)
-    check_policy(policy, fmt)
-    count = _count(calls, fmt, weights)
-    failure = _quorum_failure(count, policy)
-    if failure is not None:
-        return failure
-    if isinstance(fmt, JsonFormat):
-        return _decide_json(count, fmt, policy)
-    race = _race(count.votes, count.denominator(policy), policy)
-    reason = race.reason if count.grouping_note is None else f"{race.reason}; {count.grouping_note}"
-    return Decision(
-        status=race.status, label=race.label, margin=race.margin, reason=reason, tied=race.tied
-    )
+        decision = _fastest(calls, policy, fmt)
+        valid = len(_answered(calls))
+    else:
+        check_policy(policy, fmt)
+        count = _count(calls, fmt, weights)
+        valid = count.valid
+        failure = _quorum_failure(count, need)
+        if failure is not None:
+            decision = failure
+        elif isinstance(fmt, JsonFormat):
+            decision = _decide_json(count, fmt, policy)
+        else:
+            decision = _from_race(_race(count.votes, count.denominator(policy), policy))
+            if count.grouping_note is not None:
+                decision.reason = f"{decision.reason}; {count.grouping_note}"
+    quorum = QuorumCheck(need=need, valid=valid, panel=n, rule=rule)
+    return decision.model_copy(update={"quorum": quorum, "degraded": degradation(calls, policy)})
 
 
 def is_settled(
@@ -483,23 +615,24 @@ def is_settled(
     weights: Mapping[str, float] | None = None,
 ) -> bool:
     """Whether the calls still outstanding can no longer change the decision (its status and
-    label), so they may be cancelled. ``calls`` are the finished calls; ``remaining`` holds one
-    weight per outstanding call, each of which may yet become any vote, an invalid reply or a
-    failure. Exact for every count-based rule, and never True in doubt: numbers with a
-    tolerance (a new vote can regroup the old ones) only settle when nothing is outstanding.
-    Fastest-acceptable is the engine's own business: always False."""
+    label), so they may be cancelled. ``calls`` are the finished calls of the panel;
+    ``remaining`` holds one weight per outstanding call, each of which may yet become any
+    vote, an invalid reply or a failure. Exact for every count-based rule, and never True in
+    doubt: numbers with a tolerance (a new vote can regroup the old ones) only settle when
+    nothing is outstanding. Fastest-acceptable is the engine's own business: always False."""
     if policy.aggregation == Aggregation.FASTEST:
         return False
     check_policy(policy, fmt)
     pending = [_exact(w, "an outstanding call") for w in remaining]
     if not pending:
         return True
+    panel = len(calls) + len(pending)
     count = _count(calls, fmt, weights)
-    if count.valid + len(pending) < policy.quorum.min_valid:
+    if count.valid + len(pending) < quorum_need(policy, panel)[0]:
         return True  # failed whatever comes
     if isinstance(fmt, NumberFormat) and fmt.tolerance > 0:
         return False
-    if decide(calls, policy, fmt, weights).status != DecisionStatus.DECIDED:
+    if decide(calls, policy, fmt, weights, panel=panel).status != DecisionStatus.DECIDED:
         return False
     denominator = count.denominator(policy)
     if not isinstance(fmt, JsonFormat):
@@ -516,12 +649,43 @@ def is_settled(
     return True
 
 
-# -- tie-breaks that need no model call -------------------------------------------------------
+# -- the tie-break chain: the branches that need no model call, and an escalation's answer -----
+
+
+_PASSED_ON = re.compile(r"^expand:\d+$| \((not applicable|error|timeout|invalid|cancelled)\)$")
+"""Branches that hand the open outcome on: an expansion retook the vote, or a branch did not
+apply (``conservative (not applicable)``, ``escalate:MODEL (error)``)."""
+
+
+def passed_on(branch: TieBreak, why: str) -> str:
+    """How a branch that did not settle the run is recorded."""
+    return f"{branch} ({why})"
+
+
+def is_open(decision: Decision) -> bool:
+    """Whether the tie-break chain takes this decision up: a tie, a threshold not met, or no
+    convergence, as long as no branch has settled it."""
+    if decision.outcome is None or not decision.outcome.open:
+        return False
+    return not decision.branches or _PASSED_ON.search(decision.branches[-1]) is not None
 
 
 def record_branch(decision: Decision, text: str) -> Decision:
     """The decision with one more tie-break branch noted, in order."""
     return decision.model_copy(update={"branches": [*decision.branches, text]})
+
+
+def _settled(
+    decision: Decision, branch: str, status: DecisionStatus, label: str | None, how: str
+) -> Decision:
+    return decision.model_copy(
+        update={
+            "status": status,
+            "label": label,
+            "branches": [*decision.branches, branch],
+            "reason": f"{decision.reason}; {how}",
+        }
+    )
 
 
 def apply_offline_branch(
@@ -530,50 +694,50 @@ def apply_offline_branch(
     calls: Sequence[CallResult],
     fmt: AnswerFormat,
 ) -> Decision | None:
-    """Apply ``conservative``, ``human`` or ``abstain`` to a tie (or a run with no convergence).
+    """Apply ``conservative``, ``human`` or ``abstain`` to an open decision: a tie, a
+    threshold not met or no convergence, all alike (docs/decisions.md).
 
     Returns ``None`` when the branch does not apply, so the chain goes on: ``escalate`` and
     ``expand`` (they need calls: the engine runs them and decides again), a decision that is
-    not a tie, or a conservative order that ranks none of the tied answers.
-    ``calls`` is accepted so every branch sees the same inputs; these three need only the tie.
+    not open, or a conservative order that ranks none of the candidates.
+    ``calls`` is accepted so every branch sees the same inputs; these three need only the
+    candidates.
     """
     del calls
-    if decision.status not in (DecisionStatus.TIE, DecisionStatus.NO_CONVERGENCE):
+    if not is_open(decision):
         return None
-    tied = decision.tied
-    shown = " | ".join(tied) or "no answers"
     if branch.kind == "conservative":
         ranked = [
-            (rank, label) for label in tied if (rank := fmt.conservative_rank(label)) is not None
+            (rank, label)
+            for label in decision.tied
+            if (rank := fmt.conservative_rank(label)) is not None
         ]
         if not ranked:
             return None
         label = min(ranked)[1]
-        return Decision(
-            status=DecisionStatus.DECIDED,
-            label=label,
-            branches=[*decision.branches, "conservative"],
-            margin=0.0,
-            reason=f"tie between {shown} broken by the conservative order: {label}",
-            tied=list(tied),
-            fields=decision.fields,
+        return _settled(
+            decision,
+            "conservative",
+            DecisionStatus.DECIDED,
+            label,
+            f"broken by the conservative order: {label}",
         )
     if branch.kind == "human":
-        return decision.model_copy(
-            update={
-                "status": DecisionStatus.NEEDS_REVIEW,
-                "label": None,
-                "branches": [*decision.branches, "human"],
-                "reason": f"tie between {shown} sent to a reviewer",
-            }
-        )
+        return _settled(decision, "human", DecisionStatus.NEEDS_REVIEW, None, "sent to a reviewer")
     if branch.kind == "abstain":
-        return decision.model_copy(
-            update={
-                "status": DecisionStatus.FAILED,
-                "label": None,
-                "branches": [*decision.branches, "abstain"],
-                "reason": f"abstained on a tie between {shown}",
-            }
-        )
+        return _settled(decision, "abstain", DecisionStatus.FAILED, None, "abstained")
     return None
+
+
+def escalated(decision: Decision, branch: TieBreak, call: CallResult) -> Decision | None:
+    """An ``escalate`` branch's call settling an open decision: its answer, when it gave one
+    (it is not a vote). ``None`` when the call failed, so the chain goes on."""
+    if not is_open(decision) or call.status != CallStatus.OK or call.answer is None:
+        return None
+    return _settled(
+        decision,
+        str(branch),
+        DecisionStatus.ESCALATED,
+        call.answer,
+        f"escalated to {branch.model}: {call.answer}",
+    )

@@ -51,7 +51,7 @@ NUMBERS: dict[str, Any] = {
     "run.tolerance": 0.0,
     "run.k": 3,
     "run.hedge": 0.0,
-    "run.min_valid": 1,
+    "run.min_valid": None,  # the aggregation's default quorum
     "run.expand_k": 2,
 }
 DEFAULTS: dict[str, Any] = {
@@ -175,7 +175,7 @@ def form_policy() -> Any:
         tie_break=chain,
         early_stop=bool(val("run.early_stop")),
         accept=accept,
-        min_valid=int(val("run.min_valid")),
+        min_valid=None if val("run.min_valid") is None else int(val("run.min_valid")),
         count_invalid=bool(val("run.count_invalid")),
         count_errors=bool(val("run.count_errors")),
         hedge_delay_s=float(val("run.hedge")),
@@ -365,7 +365,14 @@ def policy_section(models: list[str]) -> None:
             c2.multiselect("Accept only these labels", labels, key="run.accept_labels")
         c3.number_input("Hedge delay per slot (s)", **number("run.hedge"), min_value=0.0, step=0.1)
     c1, c2 = st.columns(2)
-    c1.number_input("Quorum: minimum valid votes", **number("run.min_valid"), min_value=0, step=1)
+    c1.number_input(
+        "Quorum: minimum valid votes",
+        **number("run.min_valid"),
+        min_value=0,
+        step=1,
+        placeholder="default",
+        help="Empty: half the panel, rounded up, for strict and unanimous; 1 otherwise.",
+    )
     c2.checkbox(
         "Count invalid replies",
         key="run.count_invalid",

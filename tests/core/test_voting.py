@@ -214,16 +214,17 @@ def test_strict_majority_decides_over_half() -> None:
     assert "3 of 5 counted votes" in d.reason
 
 
-def test_strict_majority_tie_is_a_tie() -> None:
+def test_strict_majority_split_is_a_threshold_not_met_even_when_it_ties() -> None:
     d = decide(calls("a", "b", "a", "b", "c"), policy(STRICT), ABC)
-    assert outcome(d) == (DecisionStatus.TIE, None)
-    assert d.tied == ["a", "b"]
+    assert outcome(d) == (DecisionStatus.FAILED, None)
+    assert d.reason.startswith("threshold not met: a | b have 2 of 5")
+    assert d.tied == ["a", "b", "c"]  # every answer stays a candidate for the chain
 
 
 def test_strict_majority_not_met_fails() -> None:
     d = decide(calls("a", "a", "a", "b", "b", "c", "c"), policy(STRICT), ABC)
     assert outcome(d) == (DecisionStatus.FAILED, None)
-    assert "no strict majority: a has 3 of 7" in d.reason
+    assert "threshold not met: a has 3 of 7" in d.reason
 
 
 def test_strict_half_is_not_more_than_half() -> None:
@@ -252,9 +253,12 @@ def test_strict_counts_errors_and_timeouts_but_never_cancelled_calls() -> None:
 
 def test_strict_one_vote_against_counted_errors() -> None:
     votes = calls("a", "!error", "!error")
-    counted = policy(STRICT, quorum=Quorum(count_errors=True))
+    counted = policy(STRICT, quorum=Quorum(min_valid=1, count_errors=True))
     assert outcome(decide(votes, counted, ABC)) == (DecisionStatus.FAILED, None)
-    assert outcome(decide(votes, policy(STRICT), ABC)) == (DecisionStatus.DECIDED, "a")
+    one = policy(STRICT, quorum=Quorum(min_valid=1))
+    assert outcome(decide(votes, one, ABC)) == (DecisionStatus.DECIDED, "a")
+    # by default strict needs half the panel: one valid vote of three does not decide
+    assert outcome(decide(votes, policy(STRICT), ABC)) == (DecisionStatus.FAILED, None)
 
 
 # -- at least k -------------------------------------------------------------------------------
@@ -273,12 +277,13 @@ def test_at_least_k_decides() -> None:
 def test_at_least_k_not_reached_fails() -> None:
     d = decide(calls("a", "a", "b", "c", "!error"), at_least(3), ABC)
     assert outcome(d) == (DecisionStatus.FAILED, None)
-    assert "no answer reached 3 votes: a has 2" in d.reason
+    assert "threshold not met: a has 2 votes, 3 needed" in d.reason
 
 
-def test_at_least_k_tie_below_k_is_a_tie() -> None:
+def test_at_least_k_tie_below_k_is_a_threshold_not_met() -> None:
     d = decide(calls("a", "a", "b", "b", "c"), at_least(3), ABC)
-    assert outcome(d) == (DecisionStatus.TIE, None)
+    assert outcome(d) == (DecisionStatus.FAILED, None)
+    assert d.reason.startswith("threshold not met")
 
 
 def test_at_least_k_tie_above_k_is_a_tie() -> None:
@@ -352,8 +357,10 @@ def test_unanimous_one_dissent_fails() -> None:
     assert "not unanimous: a 3, b 1" in d.reason
 
 
-def test_unanimous_split_in_two_equal_halves_is_a_tie() -> None:
-    assert decide(calls("a", "b", "a", "b"), policy(UNANIMOUS), ABC).status == DecisionStatus.TIE
+def test_unanimous_split_in_two_equal_halves_is_a_threshold_not_met() -> None:
+    d = decide(calls("a", "b", "a", "b"), policy(UNANIMOUS), ABC)
+    assert d.status == DecisionStatus.FAILED
+    assert d.reason.startswith("threshold not met: not unanimous")
 
 
 def test_unanimous_counted_failures_break_unanimity() -> None:
@@ -545,7 +552,7 @@ def test_json_strict_fails_on_a_field() -> None:
     counted = policy(STRICT, quorum=Quorum(count_invalid=True))
     d = decide(votes, counted, JSON)
     assert outcome(d) == (DecisionStatus.FAILED, None)
-    assert "size: no strict majority" in d.reason
+    assert "size: threshold not met" in d.reason
     assert outcome(decide(votes, policy(STRICT), JSON)) == (
         DecisionStatus.DECIDED,
         '{"kind":"a","size":1}',
@@ -722,7 +729,7 @@ def test_abstain_ends_without_an_answer() -> None:
     assert d is not None
     assert outcome(d) == (DecisionStatus.FAILED, None)
     assert d.branches == ["abstain"]
-    assert d.reason.startswith("abstained on a tie")
+    assert d.reason.startswith("tie between") and d.reason.endswith("; abstained")
 
 
 def test_branches_that_need_calls_are_not_offline() -> None:

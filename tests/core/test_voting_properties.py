@@ -114,7 +114,8 @@ def test_a_settled_prefix_decides_like_the_full_run(
     for i in range(len(full) + 1):
         remaining = [WEIGHTS[c.model] for c in full[i:]]
         if is_settled(full[:i], remaining, policy, fmt, WEIGHTS):
-            assert key(decide(full[:i], policy, fmt, WEIGHTS)) == final, (i, outcomes)
+            prefix = decide(full[:i], policy, fmt, WEIGHTS, panel=len(full))
+            assert key(prefix) == final, (i, outcomes)
 
 
 def completions(pool: Sequence[str], models: Sequence[str]) -> list[list[CallResult]]:
@@ -141,7 +142,8 @@ def test_is_settled_agrees_with_brute_force(
     landed: list[tuple[str, str]], outstanding: list[str], policy: Policy
 ) -> None:
     done = make_calls(landed)
-    now = key(decide(done, policy, LABELS, WEIGHTS))
+    panel = len(done) + len(outstanding)
+    now = key(decide(done, policy, LABELS, WEIGHTS, panel=panel))
     pool = sorted({answer for answer, _ in landed if not answer.startswith("!")})
     unchanged = all(
         key(decide(done + rest, policy, LABELS, WEIGHTS)) == now
