@@ -404,6 +404,10 @@ def print_decision(result: RunResult) -> None:
         out.print(Text("tie-break: " + " -> ".join(d.branches)))
     if d.reason:
         out.print(Text(d.reason, style="dim"))
+    if d.quorum is not None:
+        out.print(Text(d.quorum.describe()))
+    if d.degraded is not None:
+        out.print(Text(f"DEGRADED: {d.degraded.why}", style="bold yellow"))
     out.print(
         Text(
             f"cost {money(result.cost_usd)}  latency {result.latency_ms:.0f} ms  "

@@ -70,8 +70,8 @@ class DecisionStatus(StrEnum):
     ESCALATED = "escalated"  # decided by an escalate branch
     NEEDS_REVIEW = "needs_review"
     RESOLVED = "resolved"  # a reviewer decided
-    NO_CONVERGENCE = "no_convergence"  # every vote differs
-    FAILED = "failed"  # no quorum, or no acceptable answer
+    NO_CONVERGENCE = "no_convergence"  # three or more valid votes, every one different
+    FAILED = "failed"  # no quorum, a threshold not met, no acceptable answer, abstained
 
 
 class Outcome(StrEnum):

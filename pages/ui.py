@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.calls import FAILED_STATUSES, call_rows
-from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
+from core.result import CallResult, CallStatus, Decision, DecisionStatus, Outcome, RunResult
 from core.runner import Runner
 
 PROSE_WARNING = "Votes on prose are vibes: vote on classifications, structured outputs or yes/no."
@@ -288,23 +288,34 @@ def vote_chart(
     return fig
 
 
+def open_words(decision: Decision, tied: str) -> str:
+    """What left the vote open for the tie-break chain, in the banner's words."""
+    if decision.outcome == Outcome.THRESHOLD_NOT_MET:
+        return f"THRESHOLD NOT MET (candidates {tied})"
+    if decision.outcome == Outcome.NO_CONVERGENCE:
+        return "NO CONVERGENCE (every vote differs)"
+    return f"TIE between {tied}"
+
+
 def decision_banner(decision: Decision, votes: Mapping[str, int]) -> None:
-    """The outcome in one coloured line, then the branches the tie-break chain took."""
+    """The outcome in one coloured line, then the branches the tie-break chain took, the
+    quorum it was taken under and, when calls were lost, that it is degraded and why."""
     status = decision.status
     total = sum(votes.values())
     label = md_text(decision.label) if decision.label is not None else "-"
     margin = f"{decision.margin:g}" if decision.margin is not None else "-"
     tied = ", ".join(md_text(t, 60) for t in decision.tied) or "all votes"
     branches = " → ".join(md_text(b, 80) for b in decision.branches)
+    what = open_words(decision, tied)
     if status == DecisionStatus.DECIDED:
         head = f"**DECIDED: {label}**, margin {margin} ({total} votes)"
         if branches:
             head += f" after the tie-break {branches}"
         st.success(head)
     elif status == DecisionStatus.ESCALATED:
-        st.success(f"**ESCALATED: {label}**. TIE between {tied}, broken by {branches}")
+        st.success(f"**ESCALATED: {label}**. {what}, broken by {branches}")
     elif status == DecisionStatus.RESOLVED:
-        st.success(f"**RESOLVED by a reviewer: {label}**. It had tied between {tied}")
+        st.success(f"**RESOLVED by a reviewer: {label}**. The vote had left: {what}")
     elif status == DecisionStatus.TIE:
         st.warning(
             f"**TIE** between {tied}. "
@@ -312,7 +323,7 @@ def decision_banner(decision: Decision, votes: Mapping[str, int]) -> None:
         )
     elif status == DecisionStatus.NEEDS_REVIEW:
         st.warning(
-            f"**NEEDS REVIEW**: TIE between {tied}. "
+            f"**NEEDS REVIEW**: {what}. "
             + (f"Branches taken: {branches}. " if branches else "")
             + REVIEW_NOTE
         )
@@ -325,6 +336,10 @@ def decision_banner(decision: Decision, votes: Mapping[str, int]) -> None:
         st.error(f"**FAILED**: {md_text(decision.reason, 300)}")
     if decision.reason and status != DecisionStatus.FAILED:
         st.caption(md_text(decision.reason, 300))
+    if decision.quorum is not None:
+        st.caption(md_text(decision.quorum.describe(), 200))
+    if decision.degraded is not None:
+        st.warning(f"**DEGRADED**: {md_text(decision.degraded.why, 300)}")
 
 
 def render_decision(

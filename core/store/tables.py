@@ -96,6 +96,9 @@ class RunRecord(SQLModel, table=True):
     margin: float | None = Field(default=None, sa_type=Double)
     reason: str = Field(default="", sa_type=Text)
     fields_json: str | None = Field(default=None, sa_type=Text)
+    outcome: str | None = None  # the vote's own outcome (docs/decisions.md); NULL before 0004
+    quorum_json: str | None = Field(default=None, sa_type=Text)
+    degraded_json: str | None = Field(default=None, sa_type=Text)
     votes_json: str = Field(default="{}", sa_type=Text)
     field_votes_json: str | None = Field(default=None, sa_type=Text)
     n_calls: int = 0
@@ -285,6 +288,9 @@ def start_row(
         "margin": None,
         "reason": "",
         "fields_json": None,
+        "outcome": None,
+        "quorum_json": None,
+        "degraded_json": None,
         "votes_json": "{}",
         "field_votes_json": None,
         "n_calls": 0,
@@ -318,6 +324,9 @@ def finish_row(
         "margin": d.margin,
         "reason": d.reason,
         "fields_json": None if d.fields is None else dumps(d.fields),
+        "outcome": None if d.outcome is None else d.outcome.value,
+        "quorum_json": None if d.quorum is None else d.quorum.model_dump_json(),
+        "degraded_json": None if d.degraded is None else d.degraded.model_dump_json(),
         "votes_json": dumps(result.votes),
         "field_votes_json": None if result.field_votes is None else dumps(result.field_votes),
         "n_calls": len(result.calls),
@@ -373,6 +382,9 @@ def decision_from_row(row: Mapping[Any, Any]) -> Decision:
         reason=row["reason"],
         tied=loads(row["tied_json"], []),
         fields=loads(row["fields_json"]),
+        outcome=row["outcome"],
+        quorum=loads(row["quorum_json"]),
+        degraded=loads(row["degraded_json"]),
     )
 
 

@@ -318,3 +318,40 @@ async def test_the_engine_refuses_an_impossible_policy_before_any_call() -> None
         await engine.run(request(["f:a"], n=3, aggregation=Aggregation.AT_LEAST, k=4))
     assert p.requests == []
     assert isinstance(engine.recorder, MemoryRecorder) and engine.recorder.started == []
+
+
+# -- shown where people look: the CLI, JSON and the dashboard ------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_cli_shows_the_quorum_and_a_degraded_decision(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from core.cli import print_decision
+    from core.errors import ProviderError
+    from tests.core.test_engine import FakeProvider, make_engine, request
+
+    p = FakeProvider(
+        "f",
+        {
+            "a": ["regression"],
+            "b": ["regression"],
+            "slow": [ProviderError("no answer within 1s", timeout=True)],
+        },
+    )
+    result = await make_engine(p).run(request(["f:a", "f:b", "f:slow"]))
+    doc = result.to_json()
+    assert doc["decision"]["quorum"] == {
+        "need": 1,
+        "valid": 2,
+        "panel": 3,
+        "rule": "default: one valid vote",
+    }
+    assert doc["decision"]["degraded"]["planned"] == 3
+    assert doc["decision"]["degraded"]["counted"] == 2
+    assert doc["decision"]["degraded"]["timeouts"] == 1
+    print_decision(result)
+    shown = " ".join(capsys.readouterr().out.split())  # however the console wrapped it
+    assert "quorum 1 of 3" in shown
+    assert "DEGRADED: 2 of 3 counted: 1 timed out" in shown
+    assert "slow calls are often the strongest models" in shown

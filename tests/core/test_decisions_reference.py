@@ -17,11 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.engine import RunRequest
 from core.errors import PolicyError, ProviderError
 from core.formats import AnswerFormat, JsonFormat, LabelFormat, NumberFormat, YesNoFormat
 from core.panel import ModelSpec, Panel
 from core.policy import Aggregation, Policy, Quorum, TieBreak
 from core.result import CallResult, CallStatus, Decision, DecisionStatus
+from core.spec import RunSpec
+from core.task import Task
 from core.voting import (
     apply_offline_branch,
     check_policy,
@@ -260,15 +263,10 @@ def test_the_engine_chain_follows_the_table(
         | {"big": [scripted(a) for a in big]},
     )
     models = [ModelSpec.parse(f"f:m{i}", weight=w) for i, w in enumerate(weights)]
-    from core.engine import RunRequest
-    from core.task import Task
-
     request = RunRequest(
         run_id="r",
         input="x",
-        task=Task(format=fmt),
-        panel=Panel.build(models),
-        policy=policy,
+        spec=RunSpec(task=Task(format=fmt), panel=Panel.build(models), policy=policy),
     )
     n = len(models)
     engine = make_engine(provider)

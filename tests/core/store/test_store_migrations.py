@@ -119,3 +119,35 @@ def test_a_store_at_the_first_migration_upgrades_with_its_reviews(
         }
         store.upgrade()
         assert [r.reason for r in store.reviews("r")] == ["clear"]
+
+
+def test_0004_keeps_the_outcome_quorum_and_degradation_of_new_runs_and_reads_old_ones(
+    empty_url: str, make_result: Any
+) -> None:
+    """Runs stored before 0004 read back with no outcome, quorum or degradation; runs after
+    it keep all three; the step can be taken back and forth."""
+    from alembic import command
+
+    from core.result import Decision, DecisionStatus, Degraded, Outcome, QuorumCheck
+    from core.store.db import _alembic_config
+
+    decision = Decision(
+        status=DecisionStatus.FAILED,
+        reason="threshold not met: yes has 2 of 5 counted votes, more than half needed",
+        outcome=Outcome.THRESHOLD_NOT_MET,
+        quorum=QuorumCheck(need=3, valid=3, panel=5, rule="default: half the panel"),
+        degraded=Degraded(planned=5, counted=3, timeouts=2, why="3 of 5 counted: 2 timed out"),
+    )
+    with Store(empty_url) as store:
+        store.upgrade()
+        store.save_run(make_result("new", decision=decision), source="cli")
+        assert store.get_run("new").decision == decision
+        with store.engine.begin() as conn:
+            command.downgrade(_alembic_config(conn), "0003")
+        assert "outcome" not in {c["name"] for c in inspect(store.engine).get_columns("run")}
+        store.upgrade()
+        back = store.get_run("new")
+        assert len(back.calls) == 3  # the run's calls survive both steps
+        old = back.decision
+        assert (old.status, old.reason) == (decision.status, decision.reason)
+        assert (old.outcome, old.quorum, old.degraded) == (None, None, None)
