@@ -133,7 +133,7 @@ def test_the_cli_re_vote_takes_every_policy_flag_run_takes(weighted_db: str) -> 
         "--aggregate",
         "at-least:2",
         "--tie-break",
-        "conservative,human",
+        "human,abstain",  # conservative is refused: this task has no conservative order
         "--min-valid",
         "2",
         "--count-errors",
@@ -144,7 +144,7 @@ def test_the_cli_re_vote_takes_every_policy_flag_run_takes(weighted_db: str) -> 
     doc = json.loads(done.stdout)
     policy = doc["spec"]["policy"]
     assert (policy["aggregation"], policy["k"]) == ("at-least", 2)
-    assert [t["kind"] for t in policy["tie_breaks"]] == ["conservative", "human"]
+    assert [t["kind"] for t in policy["tie_breaks"]] == ["human", "abstain"]
     assert policy["quorum"] == {"min_valid": 2, "count_invalid": True, "count_errors": True}
     assert policy["early_stop"] is True
     assert doc["decision"]["label"] == "no regression"  # two of three, counted as votes
