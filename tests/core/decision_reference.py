@@ -178,7 +178,12 @@ def vote(
     votes = [(groups[c.answer], _weight(weights, c.model)) for c in valid if c.answer is not None]
     if isinstance(fmt, JsonFormat):
         return _json(base, votes, counted_d, policy, fmt)
-    outcome, label, candidates = _race(votes, counted_d, policy)
+    return _whole(base, votes, counted_d, policy)
+
+
+def _whole(base: Ref, votes: Sequence[tuple[str, Fraction]], counted: int, policy: Policy) -> Ref:
+    """The answers as one race (rows 5-12)."""
+    outcome, label, candidates = _race(votes, counted, policy)
     return replace(
         base,
         outcome=outcome,
@@ -199,15 +204,8 @@ def _json(
     """Row 13 and 14: every top-level field a race; the object open with its first stuck one."""
     objects = [(fmt.fields(v), w) for v, w in votes]
     names = sorted({name for obj, _ in objects for name in obj})
-    if not names:
-        outcome, label, candidates = _race(votes, counted, policy)
-        return replace(
-            base,
-            outcome=outcome,
-            status=OWN_STATUS[outcome],
-            label=label,
-            candidates=candidates,
-        )
+    if not names:  # every answer is {}: the whole object is the only race
+        return _whole(base, votes, counted, policy)
     races = {
         name: _race([(obj.get(name, MISSING), w) for obj, w in objects], counted, policy)
         for name in names

@@ -9,34 +9,12 @@ import pytest
 from core.errors import PolicyError
 from core.formats import JsonFormat, LabelFormat, NumberFormat, YesNoFormat
 from core.policy import Aggregation, Policy, Quorum, TieBreak
-from core.result import CallResult, CallStatus, Decision, DecisionStatus
+from core.result import Decision, DecisionStatus
 from core.voting import apply_offline_branch, check_policy, decide, is_settled
+from tests.core.test_voting import calls
 
 FMT = LabelFormat(labels=("a", "b", "c", "d"), conservative_order=("a", "b", "c", "d"))
 UNORDERED = LabelFormat(labels=("a", "b", "c", "d"))
-
-_STATUS = {
-    "!invalid": CallStatus.INVALID,
-    "!error": CallStatus.ERROR,
-    "!timeout": CallStatus.TIMEOUT,
-    "!cancelled": CallStatus.CANCELLED,
-}
-
-
-def calls(*outcomes: str) -> list[CallResult]:
-    out = []
-    for i, outcome in enumerate(outcomes):
-        status = _STATUS.get(outcome, CallStatus.OK)
-        out.append(
-            CallResult(
-                slot=i,
-                model=f"sim:m{i}",
-                status=status,
-                answer=outcome if status == CallStatus.OK else None,
-                ended_at=float(i),
-            )
-        )
-    return out
 
 
 def pol(agg: Aggregation, **kwargs: object) -> Policy:

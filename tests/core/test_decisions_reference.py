@@ -22,7 +22,7 @@ from core.errors import PolicyError, ProviderError
 from core.formats import AnswerFormat, JsonFormat, LabelFormat, NumberFormat, YesNoFormat
 from core.panel import ModelSpec, Panel
 from core.policy import Aggregation, Policy, Quorum, TieBreak
-from core.result import CallResult, CallStatus, Decision, DecisionStatus
+from core.result import CallResult, Decision, DecisionStatus
 from core.spec import RunSpec
 from core.task import Task
 from core.voting import (
@@ -35,6 +35,7 @@ from core.voting import (
 )
 from tests.core import decision_reference as ref
 from tests.core.test_engine import FakeProvider, make_engine
+from tests.core.test_voting_properties import FAILURES, make_calls
 
 FORMATS: dict[str, tuple[AnswerFormat, tuple[str, ...]]] = {
     "label": (
@@ -59,34 +60,8 @@ FORMATS: dict[str, tuple[AnswerFormat, tuple[str, ...]]] = {
         ('{"k":"x"}', '{"k":"x","s":1}', '{"k":"y","s":1}', '{"k":"y"}'),
     ),
 }
-FAILURES = ("!invalid", "!error", "!timeout", "!cancelled")
 WEIGHTS = {"m0": 1.0, "m1": 2.0, "m2": 0.5, "m3": 1.5}
-STATUS = {
-    "!invalid": CallStatus.INVALID,
-    "!error": CallStatus.ERROR,
-    "!timeout": CallStatus.TIMEOUT,
-    "!cancelled": CallStatus.CANCELLED,
-}
 OFFLINE = ("conservative", "human", "abstain")
-
-
-def make_calls(
-    outcomes: Sequence[tuple[str, str]], start: int = 0, phase: str = "panel"
-) -> list[CallResult]:
-    out = []
-    for i, (answer, model) in enumerate(outcomes, start):
-        status = STATUS.get(answer, CallStatus.OK)
-        out.append(
-            CallResult(
-                slot=i,
-                model=model,
-                status=status,
-                phase=phase,  # type: ignore[arg-type]
-                answer=answer if status == CallStatus.OK else None,
-                ended_at=float(i),
-            )
-        )
-    return out
 
 
 def policies(chain: st.SearchStrategy[tuple[TieBreak, ...]]) -> st.SearchStrategy[Policy]:
