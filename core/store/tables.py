@@ -96,7 +96,7 @@ class RunRecord(SQLModel, table=True):
     margin: float | None = Field(default=None, sa_type=Double)
     reason: str = Field(default="", sa_type=Text)
     fields_json: str | None = Field(default=None, sa_type=Text)
-    outcome: str | None = None  # the vote's own outcome (docs/decisions.md); NULL before 0004
+    outcome: str | None = None  # the vote's own outcome (docs/decisions.md); NULL before 0005
     quorum_json: str | None = Field(default=None, sa_type=Text)
     degraded_json: str | None = Field(default=None, sa_type=Text)
     votes_json: str = Field(default="{}", sa_type=Text)

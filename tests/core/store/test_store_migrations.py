@@ -36,7 +36,7 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     with Store(empty_url) as store:
         assert store.revision() is None
         store.upgrade()
-        assert store.revision() == head_revision() == "0004"
+        assert store.revision() == head_revision() == "0005"
         assert diffs(store, metadata) == []
         tables = set(inspect(store.engine).get_table_names())
         assert {"batch", "batch_item", "run", "call", "review", "sweep", "curve"} <= tables
@@ -121,10 +121,10 @@ def test_a_store_at_the_first_migration_upgrades_with_its_reviews(
         assert [r.reason for r in store.reviews("r")] == ["clear"]
 
 
-def test_0004_keeps_the_outcome_quorum_and_degradation_of_new_runs_and_reads_old_ones(
+def test_0005_keeps_the_outcome_quorum_and_degradation_of_new_runs_and_reads_old_ones(
     empty_url: str, make_result: Any
 ) -> None:
-    """Runs stored before 0004 read back with no outcome, quorum or degradation; runs after
+    """Runs stored before 0005 read back with no outcome, quorum or degradation; runs after
     it keep all three; the step can be taken back and forth."""
     from alembic import command
 
@@ -143,7 +143,7 @@ def test_0004_keeps_the_outcome_quorum_and_degradation_of_new_runs_and_reads_old
         store.save_run(make_result("new", decision=decision), source="cli")
         assert store.get_run("new").decision == decision
         with store.engine.begin() as conn:
-            command.downgrade(_alembic_config(conn), "0003")
+            command.downgrade(_alembic_config(conn), "0004")
         assert "outcome" not in {c["name"] for c in inspect(store.engine).get_columns("run")}
         store.upgrade()
         back = store.get_run("new")
