@@ -666,9 +666,7 @@ class Store:
 
     def set_batch_status(self, batch_id: str, status: str) -> None:
         """``running`` clears the finish time; any other status sets it to now."""
-        if status not in BATCH_STATUSES:
-            raise InputError(f"unknown batch status {status!r}: use {', '.join(BATCH_STATUSES)}")
-        finished = None if status == "running" else time.time()
+        finished = _finished_at(status)
         with self._write() as conn:
             done = conn.execute(
                 update(batch_t)
@@ -736,9 +734,7 @@ class Store:
     def release_batch(self, batch_id: str, token: str, status: str) -> bool:
         """End the claim ``token`` with the batch's new status (the owner's host, pid and
         since stay as the last owner). False, and nothing changed, when the claim was lost."""
-        if status not in BATCH_STATUSES:
-            raise InputError(f"unknown batch status {status!r}: use {', '.join(BATCH_STATUSES)}")
-        finished = None if status == "running" else time.time()
+        finished = _finished_at(status)
         with self._write() as conn:
             done = conn.execute(
                 update(batch_t)
@@ -986,3 +982,10 @@ def _sqlite_events(engine: Engine) -> None:
     def _begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("tally_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _finished_at(status: str) -> float | None:
+    """A batch's finish time for its new ``status``: none while ``running``, else now."""
+    if status not in BATCH_STATUSES:
+        raise InputError(f"unknown batch status {status!r}: use {', '.join(BATCH_STATUSES)}")
+    return None if status == "running" else time.time()
