@@ -378,11 +378,6 @@ class Tally:
             check_resumable(await anyio.to_thread.run_sync(store.get_batch, batch_id))
         owner = BatchOwner.here()
         lease_s = self.settings.batch_lease_s
-        # claimed before anything is read: what a dead owner finished is what this one reuses
-        await anyio.to_thread.run_sync(lambda: store.claim_batch(batch_id, owner, lease_s))
-        done = await anyio.to_thread.run_sync(store.runs_done, batch_id)
-        # what an interrupted attempt already paid for, read once for the whole batch
-        finished = await anyio.to_thread.run_sync(store.batch_finished_calls, batch_id)
         # runs in flight at once: enough to keep every call slot busy, few enough to stay small
         runs_at_once = anyio.CapacityLimiter(max(4, self.engine.concurrency * 2))
 
@@ -406,7 +401,14 @@ class Tally:
 
         status = "interrupted"
         lost = anyio.Event()
+        # whatever ends the batch releases the claim (releasing one never made changes nothing),
+        # a cancel that lands as the claim or the reads below return included
         try:
+            # claimed before anything is read: what a dead owner finished is what this one reuses
+            await anyio.to_thread.run_sync(lambda: store.claim_batch(batch_id, owner, lease_s))
+            done = await anyio.to_thread.run_sync(store.runs_done, batch_id)
+            # what an interrupted attempt already paid for, read once for the whole batch
+            finished = await anyio.to_thread.run_sync(store.batch_finished_calls, batch_id)
             async with anyio.create_task_group() as outer:
                 outer.start_soon(
                     keep_lease, store, batch_id, owner.token, lease_s, lost, outer.cancel_scope

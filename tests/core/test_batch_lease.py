@@ -8,15 +8,20 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
+from core.api import Tally, build_policy, build_task
 from core.result import CallStatus
 from core.sim.server import serve_in_thread
-from core.store import Store
+from core.spec import RunSpec
+from core.store import BatchItem, Store
+from core.store.lease import BatchOwner
 from tests.core.test_batch_resume import ROOT, batch_args, requests_served, setup_files
 
 LEASE_S = 1.0
@@ -107,3 +112,45 @@ def test_a_resume_is_refused_while_the_owner_lives_and_takes_over_once_it_is_dea
     assert owed, "the owner finished every call before it was killed: make it slower"
     # the server was asked exactly for the calls still owed, each once (with its retries)
     assert requests_served(slow_sim_url) - served_before == sum(1 + c.retries for c in owed)
+
+
+def test_a_batch_cancelled_right_after_its_claim_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel that lands while the batch reads what is already done (right after it claimed
+    the batch) still releases the claim: left ``running`` and owned, it would read as busy
+    elsewhere and could not be resumed until its lease ran out."""
+    for name in ("TALLY_SIM_URL", "TALLY_CONFIG", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    url = f"sqlite:///{tmp_path / 'cancel.db'}"
+    reading = threading.Event()
+    items = [BatchItem(i, None, f"page {i}", None) for i in range(3)]
+
+    async def go() -> str:
+        async with Tally.open(database_url=url) as tally:
+            store = tally.store
+            assert store is not None
+            runs_done = store.runs_done
+
+            def slow_runs_done(batch_id: str) -> set[int]:
+                reading.set()
+                time.sleep(0.3)  # the cancel arrives while this read is under way
+                return runs_done(batch_id)
+
+            monkeypatch.setattr(store, "runs_done", slow_runs_done)
+            spec = RunSpec(
+                task=build_task(labels=["yes", "no"]),
+                panel=tally.panel(["sim:sim-mid"], 3),
+                policy=build_policy(),
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(tally.run_batch, items, spec)
+                await anyio.to_thread.run_sync(reading.wait)
+                tg.cancel_scope.cancel()
+            (info,) = store.list_batches()
+            return info.status
+
+    assert anyio.run(go) == "interrupted"
+    with Store(url) as store:
+        (info,) = store.list_batches()
+        store.claim_batch(info.batch_id, BatchOwner.here(), 30.0)  # not busy: released
