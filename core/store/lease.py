@@ -1,4 +1,4 @@
-"""Who runs a batch: its owner and the lease the owner keeps renewing.
+"""Who runs a batch or a job: its owner and the lease the owner keeps renewing.
 
 Two processes running one batch pay for every call twice (a ``--resume`` started while the
 batch still ran elsewhere once re-made 1,277 of 1,500 calls). So a batch is claimed before its
@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class BatchOwner:
-    """The process that runs a batch; ``token`` tells two claims of one process apart."""
+class Owner:
+    """The process that runs a batch or a job; ``token`` tells two claims of one process
+    apart."""
 
     host: str
     pid: int
@@ -28,7 +29,7 @@ class BatchOwner:
     since: float
 
     @classmethod
-    def here(cls) -> BatchOwner:
+    def here(cls) -> Owner:
         """A new claim by this process."""
         return cls(socket.gethostname(), os.getpid(), uuid.uuid4().hex, time.time())
 
@@ -37,7 +38,10 @@ class BatchOwner:
         return f"pid {self.pid} on {self.host}, since {when}"
 
 
-def holds(owner: BatchOwner, lease_until: float | None, now: float) -> bool:
+BatchOwner = Owner
+
+
+def holds(owner: Owner, lease_until: float | None, now: float) -> bool:
     """Whether ``owner`` still holds its batch: on this host its process decides (a stalled
     process keeps its claim, a killed one loses it at once); elsewhere its lease does."""
     if owner.host == socket.gethostname():

@@ -177,6 +177,46 @@ class CurveRecord(SQLModel, table=True):
     result_json: str = Field(sa_type=Text)
 
 
+class JobRecord(SQLModel, table=True):
+    """One piece of submitted work (``core.jobs``): what it is, who asked, where it stands.
+
+    The claim index serves "the next queued job of this executor, interactive lane first,
+    highest priority, oldest"; the idempotency key makes one form submission one job."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_job_idempotency_key"),
+        Index("ix_job_claim", "executor", "status", "lane", "priority", "created_at"),
+        Index("ix_job_status_lease_until", "status", "lease_until"),
+    )
+
+    id: str = Field(primary_key=True)
+    kind: str  # vote | batch | curve | sweep | revote
+    spec_json: str = Field(sa_type=Text)
+    submitted_by: str | None = None
+    status: str  # queued | running | done | failed | cancelled | interrupted
+    lane: str  # interactive | bulk
+    priority: int = 0  # higher first, within a lane
+    executor: str  # in-process | queue: who may claim it
+    idempotency_key: str | None = None
+    created_at: float = Field(sa_type=Double, index=True)
+    started_at: float | None = Field(default=None, sa_type=Double)
+    finished_at: float | None = Field(default=None, sa_type=Double)
+    progress_done: int = 0
+    progress_total: int | None = None
+    note: str | None = Field(default=None, sa_type=Text)  # what it does or waits for now
+    result_ref: str | None = None  # the run, batch, sweep or curve it made
+    result_json: str | None = Field(default=None, sa_type=Text)
+    error: str | None = Field(default=None, sa_type=Text)
+    cancel_requested: bool = False
+    attempts: int = 0  # claims so far: a reaped job that resumes counts again
+    owner_host: str | None = None
+    owner_pid: int | None = None
+    lease_token: str | None = None
+    heartbeat_at: float | None = Field(default=None, sa_type=Double)
+    lease_until: float | None = Field(default=None, sa_type=Double)
+
+
 metadata = SQLModel.metadata
 
 
@@ -192,6 +232,7 @@ call_t = table("call")
 review_t = table("review")
 sweep_t = table("sweep")
 curve_t = table("curve")
+job_t = table("job")
 
 
 # -- JSON columns ------------------------------------------------------------------------------

@@ -36,10 +36,10 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     with Store(empty_url) as store:
         assert store.revision() is None
         store.upgrade()
-        assert store.revision() == head_revision() == "0005"
+        assert store.revision() == head_revision() == "0006"
         assert diffs(store, metadata) == []
         tables = set(inspect(store.engine).get_table_names())
-        assert {"batch", "batch_item", "run", "call", "review", "sweep", "curve"} <= tables
+        assert {"batch", "batch_item", "run", "call", "review", "sweep", "curve", "job"} <= tables
 
 
 def test_the_comparison_would_see_a_difference(empty_url: str) -> None:
