@@ -6,15 +6,20 @@ and a 5 s pool timeout that fails calls queued behind slow ones. Tally's engine 
 concurrency with its own limiters, so the pool is sized above the engine's ceiling and a
 request never waits for the pool, only for the engine.
 
-Providers speak httpx2 (requests, responses, its errors), but the connections are aiohttp's
-(``AiohttpTransport``): httpx2's own pool costs more CPU per request the more connections it
-holds (4-5 ms a call at 1,024 in flight), aiohttp's stays flat (``benchmarks/fanout.py``).
-Tests keep replacing the transport with ``httpx2.MockTransport``, or talk to a real loopback
-server through this one.
+A provider's request goes out through ``open_reply``. On the network it is sent straight over
+aiohttp (``DirectSession``): httpx2's own pool costs more CPU per request the more connections
+it holds (4-5 ms a call at 1,024 in flight), and even over aiohttp's pool httpx2's request and
+response objects cost about as much as aiohttp itself (``benchmarks/fanout.py``). Everything
+else goes through httpx2 (``HttpClient``): a ``httpx2.MockTransport`` in tests, the in-process
+sim mounted on ``http://sim.invalid``, proxies from the environment, and the rare requests
+(model listings), whose network transport is aiohttp's pool too (``AiohttpTransport``). Both
+paths give the provider the same reply shape (``Reply``) and the same httpx2 errors, so
+``translate`` reads them alike; provider tests run both (MockTransport, and a loopback server).
 """
 
 from __future__ import annotations
 
+import codecs
 import datetime
 import email.utils
 import html
@@ -22,13 +27,16 @@ import json
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import httpx2
+import yarl
 
 from core.errors import ProviderError
 
@@ -91,15 +99,16 @@ def build_client(
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     sim_app: Any | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
-) -> httpx2.AsyncClient:
+) -> HttpClient:
     """The shared client for every provider call.
 
     ``max_connections`` is the engine's global concurrency ceiling; the pool gets headroom on
     top (see ``client_limits``) and keeps all of it alive. ``sim_app`` (the sim's ASGI app) is
     mounted on ``http://sim.invalid`` so the simulated panel runs without a socket.
-    ``transport`` replaces the network transport (tests pass ``httpx2.MockTransport``).
-    ``settings.trust_env`` decides whether proxy and certificate variables apply (a proxied
-    host goes through httpx2's own proxy transport). HTTP/2 is off: one stream per
+    ``transport`` replaces the network transport (tests pass ``httpx2.MockTransport``); without
+    one, provider requests take the direct aiohttp path. ``settings.trust_env`` decides whether
+    proxy and certificate variables apply (with a proxy in the environment every request goes
+    through httpx2, whose proxy transport honours ``NO_PROXY``). HTTP/2 is off: one stream per
     connection keeps the server's view of a cancelled call simple (its connection closes)
     and matches what the compatible servers speak.
     """
@@ -110,17 +119,269 @@ def build_client(
     mounts: dict[str, httpx2.AsyncBaseTransport | None] = {}
     if sim_app is not None:
         mounts[SIM_HOST] = httpx2.ASGITransport(app=sim_app)
-    return httpx2.AsyncClient(
+    network = AiohttpTransport(limits, trust_env=trust_env)
+    proxied = trust_env and bool(urllib.request.getproxies())
+    direct = None if transport is not None or proxied else DirectSession(network)
+    return HttpClient(
+        direct,
         limits=limits,
         timeout=request_timeout(read_timeout_s),
         http1=True,
         http2=False,
         follow_redirects=False,
         trust_env=trust_env,
-        transport=transport or AiohttpTransport(limits, trust_env=trust_env),
+        transport=transport or network,
         mounts=mounts or None,
-        headers={"user-agent": "tally"},
+        headers={"user-agent": USER_AGENT},
     )
+
+
+USER_AGENT = "tally"
+
+
+class HttpClient(httpx2.AsyncClient):
+    """httpx2's client, with the direct aiohttp path for provider requests when there is one
+    (``direct``: none when a test's transport or a proxy stands in for the network)."""
+
+    def __init__(self, direct: DirectSession | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.direct = direct
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            if self.direct is not None:
+                await self.direct.aclose()
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        try:
+            await super().__aexit__(kind, exc, tb)
+        finally:
+            if self.direct is not None:
+                await self.direct.aclose()
+
+
+class Reply(Protocol):
+    """What a provider reads of a reply: ``httpx2.Response`` has it, and so does
+    ``DirectReply``."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def url(self) -> httpx2.URL | str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
+    async def aread(self) -> bytes: ...
+    def aiter_lines(self) -> AsyncIterator[str]: ...
+
+
+def open_reply(
+    client: httpx2.AsyncClient,
+    url: str,
+    body: Any,
+    headers: Mapping[str, str],
+    timeout: httpx2.Timeout,
+) -> _ReplyContext:
+    """``async with open_reply(...) as reply``: POST ``body`` as JSON; leaving the block before
+    the reply was read to its end (a cancelled call) closes the connection, so the server
+    sees the disconnect and stops generating. Failures raise the httpx2 errors either way."""
+    direct = client.direct if isinstance(client, HttpClient) else None
+    if direct is not None and not url.startswith(SIM_HOST):
+        return direct.post(url, body, headers, timeout)
+    return _HttpxReply(client, url, body, headers, timeout)
+
+
+class _ReplyContext(Protocol):
+    async def __aenter__(self) -> Reply: ...
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+class _HttpxReply:
+    """``client.stream(...)``: the path of MockTransport tests, the sim mount and proxies."""
+
+    def __init__(
+        self,
+        client: httpx2.AsyncClient,
+        url: str,
+        body: Any,
+        headers: Mapping[str, str],
+        timeout: httpx2.Timeout,
+    ) -> None:
+        self._stream = client.stream("POST", url, json=body, headers=headers, timeout=timeout)
+
+    async def __aenter__(self) -> Reply:
+        return await self._stream.__aenter__()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stream.__aexit__(kind, exc, tb)
+
+
+class DirectSession:
+    """Provider requests straight over aiohttp: URLs parsed once, timeouts built once, the
+    body encoded once, and no httpx2 request or response on the way. Its own aiohttp session
+    (decompressing, unlike the transport's, whose bodies httpx2 decodes) on the same limits."""
+
+    def __init__(self, network: AiohttpTransport) -> None:
+        self._network = network
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, yarl.URL] = {}
+
+    def session(self) -> aiohttp.ClientSession:
+        """Made on first use: aiohttp binds a session to the running event loop."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=self._network.connector(),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"user-agent": USER_AGENT},
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def url(self, url: str) -> yarl.URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) > 1024:  # a caller building URLs per request: stay bounded
+                self._urls.clear()
+            parsed = self._urls[url] = yarl.URL(url)
+        return parsed
+
+    def post(
+        self, url: str, body: Any, headers: Mapping[str, str], timeout: httpx2.Timeout
+    ) -> DirectCall:
+        return DirectCall(self, url, json.dumps(body).encode(), headers, timeout)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class DirectCall:
+    """One request of ``DirectSession.post``, as an async context manager."""
+
+    __slots__ = ("_body", "_headers", "_owner", "_reply", "_timeout", "_url")
+
+    def __init__(
+        self,
+        owner: DirectSession,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: httpx2.Timeout,
+    ) -> None:
+        self._owner, self._url, self._body = owner, url, body
+        self._headers, self._timeout = headers, timeout
+        self._reply: DirectReply | None = None
+
+    def request(self) -> httpx2.Request:
+        """The httpx2 request an error carries, built only when there is an error."""
+        return httpx2.Request("POST", self._url)
+
+    async def __aenter__(self) -> DirectReply:
+        owner = self._owner
+        timeout = self._timeout
+        with _httpx_errors(self.request):
+            response = await owner.session().request(
+                "POST",
+                owner.url(self._url),
+                data=self._body,
+                headers={**self._headers, "content-type": "application/json"},
+                allow_redirects=False,
+                timeout=owner._network.timeout(timeout.connect, timeout.read, timeout.pool),
+            )
+        self._reply = DirectReply(response, self._url, self.request)
+        return self._reply
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._reply is not None:
+            self._reply.finish()
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+class DirectReply:
+    """An aiohttp response read the way providers read an ``httpx2.Response``."""
+
+    __slots__ = (
+        "_content",
+        "_request",
+        "_response",
+        "headers",
+        "reason_phrase",
+        "status_code",
+        "url",
+    )
+
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        url: str,
+        request: Callable[[], httpx2.Request],
+    ) -> None:
+        self._response, self._request = response, request
+        self.status_code: int = response.status
+        self.headers: Mapping[str, str] = response.headers
+        self.reason_phrase: str = response.reason or ""
+        self.url = url
+        self._content: bytes | None = None
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise httpx2.ResponseNotRead()
+        return self._content
+
+    async def aread(self) -> bytes:
+        if self._content is None:
+            with _httpx_errors(self._request):
+                self._content = await self._response.read()
+        return self._content
+
+    async def aiter_lines(self) -> AsyncIterator[str]:
+        """Lines as httpx2 splits them (``\\n``, ``\\r\\n`` or ``\\r``), decoded as UTF-8, with no
+        limit on a line's length."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pending = ""
+        with _httpx_errors(self._request):
+            async for chunk in self._response.content.iter_any():
+                pending += decoder.decode(chunk)
+                # a trailing "\r" may be the first half of "\r\n": keep it for the next chunk
+                cut = len(pending) - 1 if pending.endswith("\r") else len(pending)
+                *lines, rest = _NEWLINE.split(pending[:cut])
+                pending = rest + pending[cut:]
+                for line in lines:
+                    yield line
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            *lines, rest = _NEWLINE.split(pending)
+            for line in lines:
+                yield line
+            if rest:
+                yield rest
+
+    def finish(self) -> None:
+        """Back to the pool when read to the end; otherwise the connection goes."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
@@ -137,37 +398,44 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self.limits = limits
         self.ssl_context: ssl.SSLContext = httpx2.create_ssl_context(trust_env=trust_env)
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[float | None, ...], aiohttp.ClientTimeout] = {}
+
+    def connector(self) -> aiohttp.TCPConnector:
+        """A pool on these limits, made in the running event loop."""
+        return aiohttp.TCPConnector(
+            limit=self.limits.max_connections or 0,
+            limit_per_host=0,
+            keepalive_timeout=self.limits.keepalive_expiry or KEEPALIVE_EXPIRY_S,
+            ssl=self.ssl_context,
+        )
 
     def session(self) -> aiohttp.ClientSession:
         """Made on first use: aiohttp binds a session to the running event loop."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.limits.max_connections or 0,
-                limit_per_host=0,
-                keepalive_timeout=self.limits.keepalive_expiry or KEEPALIVE_EXPIRY_S,
-                ssl=self.ssl_context,
-            )
             self._session = aiohttp.ClientSession(
-                connector=connector,
+                connector=self.connector(),
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx2 keeps the cookies
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             )
         return self._session
 
-    def _timeout(self, timeout: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
-        key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
+    def timeout(
+        self, connect: float | None, read: float | None, pool: float | None
+    ) -> aiohttp.ClientTimeout:
+        """httpx2's timeouts as aiohttp's, built once per set of values."""
+        key = (connect, read, pool)
         cached = self._timeouts.get(key)
         if cached is None:
             # aiohttp's ``connect`` is the wait for a pooled connection, a new one included
-            cached = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+            cached = aiohttp.ClientTimeout(sock_connect=connect, sock_read=read, connect=pool)
             self._timeouts[key] = cached
         return cached
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         content = await request.aread()
-        with _httpx_errors(request):
+        timeout = request.extensions.get("timeout", {})
+        with _httpx_errors(lambda: request):
             response = await self.session().request(
                 request.method,
                 str(request.url),
@@ -175,7 +443,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 data=content or None,
                 allow_redirects=False,
                 compress=False,
-                timeout=self._timeout(request.extensions.get("timeout", {})),
+                timeout=self.timeout(
+                    timeout.get("connect"), timeout.get("read"), timeout.get("pool")
+                ),
                 server_hostname=request.extensions.get("sni_hostname"),
             )
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
@@ -200,7 +470,7 @@ class _AiohttpBody(httpx2.AsyncByteStream):
         self._response, self._request = response, request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _httpx_errors(self._request):
+        with _httpx_errors(lambda: self._request):
             async for chunk in self._response.content.iter_any():
                 yield chunk
 
@@ -226,13 +496,14 @@ _AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx2.TransportError]], 
 
 
 @contextmanager
-def _httpx_errors(request: httpx2.Request) -> Iterator[None]:
+def _httpx_errors(request: Callable[[], httpx2.Request]) -> Iterator[None]:
+    """aiohttp's failures as httpx2's, carrying ``request()`` (built only on failure)."""
     try:
         yield
     except (aiohttp.ClientError, OSError) as exc:
         for theirs, ours in _AIOHTTP_ERRORS:
             if isinstance(exc, theirs):
-                raise ours(str(exc) or type(exc).__name__, request=request) from exc
+                raise ours(str(exc) or type(exc).__name__, request=request()) from exc
         raise  # pragma: no cover - OSError and ClientError are both in the table
 
 
@@ -371,9 +642,7 @@ def _json_error_detail(data: Any, reason: str) -> tuple[str, str | None]:
     return reason or "error", None
 
 
-def error_from_response(
-    response: httpx2.Response, *, secrets: Iterable[str | None] = ()
-) -> ProviderError:
+def error_from_response(response: Reply, *, secrets: Iterable[str | None] = ()) -> ProviderError:
     """``HTTP 429 from api.openai.com: Rate limit reached`` with ``retryable`` and
     ``retry_after`` from the status and headers. Reads the body only if it was read already
     (a streamed response must be ``await response.aread()`` first to show its message)."""
@@ -401,10 +670,10 @@ def error_from_response(
     )
 
 
-def _response_host(response: httpx2.Response) -> str:
+def _response_host(response: Reply) -> str:
     try:
-        return host_of(response.request.url)
-    except RuntimeError:
+        return host_of(response.url)
+    except RuntimeError:  # an httpx2.Response made without a request
         return "the server"
 
 
@@ -466,13 +735,18 @@ def error_in_body(data: Any, host: str, *, secrets: Iterable[str | None] = ()) -
     )
 
 
-def parse_json_body(response: httpx2.Response, *, secrets: Iterable[str | None] = ()) -> Any:
+def parse_json_body(response: Reply, *, secrets: Iterable[str | None] = ()) -> Any:
     """The JSON of a read 2xx reply; an HTML page or broken JSON is a ``ProviderError``.
 
     Broken JSON is retryable (a reply cut or garbled on the way); an HTML page is not (a wrong
     ``base_url`` or a login portal answers the same way every time)."""
-    host = _response_host(response)
     body = response.content
+    if body[:1] == b"{":  # the common case, without a look for HTML
+        try:
+            return json.loads(body)
+        except ValueError:
+            pass
+    host = _response_host(response)
     if looks_like_html(body, response.headers.get("content-type", "")):
         summary = summarise_html(body, response.reason_phrase or "no title")
         raise ProviderError(
@@ -491,7 +765,7 @@ def parse_json_body(response: httpx2.Response, *, secrets: Iterable[str | None] 
         ) from None
 
 
-async def aiter_sse(response: httpx2.Response) -> AsyncIterator[tuple[str, str]]:
+async def aiter_sse(response: Reply) -> AsyncIterator[tuple[str, str]]:
     """Server-sent events as ``(event, data)``; multi-line data is joined with newlines.
 
     Written against the SSE rules rather than httpx's ``EventSource`` so that a server which

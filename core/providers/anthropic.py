@@ -14,7 +14,13 @@ from typing import Any
 import httpx2
 
 from core.errors import ProviderError
-from core.http import DEFAULT_READ_TIMEOUT_S, aiter_sse, error_in_body, host_of, redact
+from core.http import (
+    DEFAULT_READ_TIMEOUT_S,
+    Reply,
+    aiter_sse,
+    error_in_body,
+    redact,
+)
 from core.providers import ANSWER_TOOL, as_count, model_ids, object_schema, unwrap_answer
 from core.providers.base import Completion, CompletionRequest, Usage
 from core.providers.endpoint import Endpoint
@@ -161,12 +167,12 @@ class AnthropicProvider(Endpoint):
             tokens_out=usage.tokens_out,
         )
 
-    async def _read_stream(self, response: httpx2.Response, usage: Usage) -> Completion:
+    async def _read_stream(self, response: Reply, usage: Usage) -> Completion:
         """Follow the event sequence ``message_start``, ``content_block_*``, ``message_delta``,
         ``message_stop``. Deltas are counted into ``usage.tokens_out`` as an estimate until
         ``message_delta`` reports the real count. A stream that stops before ``message_stop``
         with a stop reason failed, whatever text it carried."""
-        host = host_of(response.url)
+        host = self._host
         texts: list[str] = []
         tool_json: list[str] = []
         tool_blocks: set[int] = set()

@@ -4,7 +4,8 @@ The key is held here only, never shown by ``repr`` and redacted from every error
 runs inside ``async with client.stream(...)`` whether or not it streams, so a call the engine
 cancels (early stop, fastest-acceptable) closes its connection at once and the server stops
 generating. Error replies and transport failures become ``ProviderError`` through
-``core.http``, the same for every protocol.
+``core.http``, the same for every protocol. What every request of an endpoint shares (its
+headers, its timeout, its host) is built once.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import httpx2
 from core.http import (
     DEFAULT_READ_TIMEOUT_S,
     RateLimitInfo,
+    Reply,
     error_from_exception,
     error_from_response,
     host_of,
+    open_reply,
     parse_json_body,
     read_rate_limits,
     request_timeout,
@@ -53,6 +56,8 @@ class Endpoint:
         self.timeout_s = timeout_s
         self._api_key = api_key or None
         self._timeout = request_timeout(timeout_s)  # built once: it is on every call's path
+        self._host = host_of(self.base_url)
+        self._accept_headers: dict[str, dict[str, str]] = {}
         self.rate_limits: RateLimitInfo | None = None  # the last reply's rate-limit headers
 
     @property
@@ -68,7 +73,12 @@ class Endpoint:
         raise NotImplementedError
 
     def _headers(self, accept: str) -> dict[str, str]:
-        return {**self.headers, "accept": accept, **self._auth_headers()}
+        """The request headers for ``accept``, built once (the key does not change)."""
+        headers = self._accept_headers.get(accept)
+        if headers is None:
+            headers = {**self.headers, "accept": accept, **self._auth_headers()}
+            self._accept_headers[accept] = headers
+        return headers
 
     async def post(
         self,
@@ -77,19 +87,19 @@ class Endpoint:
         body: dict[str, Any],
         *,
         streaming: bool,
-        read_stream: Callable[[httpx2.Response], Awaitable[T]],
+        read_stream: Callable[[Reply], Awaitable[T]],
         read_reply: Callable[[Any, str], T],
     ) -> T:
         """POST ``body`` to ``path``; a stream is read by ``read_stream``, a JSON reply (also
         from a server that ignored ``stream``) by ``read_reply`` with the host for messages."""
         secrets = (self._api_key,)
         try:
-            async with client.stream(
-                "POST",
+            async with open_reply(
+                client,
                 f"{self.base_url}/{path}",
-                json=body,
-                headers=self._headers("text/event-stream" if streaming else "application/json"),
-                timeout=self._timeout,
+                body,
+                self._headers("text/event-stream" if streaming else "application/json"),
+                self._timeout,
             ) as response:
                 self.rate_limits = read_rate_limits(response.headers) or self.rate_limits
                 if response.status_code >= 400:
@@ -100,7 +110,7 @@ class Endpoint:
                     return await read_stream(response)
                 await response.aread()
                 data = parse_json_body(response, secrets=secrets)
-                return read_reply(data, host_of(response.url))
+                return read_reply(data, self._host)
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise error_from_exception(exc, secrets=secrets) from exc
 

@@ -15,7 +15,13 @@ from typing import Any
 import httpx2
 
 from core.errors import ProviderError
-from core.http import DEFAULT_READ_TIMEOUT_S, aiter_sse, error_in_body, host_of, redact
+from core.http import (
+    DEFAULT_READ_TIMEOUT_S,
+    Reply,
+    aiter_sse,
+    error_in_body,
+    redact,
+)
 from core.providers import (
     ANSWER_TOOL,
     as_count,
@@ -140,9 +146,7 @@ class OpenAIProvider(Endpoint):
             )
         return out
 
-    async def _read_stream(
-        self, response: httpx2.Response, usage: Usage, expected: int
-    ) -> list[Completion]:
+    async def _read_stream(self, response: Reply, usage: Usage, expected: int) -> list[Completion]:
         """Accumulate ``data:`` chunks per choice index until ``[DONE]``.
 
         ``usage.tokens_out`` counts content chunks as an estimate while the reply streams (one
@@ -150,7 +154,7 @@ class OpenAIProvider(Endpoint):
         usage chunk (``stream_options.include_usage``) replaces the estimate with the real
         numbers. Every choice must end with a finish reason, or the call failed.
         """
-        host = host_of(response.url)
+        host = self._host
         texts: dict[int, list[str]] = {}
         finish: dict[int, str] = {}
         chunks: dict[int, int] = {}

@@ -14,6 +14,7 @@ import pytest
 from core.errors import ProviderError
 from core.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicProvider
 from core.providers.base import Completion, CompletionRequest, Usage
+from tests.core.providers.wire import client_for, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +47,7 @@ class Server:
         return data
 
     def client(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(transport=httpx2.MockTransport(self))
+        return client_for(self)
 
 
 def message(
@@ -330,6 +331,7 @@ async def test_missing_content() -> None:
         await complete(server, request())
 
 
+@pytest.mark.mock_only
 async def test_read_timeout() -> None:
     def handler(request: httpx2.Request) -> httpx2.Response:
         raise httpx2.ReadTimeout("timed out", request=request)
@@ -366,6 +368,7 @@ async def test_cancelled_stream_is_closed() -> None:
     usage = Usage()
     with anyio.move_on_after(0.2):
         await complete(server, request(stream=True), usage)
+    await settled()
     assert closed == [True]
     assert (usage.tokens_in, usage.tokens_out) == (30, 1)
 

@@ -17,6 +17,7 @@ import pytest
 from core.errors import ProviderError
 from core.providers.base import CompletionRequest, Usage
 from core.providers.openai import OpenAIProvider
+from tests.core.providers.wire import client_for, settled
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +48,7 @@ class Server:
         return data
 
     def client(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(transport=httpx2.MockTransport(self))
+        return client_for(self)
 
 
 def reply(
@@ -393,6 +394,7 @@ async def test_cancelled_call_closes_its_stream() -> None:
     with anyio.move_on_after(0.2) as scope:
         await complete(server, provider(), request(stream=True), usage)
     assert scope.cancelled_caught
+    await settled()
     assert stream.closed
     assert usage.tokens_out == 1
 
@@ -452,6 +454,7 @@ async def test_key_never_in_an_error_message() -> None:
     assert KEY[:12] not in str(info.value)
 
 
+@pytest.mark.mock_only
 async def test_read_timeout() -> None:
     def handler(request: httpx2.Request) -> httpx2.Response:
         raise httpx2.ReadTimeout("timed out", request=request)
@@ -462,6 +465,7 @@ async def test_read_timeout() -> None:
     assert info.value.retryable
 
 
+@pytest.mark.mock_only
 async def test_connect_error() -> None:
     def handler(request: httpx2.Request) -> httpx2.Response:
         raise httpx2.ConnectError("connection refused", request=request)
