@@ -24,11 +24,12 @@ from core.config import MAX_CONCURRENCY, Settings, TallyConfig, load_config, loa
 from core.cost import PriceBook
 from core.engine import Engine, EventSink, Recorder, RunRequest, reusable_calls
 from core.errors import BusyError, InputError, StoreError, not_a_string
+from core.estimate import ModelHints, SpendEstimate, estimate, hints_for
 from core.formats import parse_format
 from core.http import build_client
 from core.panel import ModelSpec, Panel, Slot
 from core.policy import Acceptance, Policy, Quorum, TieBreak
-from core.providers.registry import Registry, build_registry
+from core.providers.registry import SIM_PROVIDER, Registry, build_registry, sim_served
 from core.result import CallResult, CallStatus, MissingVote, RunResult
 from core.retry import RetryPolicy
 from core.spec import RunSpec
@@ -346,6 +347,43 @@ class Tally:
     def calls_needed(self, policy: Policy) -> bool:
         """Whether re-voting under ``policy`` may call models (escalate/expand branches)."""
         return any(b.kind in ("escalate", "expand") for b in policy.tie_breaks)
+
+    def check_run(self, text: str, spec: RunSpec) -> None:
+        """Everything that can refuse a run, checked before a row is written or a call made."""
+        self.engine.validate(RunRequest(run_id="check", input=text, spec=spec))
+
+    def estimate(
+        self, spec: RunSpec, inputs: Sequence[str], *, ceiling: int | None = None
+    ) -> SpendEstimate:
+        """What running ``spec`` once per input will spend, told before any call: calls,
+        estimated cost from the price book, expected time from the ceilings (core.estimate).
+        Raises the InputError a run of it would (an input the template cannot take).
+        ``ceiling`` replaces the engine's global concurrency ceiling (a sweep's level)."""
+        models = [m.name for m in spec.panel.models]
+        models += [b.model.name for b in spec.policy.tie_breaks if b.model is not None]
+        scale = self.settings.sim_time_scale if self.settings.sim_url is None else 1.0
+        sim = {
+            f"{SIM_PROVIDER}:{name}": ModelHints(
+                tokens_out=int(model.tokens_out), latency_s=model.latency_median_ms * scale / 1000
+            )
+            for name, model in sim_served().items()
+        }
+        unseen = [m for m in models if m not in sim]
+        history = self.store.recent_latencies(unseen) if self.store and unseen else {}
+
+        def provider_of(model: ModelSpec) -> tuple[str, int]:
+            provider = self.registry.resolve(model)
+            return provider.name, provider.max_concurrency
+
+        return estimate(
+            spec,
+            inputs,
+            prices=self.prices,
+            supports_n=lambda model: bool(self.registry.resolve(model).supports_n),
+            provider_of=provider_of,
+            hints=hints_for(models, sim=sim, history_ms=history),
+            ceiling=self.engine.concurrency if ceiling is None else ceiling,
+        )
 
     async def run_batch(
         self,

@@ -112,20 +112,22 @@ class Acceptance(BaseModel):
             try:
                 re.compile(arg)
             except re.error as err:
-                raise PolicyError(f"bad --accept regex {arg!r}: {err}") from None
+                raise PolicyError(f"bad acceptance regex {arg!r}: {err}") from None
             return cls(regex=arg)
         if kind == "labels":
             labels = tuple(x.strip() for x in arg.split(",") if x.strip())
             if not labels:
-                raise PolicyError("--accept labels: needs at least one label")
+                raise PolicyError("accepting labels needs at least one label")
             return cls(labels=labels)
         if kind == "schema":
             try:
                 schema = json.loads(arg)
             except json.JSONDecodeError as err:
-                raise PolicyError(f"--accept schema: is not valid JSON: {err.msg}") from None
+                raise PolicyError(f"the acceptance schema is not valid JSON: {err.msg}") from None
             return cls(json_schema=schema)
-        raise PolicyError(f"unknown --accept {text!r}: use regex:..., labels:a,b or schema:{{...}}")
+        raise PolicyError(
+            f"unknown acceptance rule {text!r}: use regex:..., labels:a,b or schema:{{...}}"
+        )
 
 
 class Policy(BaseModel):
@@ -142,7 +144,7 @@ class Policy(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> Policy:
         if self.aggregation == Aggregation.AT_LEAST and (self.k is None or self.k < 1):
-            raise PolicyError("at-least needs k >= 1: --aggregate at-least:3")
+            raise PolicyError("at least k votes needs k of 1 or more")
         if self.hedge_delay_s < 0:
             raise PolicyError("hedge delay cannot be negative")
         if self.quorum.min_valid is not None and self.quorum.min_valid < 0:

@@ -89,7 +89,7 @@ def check_policy(policy: Policy, fmt: AnswerFormat, panel: int | None = None) ->
     ):
         raise PolicyError(
             f"the conservative tie-break needs a conservative order, and this {fmt.kind} "
-            "task has none: give one (--conservative) or drop the branch"
+            "task has none: give one or drop the branch"
         )
     if panel is not None:
         _check_panel(policy, panel)
@@ -114,12 +114,10 @@ def _check_panel(policy: Policy, panel: int) -> None:
     k = policy.k
     if policy.aggregation == Aggregation.AT_LEAST and k is not None and k > panel + extra:
         more = f" and expand adds {extra}" if extra else ""
-        raise PolicyError(f"at-least:{k} needs {k} votes, the panel has {panel}{more}")
+        raise PolicyError(f"at least {k} votes for the winner: the panel has {panel}{more}")
     need = policy.quorum.min_valid
     if need is not None and need > panel and policy.aggregation != Aggregation.FASTEST:
-        raise PolicyError(
-            f"a minimum of {need} valid votes (--min-valid) cannot be met by a panel of {panel}"
-        )
+        raise PolicyError(f"a quorum of {need} valid votes cannot be met by a panel of {panel}")
 
 
 def quorum_need(policy: Policy, panel: int) -> tuple[int, str]:
@@ -128,7 +126,7 @@ def quorum_need(policy: Policy, panel: int) -> tuple[int, str]:
         return 1, "one acceptable answer"
     given = policy.quorum.min_valid
     if given is not None:
-        return given, f"--min-valid {given}"
+        return given, "as set"
     if policy.aggregation in (Aggregation.STRICT, Aggregation.UNANIMOUS):
         return max(1, math.ceil(panel / 2)), "default: half the panel, rounded up"
     return 1, "default: one valid vote"

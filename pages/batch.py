@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 import streamlit as st
@@ -273,8 +273,19 @@ def uploaded_items(
     return items, columns, name
 
 
-def submit() -> None:
-    """Run pressed: check every part, put each problem by its widget, or start the batch."""
+class Planned(NamedTuple):
+    """The batch the form describes: its rows, spec, column mapping and default name."""
+
+    items: list[BatchItem]
+    spec: RunSpec
+    columns: dict[str, str | None]
+    name: str
+
+
+def form_batch() -> tuple[Planned | None, dict[str, str]]:
+    """The batch the form describes, or the problems that refuse it by the widget they concern.
+    Every check the batch would make is made here, before any call or row: gold values the task
+    cannot read, a quorum or k above N, an input the template cannot take."""
     runner = ui.get_runner()
     errors: dict[str, str] = {}
     bundled = val("batch.source") == BUNDLED
@@ -312,17 +323,45 @@ def submit() -> None:
         )
     except InputError as err:
         errors["policy"] = str(err)
-    if not errors and task is not None and panel is not None and policy is not None:
+    if errors or task is None or panel is None or policy is None:
+        return None, errors
+    spec = RunSpec(task=task, panel=panel, policy=policy)
+    try:
+        runner.tally.check_batch(items, spec)
+    except TallyError as err:
+        errors["columns" if "gold" in str(err) else "policy"] = str(err)
+        return None, errors
+    return Planned(items, spec, columns, val("batch.name").strip() or default_name), errors
+
+
+def submit() -> None:
+    """Run pressed: check every part, put each problem by its widget, or start the batch."""
+    planned, errors = form_batch()
+    if planned is not None:
+        estimate = ui.spend_estimate(planned.spec, [i.text for i in planned.items])
+        if estimate is not None and not ui.spend_confirmed("batch", estimate):
+            errors["submit"] = ui.CONFIRM_FIRST
+    if not errors and planned is not None:
         try:
-            S["batch.current"] = runner.submit_batch(
-                items,
-                RunSpec(task=task, panel=panel, policy=policy),
-                name=val("batch.name").strip() or default_name,
-                columns=columns,
+            S["batch.current"] = ui.get_runner().submit_batch(
+                planned.items, planned.spec, name=planned.name, columns=planned.columns
             )
         except TallyError as err:
             errors["submit"] = str(err)
     S["batch.errors"] = errors
+
+
+def preflight() -> None:
+    """Before Run batch: the planned spend, or what would refuse the batch."""
+    planned, errors = form_batch()
+    if planned is not None:
+        estimate = ui.spend_estimate(planned.spec, [i.text for i in planned.items])
+        ui.spend_box("batch", estimate)
+    elif set(errors) - {"file"}:
+        st.warning(
+            "The batch would be refused, before any call or row: "
+            + " · ".join(ui.md_text(m, 300) for k, m in errors.items() if k != "file")
+        )
 
 
 # -- progress, results, resume -------------------------------------------------------------------
@@ -580,6 +619,7 @@ def main() -> None:
             st.text_input("Batch name (optional)", key="batch.name")
         with right:
             panel_policy_section(models)
+        preflight()
         st.button("Run batch", type="primary", on_click=submit, key="batch.submit")
         error_here("submit")
         if S.get("batch.errors"):

@@ -23,6 +23,7 @@ from core.experiments import (
     DEFAULT_LEVELS,
     CurveReport,
     Disagreement,
+    DrawPlan,
     PanelCurve,
     SweepReport,
     analyse_batch,
@@ -35,8 +36,9 @@ from core.experiments import (
     save_ceiling,
 )
 from core.experiments.curve import load_report as load_curve
+from core.experiments.curve import why_not_curvable
 from core.experiments.reliability import BatchReliability, batch_reliability
-from core.experiments.sweep import DEMO_MODES, demo_sweep, sweep_sync
+from core.experiments.sweep import DEMO_MODES, demo_sweep, estimate_sweep, sweep_sync
 from core.experiments.sweep import load_report as load_sweep
 from core.runner import Runner
 from core.sim.models import DEFAULT_PANEL
@@ -83,27 +85,32 @@ def number(value: float | None, digits: int = 2) -> str:
 # -- error against N: starting a curve -----------------------------------------------------------
 
 
+def plan_curve() -> tuple[DrawPlan, list[int], list[list[str]]]:
+    """The draw the form describes; any problem raises the TallyError that refuses it."""
+    runner = ui.get_runner()
+    ns = parse_ints(str(S["exp.ns"]), "N")
+    panels = [parse_panel(line) for line in str(S["exp.panels"]).splitlines() if line.strip()]
+    models = list(dict.fromkeys([*S.get("exp.models", []), *(m for p in panels for m in p)]))
+    if not models:
+        raise TallyError("Choose at least one model to draw from.")
+    for model in models:
+        runner.tally.panel([model])  # an unknown provider or a missing key is refused here
+    labelled = load_labelled(str(S["exp.set"]))
+    plan = plan_draw(
+        labelled, models, int(S["exp.k"]), ns, items=int(S["exp.items"]), seed=int(S["exp.seed"])
+    )
+    return plan, ns, panels
+
+
 def submit_curve() -> None:
     """Check the form and start the draw as a background batch; a problem goes beside the form."""
     runner = ui.get_runner()
     S["exp.error"] = None
     try:
-        ns = parse_ints(str(S["exp.ns"]), "N")
-        panels = [parse_panel(line) for line in str(S["exp.panels"]).splitlines() if line.strip()]
-        models = list(dict.fromkeys([*S.get("exp.models", []), *(m for p in panels for m in p)]))
-        if not models:
-            raise TallyError("Choose at least one model to draw from.")
-        for model in models:
-            runner.tally.panel([model])  # an unknown provider or a missing key is refused here
-        labelled = load_labelled(str(S["exp.set"]))
-        plan = plan_draw(
-            labelled,
-            models,
-            int(S["exp.k"]),
-            ns,
-            items=int(S["exp.items"]),
-            seed=int(S["exp.seed"]),
-        )
+        plan, ns, panels = plan_curve()
+        estimate = ui.spend_estimate(plan.spec, [i.text for i in plan.items])
+        if estimate is not None and not ui.spend_confirmed("exp.draw", estimate):
+            raise TallyError(ui.CONFIRM_FIRST)
         batch_id = runner.submit_batch(
             plan.items,
             plan.spec,
@@ -121,6 +128,16 @@ def submit_curve() -> None:
         "set": plan.set_name,
         "params": {"models": plan.models, "k": plan.k, "items": len(plan.items)},
     }
+
+
+def curve_preflight() -> None:
+    """Before the draw: its planned spend, or what would refuse it."""
+    try:
+        plan, _, _ = plan_curve()
+    except TallyError as err:
+        st.warning(f"The draw would be refused, before any call: {ui.md_text(err, 300)}")
+        return
+    ui.spend_box("exp.draw", ui.spend_estimate(plan.spec, [i.text for i in plan.items]))
 
 
 def finish_curve(store: Store, pending: dict[str, Any]) -> None:
@@ -186,14 +203,24 @@ def curve_form(runner: Runner) -> None:
         "One draw serves every curve: each model alone (N samples of it), all of them mixed, and "
         "the panels above. The draw is a batch: every call is stored and can be opened."
     )
+    curve_preflight()
     st.button("Draw and curve", type="primary", on_click=submit_curve, key="exp.draw")
 
 
 def batch_form(store: Store) -> None:
-    batches = [b for b in store.list_batches(limit=100) if b.status == "done"]
+    listed = store.list_batches(limit=100)
+    batches = [b for b in listed if why_not_curvable(store, b) is None]
     if not batches:
-        st.caption("No finished batch yet.")
+        st.caption(
+            "No batch can be curved yet: a curve needs a finished batch with gold labels "
+            "in a voted format."
+        )
         return
+    if len(batches) < len(listed):
+        st.caption(
+            f"{len(listed) - len(batches)} other batches are not offered: unfinished, "
+            "without gold, or free text."
+        )
     by_id = {b.batch_id: b for b in batches}
     c1, c2 = st.columns([2, 1])
     batch_id = c1.selectbox(
@@ -919,9 +946,25 @@ def verdict_box(verdict: SweepVerdict) -> None:
         st.warning(f"Handbook: {ui.md_text(verdict.warning, 400)}")
 
 
-def run_sweep_now(model: str) -> None:
+def sweep_preflight(runner: Runner, model: str | None) -> None:
+    """Before a sweep: its planned calls, cost and time, level after level."""
+    if not model:
+        return
     try:
         levels = parse_ints(str(S["exp.levels"]), "Levels")
+        estimate = estimate_sweep(runner.tally, model, levels, int(S["exp.calls"]))
+    except TallyError as err:
+        st.warning(f"The sweep would be refused, before any call: {ui.md_text(err, 300)}")
+        return
+    ui.spend_box("exp.sweep", estimate)
+
+
+def run_sweep_now(runner: Runner, model: str) -> None:
+    try:
+        levels = parse_ints(str(S["exp.levels"]), "Levels")
+        estimate = estimate_sweep(runner.tally, model, levels, int(S["exp.calls"]))
+        if not ui.spend_confirmed("exp.sweep", estimate):
+            raise TallyError(ui.CONFIRM_FIRST)
         with st.spinner(f"Sweeping {model} at {', '.join(map(str, levels))} calls in flight…"):
             report = sweep_sync(model, levels, calls_per_level=int(S["exp.calls"]))
         S["exp.sweep"] = report.sweep_id
@@ -968,8 +1011,9 @@ def wall_tab(runner: Runner) -> None:
         c1, c2 = st.columns(2)
         c1.text_input("Concurrency levels", key="exp.levels")
         c2.number_input("Calls per level (at least 4 rounds)", min_value=1, key="exp.calls")
+        sweep_preflight(runner, model)
         if st.button("Run sweep", type="primary", key="exp.run_sweep") and model:
-            run_sweep_now(model)
+            run_sweep_now(runner, model)
     with right, st.container(border=True):
         st.markdown("**Demo: the sim server in three modes**")
         st.radio(

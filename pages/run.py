@@ -182,8 +182,10 @@ def form_policy() -> Any:
     )
 
 
-def submit() -> None:
-    """Run pressed: check every part, show each problem by its widget, or start the run."""
+def form_spec() -> tuple[RunSpec | None, dict[str, str]]:
+    """The run the form describes, or the problems that refuse it, by the field they concern.
+    Every check a run would make is made here, before any call: the same ones as the engine's
+    (an unknown placeholder, a quorum or k above N, a branch the format cannot take)."""
     errors: dict[str, str] = {}
     text = val("run.input")
     if not text.strip():
@@ -211,10 +213,28 @@ def submit() -> None:
         policy = form_policy()
     except InputError as err:
         errors["policy"] = str(err)
-    if not errors and task is not None and panel is not None and policy is not None:
+    if errors or task is None or panel is None or policy is None:
+        return None, errors
+    try:
+        spec = RunSpec(task=task, panel=panel, policy=policy)
+        ui.get_runner().tally.check_run(text, spec)
+    except TallyError as err:
+        errors["policy"] = str(err)
+        return None, errors
+    return spec, errors
+
+
+def submit() -> None:
+    """Run pressed: check every part, show each problem by its widget, or start the run."""
+    spec, errors = form_spec()
+    if spec is not None:
+        estimate = ui.spend_estimate(spec, [val("run.input")])
+        if estimate is not None and not ui.spend_confirmed("run", estimate):
+            errors["submit"] = ui.CONFIRM_FIRST
+    if not errors and spec is not None:
         try:
-            spec = RunSpec(task=task, panel=panel, policy=policy)
-            S["run.run_id"] = ui.get_runner().submit_run(text, spec)
+            S["run.run_id"] = ui.get_runner().submit_run(val("run.input"), spec)
+            S["run.ran_input"] = val("run.input")
         except TallyError as err:
             errors["submit"] = str(err)
     S["run.errors"] = errors
@@ -468,6 +488,22 @@ def run_view(run_id: str) -> None:
         result_view(progress)
 
 
+def preflight() -> None:
+    """Before Run: the planned spend of what the form describes, or what would refuse it."""
+    spec, errors = form_spec()
+    if spec is not None:
+        ui.spend_box("run", ui.spend_estimate(spec, [val("run.input")]))
+        return
+    shown = {k: v for k, v in errors.items() if k != "input"}
+    if shown:
+        st.warning(
+            "Run would be refused, before any call: "
+            + " · ".join(ui.md_text(m, 300) for m in shown.values())
+        )
+    else:
+        st.caption("Give an input to see the planned calls, cost and time before running.")
+
+
 def main() -> None:
     for key, value in DEFAULTS.items():
         if key not in S:
@@ -489,6 +525,7 @@ def main() -> None:
             panel_section(models)
         with st.container(border=True):
             policy_section(models)
+    preflight()
     st.button("Run", type="primary", on_click=submit, key="run.submit")
     error_here("submit")
     if S.get("run.errors"):

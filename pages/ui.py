@@ -19,8 +19,11 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.calls import FAILED_STATUSES, call_rows
+from core.errors import TallyError
+from core.estimate import LARGE_CALLS, LARGE_COST_USD, SpendEstimate
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, Outcome, RunResult
 from core.runner import Runner
+from core.spec import RunSpec
 
 PROSE_WARNING = "Votes on prose are vibes: vote on classifications, structured outputs or yes/no."
 REVIEW_NOTE = "The tie went to the Review queue: a person will pick the final answer."
@@ -112,6 +115,42 @@ def keep_choice(key: str, options: Collection[Any], *preferred: Any) -> None:
     if options and st.session_state.get(key) not in options:
         fallback = next((p for p in preferred if p in options), next(iter(options)))
         st.session_state[key] = fallback
+
+
+# -- check before spending ---------------------------------------------------------------------
+
+CONFIRM_FIRST = "This is a large spend: tick the box under the estimate to confirm it first."
+
+
+def spend_estimate(spec: RunSpec, inputs: Sequence[str]) -> SpendEstimate | None:
+    """What the work will spend, or None when it cannot be estimated (the form's checks say
+    why)."""
+    try:
+        return get_runner().tally.estimate(spec, inputs)
+    except TallyError:
+        return None
+
+
+def _confirm_key(prefix: str, estimate: SpendEstimate) -> str:
+    """A confirmation belongs to one spend: a changed form asks again."""
+    cost = estimate.known_cost_usd + (estimate.extra_cost_usd or 0.0)
+    return f"{prefix}.confirm.{estimate.calls + estimate.extra_calls}.{cost:.4f}"
+
+
+def spend_confirmed(prefix: str, estimate: SpendEstimate) -> bool:
+    return not estimate.large or bool(st.session_state.get(_confirm_key(prefix, estimate)))
+
+
+def spend_box(prefix: str, estimate: SpendEstimate | None, what: str = "Before it runs") -> None:
+    """The planned spend in one line, and for a large one the box that confirms it."""
+    if estimate is None:
+        return
+    st.info(f"**{what}**: {md_text(estimate.describe(money), 600)}", icon=":material/payments:")
+    if estimate.large:
+        st.checkbox(
+            f"Yes, spend this: it is large (over {money(LARGE_COST_USD)} or {LARGE_CALLS} calls)",
+            key=_confirm_key(prefix, estimate),
+        )
 
 
 # -- formats -----------------------------------------------------------------------------------

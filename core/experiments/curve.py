@@ -42,7 +42,7 @@ from core.panel import MAX_N, ModelSpec, Panel
 from core.policy import Policy
 from core.result import CallStatus, RunResult
 from core.spec import RunSpec
-from core.store import BatchItem, Store
+from core.store import BatchInfo, BatchItem, Store
 from core.task import Task
 
 DEFAULT_ITEMS = 200
@@ -128,7 +128,7 @@ def pick_items(items: Sequence[BatchItem], count: int | None, seed: int) -> list
     if count is None or count >= len(items):
         return list(items)
     if count < 1:
-        raise InputError(f"--items must be at least 1, got {count}")
+        raise InputError(f"items must be at least 1, got {count}")
     rng = np.random.default_rng(seed)
     keep = sorted(int(i) for i in rng.choice(len(items), size=count, replace=False))
     return [items[i] for i in keep]
@@ -161,7 +161,7 @@ class DrawPlan:
 def check_ns(ns: Sequence[int]) -> list[int]:
     values = sorted(set(ns))
     if not values:
-        raise InputError("give at least one N: --n 1,3,5,7")
+        raise InputError("give at least one N, e.g. 1,3,5,7")
     if values[0] < 1:
         raise InputError(f"N must be a positive whole number, got {values[0]}")
     return values
@@ -196,7 +196,7 @@ def plan_draw(
     """Check everything that can be refused before a call is paid for, and lay out the batch."""
     names = list(dict.fromkeys(ModelSpec.parse(m).name for m in models))
     if not names:
-        raise InputError("choose at least one model: --model sim:sim-strong")
+        raise InputError("choose at least one model, e.g. sim:sim-strong")
     wanted = check_ns(ns)
     if k < 1:
         raise InputError(f"K must be at least 1, got {k}")
@@ -581,6 +581,18 @@ def load_report(store: Store, curve_id: str) -> CurveReport:
     saved = store.get_curve(curve_id)
     report = CurveReport.model_validate(saved.result)
     return report.model_copy(update={"curve_id": saved.id})
+
+
+def why_not_curvable(store: Store, info: BatchInfo) -> str | None:
+    """Why a stored batch cannot be curved, or None when it can: a curve needs a finished
+    batch, a format votes are counted in, and gold to judge the votes by."""
+    if info.status != "done":
+        return f"it is {info.status}, not done"
+    if not info.spec.task.format.votable:
+        return "its answers are free text, which is never voted"
+    if not store.batch_gold(info.batch_id):
+        return "it has no gold labels to judge the votes by"
+    return None
 
 
 def curve_from_batch(

@@ -30,6 +30,7 @@ from core.config import ProviderConfig, TallyConfig, save_provider_concurrency
 from core.datasets import load_set
 from core.engine import Engine, RunRequest, run_cost
 from core.errors import InputError, TallyError
+from core.estimate import SpendEstimate, combine
 from core.formats import parse_format
 from core.panel import ModelSpec, Panel
 from core.policy import Policy
@@ -80,7 +81,7 @@ def check_levels(levels: Sequence[int]) -> list[int]:
     """Sorted distinct levels; at least two, each from 1 to ``MAX_LEVEL``."""
     values = sorted(set(levels))
     if len(values) < 2:
-        raise InputError("a sweep needs at least two concurrency levels: --levels 1,2,4,8")
+        raise InputError("a sweep needs at least two concurrency levels, e.g. 1,2,4,8")
     if values[0] < 1 or values[-1] > MAX_LEVEL:
         bad = values[0] if values[0] < 1 else values[-1]
         raise InputError(f"concurrency levels run from 1 to {MAX_LEVEL}, got {bad}")
@@ -183,6 +184,25 @@ def seeded(spec: ModelSpec) -> ModelSpec:
     return spec.model_copy(update={"params": {**spec.params, "seed": SWEEP_SEED}})
 
 
+def estimate_sweep(
+    tally: Tally, model: str, levels: Sequence[int], calls_per_level: int
+) -> SpendEstimate:
+    """What a sweep will spend before it starts: the probe, then every level's calls at that
+    level's ceiling, one level after another."""
+    wanted = check_levels(levels)
+    if calls_per_level < 1:
+        raise InputError(f"calls per level must be at least 1, got {calls_per_level}")
+    spec = seeded(ModelSpec.parse(model))
+    task, inputs = sweep_task()
+    run = RunSpec(task=task, panel=tally.panel([spec], 1), policy=Policy())
+    parts = [tally.estimate(run, inputs[:1], ceiling=1)]
+    for level in wanted:
+        count = calls_at(level, calls_per_level)
+        texts = [inputs[i % len(inputs)] for i in range(count)]
+        parts.append(tally.estimate(run, texts, ceiling=level))
+    return combine(parts)
+
+
 async def run_sweep(
     tally: Tally,
     model: str,
@@ -199,7 +219,7 @@ async def run_sweep(
     """
     wanted = check_levels(levels)
     if calls_per_level < 1:
-        raise InputError(f"--calls-per-level must be at least 1, got {calls_per_level}")
+        raise InputError(f"calls per level must be at least 1, got {calls_per_level}")
     if tally.engine.concurrency < wanted[-1]:
         raise InputError(
             f"the session's ceiling {tally.engine.concurrency} is below the top level {wanted[-1]}"

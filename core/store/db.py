@@ -456,6 +456,10 @@ class Store:
         with self._read() as conn:
             return queries.cost_by_model(conn, f)
 
+    def recent_latencies(self, models: Sequence[str], limit: int = 50) -> dict[str, list[float]]:
+        with self._read() as conn:
+            return queries.recent_latencies(conn, models, limit)
+
     def latency_sample_by_model(
         self, f: RunFilter | None = None, per_model_limit: int = 2000, *, ok_only: bool = True
     ) -> dict[str, list[float]]:

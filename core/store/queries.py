@@ -359,6 +359,20 @@ def cost_by_model(conn: Connection, f: RunFilter | None) -> list[ModelCost]:
     ]
 
 
+def recent_latencies(conn: Connection, models: Sequence[str], limit: int) -> dict[str, list[float]]:
+    """The latest ``limit`` latencies of each of ``models``' ``ok`` calls, read backwards along
+    the (model, id) index: what a spend estimate takes a model's latency from."""
+    c = call_t.c
+    out: dict[str, list[float]] = {}
+    for model in dict.fromkeys(models):
+        ok = (c.model == model, c.status == "ok", c.latency_ms.is_not(None))
+        q = select(c.latency_ms).where(*ok)
+        sample = [float(v) for v in conn.execute(q.order_by(c.id.desc()).limit(limit)).scalars()]
+        if sample:
+            out[model] = sample
+    return out
+
+
 def latency_sample_by_model(
     conn: Connection, f: RunFilter | None, per_model_limit: int, *, ok_only: bool = True
 ) -> dict[str, list[float]]:

@@ -490,7 +490,7 @@ CASES: list[Case] = [
     # run: the policy
     run_with("run-unknown-aggregation", "unknown aggregation", "--aggregate", "plurality"),
     run_with("run-at-least-without-number", "at-least needs a number", "--aggregate", "at-least:x"),
-    run_with("run-at-least-zero", "k >= 1", "--aggregate", "at-least:0"),
+    run_with("run-at-least-zero", "k of 1 or more", "--aggregate", "at-least:0"),
     run_with("run-majority-with-argument", "takes no argument", "--aggregate", "majority:2"),
     run_with("run-unknown-tie-break", "unknown tie-break", "--tie-break", "coin"),
     run_with("run-escalate-without-model", "escalate needs a model", "--tie-break", "escalate"),
@@ -499,7 +499,7 @@ CASES: list[Case] = [
     run_with("run-expand-zero", "positive number", "--tie-break", "expand:0"),
     run_with(
         "run-accept-bad-regex",
-        "bad --accept regex",
+        "bad acceptance regex",
         "--aggregate",
         "fastest",
         "--accept",
@@ -517,7 +517,12 @@ CASES: list[Case] = [
         "run-accept-bad-schema", "not valid JSON", "--aggregate", "fastest", "--accept", "schema:{x"
     ),
     run_with(
-        "run-accept-unknown-kind", "unknown --accept", "--aggregate", "fastest", "--accept", "len:3"
+        "run-accept-unknown-kind",
+        "unknown acceptance rule",
+        "--aggregate",
+        "fastest",
+        "--accept",
+        "len:3",
     ),
     run_with("run-min-valid-negative", "cannot be negative", "--min-valid", "-1"),
     # usage errors from the command line parser itself
@@ -734,14 +739,14 @@ CASES: list[Case] = [
     cli("sweep-levels-not-numbers", "--levels", "sweep", *SIM, "--levels", "a,b"),
     cli("sweep-one-level", "two concurrency levels", "sweep", *SIM, "--levels", "4"),
     cli("sweep-level-zero", "concurrency levels", "sweep", *SIM, "--levels", "0,2"),
-    cli("sweep-calls-per-level-zero", "calls-per-level", "sweep", *SIM, "--calls-per-level", "0"),
+    cli("sweep-calls-per-level-zero", "calls per level", "sweep", *SIM, "--calls-per-level", "0"),
     cli("sweep-bad-model", "provider:model", "sweep", "-m", "strong"),
     cli("sweep-unknown-provider", "nope", "sweep", "-m", "nope:x"),
     cli("sweep-save-ceiling-without-config", "tally.toml", "sweep", *SIM, "--save-ceiling"),
     # curve
     cli("curve-unknown-set", "unknown labelled set", "curve", "--set", "nope"),
     cli("curve-k-zero", "K must be at least 1", "curve", "-k", "0"),
-    cli("curve-items-zero", "--items", "curve", "--items", "0"),
+    cli("curve-items-zero", "items must be at least 1", "curve", "--items", "0"),
     cli("curve-n-zero", "positive whole number", "curve", "--n", "0"),
     cli("curve-n-not-numbers", "--n", "curve", "--n", "one,three"),
     cli("curve-bad-panel", "provider:model", "curve", "--panel", "strong,weak"),

@@ -174,7 +174,7 @@ def test_sweep_of_an_unreachable_endpoint_exits_1_with_one_line(tmp_path: Path) 
         (["--levels", "4"], "tally: a sweep needs at least two concurrency levels"),
         (["--levels", "1,x"], "tally: --levels takes whole numbers separated by commas"),
         (["--save-ceiling", "--levels", "1,2"], "tally: no tally.toml is in use"),
-        (["--calls-per-level", "0", "--levels", "1,2"], "tally: --calls-per-level must be"),
+        (["--calls-per-level", "0", "--levels", "1,2"], "tally: calls per level must be"),
     ],
 )
 def test_sweep_refuses_bad_input_with_exit_2(args: list[str], message: str) -> None:

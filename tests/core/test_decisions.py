@@ -194,8 +194,8 @@ def test_an_early_stop_does_not_degrade_a_decision() -> None:
 @pytest.mark.parametrize(
     ("policy", "fmt", "message"),
     [
-        (pol(Aggregation.AT_LEAST, k=4), FMT, "at-least:4 needs 4 votes, the panel has 3"),
-        (pol(Aggregation.MAJORITY, quorum={"min_valid": 4}), FMT, "minimum of 4 valid votes"),
+        (pol(Aggregation.AT_LEAST, k=4), FMT, "at least 4 votes for the winner: the panel has 3"),
+        (pol(Aggregation.MAJORITY, quorum={"min_valid": 4}), FMT, "quorum of 4 valid votes"),
         (pol(Aggregation.MAJORITY, tie_breaks=[{"kind": "conservative"}]), UNORDERED, "order"),
         (pol(Aggregation.MAJORITY, tie_breaks=[{"kind": "conservative"}]), YesNoFormat(), "order"),
         (
@@ -292,7 +292,7 @@ async def test_the_engine_refuses_an_impossible_policy_before_any_call() -> None
 
     p = FakeProvider("f", {"a": ["regression"]})
     engine = make_engine(p)
-    with pytest.raises(PolicyError, match="at-least:4"):
+    with pytest.raises(PolicyError, match="at least 4 votes"):
         await engine.run(request(["f:a"], n=3, aggregation=Aggregation.AT_LEAST, k=4))
     assert p.requests == []
     assert isinstance(engine.recorder, MemoryRecorder) and engine.recorder.started == []
