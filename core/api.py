@@ -494,9 +494,10 @@ class Tally:
 
 
 def reused(call: CallResult) -> CallResult:
-    """A stored call as a re-vote shows it: reused, costing nothing new."""
-    cost = 0.0 if call.cost_usd is not None else None
-    return call.model_copy(update={"cached": True, "cost_usd": cost})
+    """A stored call as a re-vote shows it: reused, costing nothing new. No request is made,
+    so its cost is a known 0 even where the stored call's was unknown (that cost stays on the
+    stored run; a re-vote does not pay it, or its known part, again)."""
+    return call.model_copy(update={"cached": True, "cost_usd": 0.0, "cost_known_usd": 0.0})
 
 
 def votes_needed(result: RunResult, missing: Sequence[Slot]) -> list[MissingVote]:

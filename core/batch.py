@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from core.cost import is_simulated
 from core.errors import InputError
 from core.formats import AnswerFormat
 from core.spec import RunSpec
@@ -49,6 +50,10 @@ def batch_summary(store: Store, batch_id: str) -> dict[str, Any]:
     """Decided / ties / needs review / failed, cost, calls, accuracy against gold, and how
     many independent voters the panel was worth (``effective_voters``, votable formats).
 
+    ``cost_usd`` is ``None`` once any run's cost is unknown; ``cost_known_usd`` is the known
+    part and ``unknown_cost_runs`` how many runs it leaves out; ``simulated_cost`` says the
+    panel is priced from the sim catalogue.
+
     ``with_gold`` counts the finished runs with gold, ``correct`` those whose decided label
     the task's format reads as the gold (:meth:`gold_matches`), ``accuracy`` their share
     (``None`` without gold). A run without a label counts as wrong."""
@@ -60,6 +65,7 @@ def batch_summary(store: Store, batch_id: str) -> dict[str, Any]:
     correct = sum(n for label, gold, n in pairs if fmt.gold_matches(label, gold))
     summary: dict[str, Any] = {"batch_id": batch_id, "status": info.status}
     summary.update(counts)
+    summary["simulated_cost"] = is_simulated(info.spec.slot_names)
     summary.update(
         with_gold=with_gold,
         correct=correct,

@@ -4,12 +4,28 @@ the vote it was read as, and what it took. Built here so every page draws the sa
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from core.cost import call_cost, dollars
 from core.result import CallResult, CallStatus
 
 FAILED_STATUSES = (CallStatus.INVALID, CallStatus.ERROR, CallStatus.TIMEOUT, CallStatus.CANCELLED)
+
+CALL_COLUMNS = [
+    "slot",
+    "phase",
+    "model",
+    "state",
+    "reply",
+    "vote",
+    "latency",
+    "tokens in / out",
+    "cached",
+    "cost",
+    "retries",
+]
+"""The call table's columns, in order, on every page."""
 
 REPLY_CHARS = 160
 """A reply longer than this is cut in the table; the whole reply stays in the raw replies."""
@@ -36,7 +52,9 @@ def reply_line(raw: str | None, limit: int = REPLY_CHARS) -> str:
 @dataclass(frozen=True)
 class CallRow:
     """One line of the call table. ``reply`` is the raw reply (plain text, one line) and
-    ``vote`` what the format read it as; empty when the call gave no vote."""
+    ``vote`` what the format read it as; empty when the call gave no vote. ``tokens_cached``
+    is the part of the prompt read from the provider's cache; ``cost`` is worded as
+    :func:`core.cost.describe_cost` words it (``-`` while the call runs)."""
 
     slot: int
     phase: str
@@ -48,12 +66,25 @@ class CallRow:
     latency_ms: float | None
     tokens_in: int | None
     tokens_out: int | None
+    tokens_cached: int | None
     cost_usd: float | None
+    cost: str
     retries: int
 
+    @property
+    def tokens(self) -> str:
+        """``in / out``, ``?`` for a side the provider did not report, ``-`` for neither."""
+        if self.tokens_in is None and self.tokens_out is None:
+            return "-"
+        return " / ".join("?" if n is None else str(n) for n in (self.tokens_in, self.tokens_out))
 
-def call_rows(calls: Sequence[CallResult], now: float | None = None) -> list[CallRow]:
-    """The rows of the call table, in the order given."""
+
+def call_rows(
+    calls: Sequence[CallResult],
+    now: float | None = None,
+    money: Callable[[float | None], str] = dollars,
+) -> list[CallRow]:
+    """The rows of the call table, in the order given (``money`` formats dollars)."""
     now = time.time() if now is None else now
     return [
         CallRow(
@@ -67,7 +98,9 @@ def call_rows(calls: Sequence[CallResult], now: float | None = None) -> list[Cal
             latency_ms=call.latency_ms,
             tokens_in=call.tokens_in,
             tokens_out=call.tokens_out,
+            tokens_cached=call.tokens_cached,
             cost_usd=call.cost_usd,
+            cost=call_cost(call, money) if call.status.final else "-",
             retries=call.retries,
         )
         for call in calls

@@ -358,12 +358,15 @@ class LiveCalls:
             self.notes.append(event.message)
 
     def render(self) -> Table:
+        from core.cost import call_cost, is_simulated
+
         table = Table(title="calls", expand=False)
         table.add_column("slot", no_wrap=True)
         table.add_column("model", no_wrap=True)
         table.add_column("status", no_wrap=True)
         table.add_column("answer", max_width=40, overflow="ellipsis")
-        for col in ("latency", "tokens", "cost", "retries"):
+        sim = is_simulated(c.model for c in self.calls.values())
+        for col in ("latency", "tokens", "cost (simulated)" if sim else "cost", "retries"):
             table.add_column(col, no_wrap=True)
         for (phase, slot), call in sorted(self.calls.items(), key=lambda kv: kv[0][1]):
             tag = "" if phase == "panel" else f" ({phase})"
@@ -375,9 +378,10 @@ class LiveCalls:
                 Text(answer[:60]),
                 f"{call.latency_ms:.0f} ms" if call.latency_ms is not None else "",
                 f"{call.tokens_in or 0}/{call.tokens_out or 0}"
+                + (f" ({call.tokens_cached} cached)" if call.tokens_cached else "")
                 if call.tokens_in is not None
                 else "",
-                money(call.cost_usd) if call.status.final else "",
+                call_cost(call, money) if call.status.final else "",
                 str(call.retries),
             )
         for note in self.notes[-3:]:
@@ -390,6 +394,8 @@ def money(value: float | None) -> str:
 
 
 def print_decision(result: RunResult) -> None:
+    from core.cost import run_cost
+
     d = result.decision
     votes = ", ".join(f"{k}: {v}" for k, v in result.votes.items()) or "no valid votes"
     out.print(Text(f"votes  {votes}"))
@@ -410,7 +416,7 @@ def print_decision(result: RunResult) -> None:
         out.print(Text(f"DEGRADED: {d.degraded.why}", style="bold yellow"))
     out.print(
         Text(
-            f"cost {money(result.cost_usd)}  latency {result.latency_ms:.0f} ms  "
+            f"cost {run_cost(result, money)}  latency {result.latency_ms:.0f} ms  "
             f"run {result.run_id}"
         )
     )
@@ -671,10 +677,14 @@ class BatchProgress:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    from core.cost import batch_cost
+
     table = Table(title=f"batch {summary.get('batch_id')}", show_header=False)
     for key, value in summary.items():
+        if key in ("cost_known_usd", "unknown_cost_runs", "simulated_cost"):
+            continue  # read in the cost line
         if key == "cost_usd":
-            value = money(value)
+            value = batch_cost(summary, money)
         table.add_row(key, str(value))
     out.print(table)
 

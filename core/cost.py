@@ -16,12 +16,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from genai_prices import Usage, calc_price
 
 from core.config import PriceOverride, TallyConfig
-from core.result import CallResult
+from core.result import CallResult, RunResult
+
+if TYPE_CHECKING:
+    from core.store import RunRow
 
 PriceSource = Literal["override", "sim", "genai-prices", "unknown"]
 
@@ -224,14 +227,84 @@ def cost_total(calls: Iterable[CallResult]) -> CostTotal:
     return CostTotal(known, unknown)
 
 
+SIMULATED = " (simulated)"
+"""Marks a cost priced from the sim catalogue: what a real panel would charge, not a bill."""
+
+
+def dollars(value: float | None) -> str:
+    """Dollars with enough digits for fractions of a cent; ``unknown`` when no price is known."""
+    if value is None:
+        return "unknown"
+    if value == 0:
+        return "$0"
+    if abs(value) >= 1:
+        return f"${value:,.2f}"
+    if abs(value) < 0.000001:
+        return "<$0.000001"
+    whole, _, cents = f"{value:.6f}".rstrip("0").partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
+
+
+def is_simulated(models: Iterable[str]) -> bool:
+    """Whether the models are priced from the sim catalogue (named ``sim:...``)."""
+    from core.providers.registry import SIM_PROVIDER
+
+    return any(m.partition(":")[0] == SIM_PROVIDER for m in models)
+
+
 def describe_cost(
     usd: float | None,
-    known_usd: float | None,
-    unknown: int,
-    money: Callable[[float | None], str],
+    known_usd: float | None = None,
+    unknown: int = 0,
+    *,
+    money: Callable[[float | None], str] = dollars,
+    simulated: bool = False,
 ) -> str:
-    """``$0.0042``, or ``≥ $0.0042 + 2 unknown`` when part of it is unknown (``money`` formats
-    dollars the way the caller shows them)."""
-    if usd is not None or not unknown:
-        return money(usd)
-    return f"≥ {money(known_usd or 0.0)} + {unknown} unknown"
+    """How a cost reads everywhere Tally shows one: ``$0.0042`` when it is known,
+    ``≥ $0.0042 + unknown`` when only part of it is, ``unknown`` when none of it is; never a
+    partial sum shown as the total, never ``$0`` for an unknown. ``unknown`` counts the calls
+    (or runs) of unknown cost; ``money`` formats dollars the way the caller shows them; a
+    ``simulated`` cost (sim prices, :func:`is_simulated`) says so where there is a sum."""
+    if usd is not None and not unknown:
+        text = money(usd)
+    elif known_usd:
+        text = f"≥ {money(known_usd)} + unknown"
+    else:
+        return "unknown"
+    return text + SIMULATED if simulated else text
+
+
+def call_cost(call: CallResult, money: Callable[[float | None], str] = dollars) -> str:
+    """One call's cost as :func:`describe_cost` words it. A call table labels its cost column
+    simulated once (:func:`is_simulated` over its calls), not every cell."""
+    return describe_cost(call.cost_usd, call.cost_known_usd, money=money)
+
+
+def run_cost(run: RunResult | RunRow, money: Callable[[float | None], str] = dollars) -> str:
+    """A run's cost, live or stored, as :func:`describe_cost` words it (``-`` while a stored
+    run is still running)."""
+    if isinstance(run, RunResult):
+        models = run.spec.slot_names
+    elif run.status == "running":
+        return "-"
+    else:
+        models = run.panel
+    return describe_cost(
+        run.cost_usd,
+        run.cost_known_usd,
+        run.cost_unknown_calls,
+        money=money,
+        simulated=is_simulated(models),
+    )
+
+
+def batch_cost(summary: Mapping[str, Any], money: Callable[[float | None], str] = dollars) -> str:
+    """A batch's cost from its counts (:meth:`Store.batch_counts`, ``simulated_cost`` from
+    :func:`core.batch.batch_summary`) as :func:`describe_cost` words it."""
+    return describe_cost(
+        summary["cost_usd"],
+        summary["cost_known_usd"],
+        summary["unknown_cost_runs"],
+        money=money,
+        simulated=bool(summary.get("simulated_cost")),
+    )

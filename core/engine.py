@@ -466,7 +466,7 @@ class _Run:
                         "sample": slot.sample,
                         "phase": phase,
                         "cached": True,
-                        "cost_usd": 0.0 if hit.cost_usd is not None else None,
+                        "cost_usd": 0.0,  # no request: nothing paid, whatever the hit cost
                         "cost_known_usd": 0.0,
                         "retries": 0,
                     }

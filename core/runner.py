@@ -27,6 +27,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from core.api import Tally, new_id
 from core.batch import load_resume
+from core.cost import is_simulated
 from core.engine import RUN_CANCELLED, RunRequest, build_result, call_order
 from core.errors import InputError, TallyError
 from core.result import (
@@ -82,12 +83,18 @@ class BatchProgress:
     done: int = 0
     done_at_start: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-    cost_usd: float = 0.0
+    cost_known_usd: float = 0.0  # every finished run's known cost or known part
+    simulated: bool = False  # priced from the sim catalogue
     unknown_cost_runs: int = 0
     finished: bool = False
     error: str | None = None
     cancelled: bool = False
     finished_at: float | None = None
+
+    @property
+    def cost_usd(self) -> float | None:
+        """The batch's cost so far, or ``None`` once any run's is unknown."""
+        return None if self.unknown_cost_runs else self.cost_known_usd
 
     @property
     def rate(self) -> float | None:
@@ -338,8 +345,9 @@ class Runner:
             done=int(counts["done"]),
             done_at_start=int(counts["done"]),
             counts={s.value: int(counts[s.value]) for s in DecisionStatus if counts[s.value]},
-            cost_usd=float(counts["cost_usd"]),
+            cost_known_usd=float(counts["cost_known_usd"]),
             unknown_cost_runs=int(counts["unknown_cost_runs"]),
+            simulated=is_simulated(spec.slot_names),
         )
         job = _Job(batch_id, "batch", f"batch: {name}", progress.started_at)
         with self._lock:
@@ -352,10 +360,9 @@ class Runner:
                 progress.done += 1
                 status = result.decision.status.value
                 progress.counts[status] = progress.counts.get(status, 0) + 1
+                progress.cost_known_usd += result.cost_known_usd
                 if result.cost_usd is None:
                     progress.unknown_cost_runs += 1
-                else:
-                    progress.cost_usd += result.cost_usd
 
         async def body() -> None:
             await self.tally.run_batch(

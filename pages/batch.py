@@ -21,6 +21,7 @@ import streamlit as st
 from core import datasets
 from core.api import build_policy, build_task, tie_break_chain
 from core.batch import batch_summary, judged_runs
+from core.cost import batch_cost, describe_cost
 from core.errors import InputError, TallyError
 from core.experiments import load_labelled
 from core.inputs import read_columns, read_items
@@ -396,10 +397,16 @@ def progress_view(progress: BatchProgress) -> None:
     rate = progress.rate
     cols[0].metric("Rate", "-" if rate is None else f"{rate:.2f} runs/s")
     cols[1].metric("ETA", eta(progress.eta_s))
-    cost = ui.money(progress.cost_usd)
-    if progress.unknown_cost_runs:
-        cost += f" + {progress.unknown_cost_runs} unknown"
-    cols[2].metric("Cost so far", cost)
+    cols[2].metric(
+        "Cost so far",
+        describe_cost(
+            progress.cost_usd,
+            progress.cost_known_usd,
+            progress.unknown_cost_runs,
+            money=ui.money,
+            simulated=progress.simulated,
+        ),
+    )
     cols[3].metric("Finished", f"{progress.done}/{progress.total}")
     st.caption(f"Outcomes so far: {counts_line(progress.counts)}")
 
@@ -431,7 +438,8 @@ def result_rows(store: Store, batch_id: str) -> pd.DataFrame:
                 "correct": correct,
                 "status": r.status,
                 "margin": "" if r.margin is None else f"{r.margin:g}",
-                "cost": ui.money(r.cost_usd),
+                "degraded": ui.degraded_mark(r),
+                "cost": ui.run_cost(r),
                 "latency": ui.latency(r.latency_ms),
                 "run": r.run_id,
             }
@@ -484,10 +492,7 @@ def results_view(store: Store, info: BatchInfo) -> None:
         "no gold" if accuracy is None else f"{accuracy:.1%}",
         help=None if accuracy is None else f"{counts['correct']} of {counts['with_gold']} rows",
     )
-    cost = ui.money(counts["cost_usd"])
-    if counts["unknown_cost_runs"]:
-        cost += f" + {counts['unknown_cost_runs']} unknown"
-    cols[4].metric("Cost", cost)
+    cols[4].metric("Cost", batch_cost(counts, ui.money))
     st.caption(f"Outcomes: {counts_line(counts)} · {counts['calls']} calls")
     frame = result_rows(store, info.batch_id)
     if frame.empty:

@@ -59,7 +59,7 @@ def main() -> None:
                         "status": r.status,
                         "label": r.label or "",
                         "input": " ".join(r.input.split())[:70],
-                        "cost": ui.money(r.cost_usd),
+                        "cost": ui.run_cost(r),
                         "source": r.source,
                     }
                     for r in rows

@@ -169,7 +169,7 @@ def queue_section(store: Store, queue: list[RunResult], just_resolved: str | Non
     case = review_case(result)
     st.caption(
         f"run {ui.md_text(case.run_id)} · {len(result.calls)} calls · cost "
-        f"{ui.md_text(ui.money(result.cost_usd))} · branches "
+        f"{ui.md_text(ui.run_cost(result))} · branches "
         f"{ui.md_text(' → '.join(case.branches) or 'none')}"
     )
     st.markdown("**Input**")

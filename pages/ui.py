@@ -18,12 +18,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.calls import FAILED_STATUSES, call_rows
+from core import cost
+from core.calls import CALL_COLUMNS, FAILED_STATUSES, call_rows
+from core.cost import dollars
 from core.errors import TallyError
 from core.estimate import LARGE_CALLS, LARGE_COST_USD, SpendEstimate
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, Outcome, RunResult
 from core.runner import Runner
 from core.spec import RunSpec
+from core.store import RunRow
 
 PROSE_WARNING = "Votes on prose are vibes: vote on classifications, structured outputs or yes/no."
 REVIEW_NOTE = "The tie went to the Review queue: a person will pick the final answer."
@@ -156,18 +159,20 @@ def spend_box(prefix: str, estimate: SpendEstimate | None, what: str = "Before i
 # -- formats -----------------------------------------------------------------------------------
 
 
-def money(value: float | None) -> str:
-    """Dollars with enough digits for fractions of a cent; ``unknown`` when no price is known."""
-    if value is None:
-        return "unknown"
-    if value == 0:
-        return "$0"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    if abs(value) < 0.000001:
-        return "<$0.000001"
-    whole, _, cents = f"{value:.6f}".rstrip("0").partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
+money = dollars
+"""Dollars as every page shows them (``unknown`` when no price is known)."""
+
+
+def run_cost(run: RunResult | RunRow) -> str:
+    """A run's cost as every view words it: ``≥ $x + unknown`` when part is unknown."""
+    return cost.run_cost(run, money)
+
+
+def degraded_mark(row: RunRow) -> str:
+    """A run list's degraded cell: ``3 of 5 counted`` when fewer votes were counted than
+    planned, empty otherwise (the run's banner says why)."""
+    d = row.degraded
+    return "" if d is None else f"{d.counted} of {d.planned} counted"
 
 
 def latency(ms: float | None) -> str:
@@ -208,43 +213,24 @@ def chart_text(text: object, limit: int = 40) -> str:
 # -- calls -------------------------------------------------------------------------------------
 
 
-CALL_COLUMNS = [
-    "slot",
-    "phase",
-    "model",
-    "state",
-    "reply",
-    "vote",
-    "latency",
-    "tokens in / out",
-    "cost",
-    "retries",
-]
-
-
 def calls_frame(calls: Sequence[CallResult]) -> pd.DataFrame:
     """One row per call, every value already a display string (a table of text)."""
-    rows = []
-    for row in call_rows(calls):
-        tokens = "-"
-        if row.tokens_in is not None or row.tokens_out is not None:
-            tokens = f"{row.tokens_in if row.tokens_in is not None else '?'} / " + (
-                f"{row.tokens_out if row.tokens_out is not None else '?'}"
-            )
-        rows.append(
-            {
-                "slot": row.slot,
-                "phase": row.phase,
-                "model": row.model,
-                "state": row.state,
-                "reply": row.reply,
-                "vote": row.vote,
-                "latency": latency(row.latency_ms) if row.final else "-",
-                "tokens in / out": tokens,
-                "cost": money(row.cost_usd) if row.final else "-",
-                "retries": row.retries,
-            }
-        )
+    rows = [
+        {
+            "slot": row.slot,
+            "phase": row.phase,
+            "model": row.model,
+            "state": row.state,
+            "reply": row.reply,
+            "vote": row.vote,
+            "latency": latency(row.latency_ms) if row.final else "-",
+            "tokens in / out": row.tokens,
+            "cached": "-" if row.tokens_cached is None else str(row.tokens_cached),
+            "cost": row.cost,
+            "retries": row.retries,
+        }
+        for row in call_rows(calls, money=money)
+    ]
     return pd.DataFrame(rows, columns=CALL_COLUMNS)
 
 
@@ -266,6 +252,12 @@ def render_calls(calls: Sequence[CallResult], *, key: str | None = None) -> None
                 "reply", width="medium", help="the raw reply, as plain text"
             ),
             "vote": st.column_config.TextColumn("vote", help="the reply as the format read it"),
+            "cost": st.column_config.TextColumn(
+                "cost (simulated)" if cost.is_simulated(c.model for c in calls) else "cost"
+            ),
+            "cached": st.column_config.TextColumn(
+                "cached", width="small", help="prompt tokens read from the provider's cache"
+            ),
         },
     )
 
@@ -409,7 +401,7 @@ def render_decision(
 def render_result(result: RunResult, *, key: str = "result") -> None:
     """A finished run as the Run page shows it: decision, votes, calls, raw replies."""
     cols = st.columns(4)
-    cols[0].metric("Cost", money(result.cost_usd))
+    cols[0].metric("Cost", run_cost(result))
     cols[1].metric("Latency", latency(result.latency_ms))
     cols[2].metric("Calls", len(result.calls))
     cols[3].metric("Slots", result.spec.panel.n)

@@ -778,7 +778,9 @@ class Store:
         """Progress and outcome of a batch, counted in SQL.
 
         Keys: ``total``, ``started``, ``done``, ``running``, one per decision status, ``calls``,
-        ``cost_usd`` (known costs), ``unknown_cost_runs``. Accuracy against gold needs the
+        ``cost_known_usd`` (every finished run's known cost, the known part of an unknown one
+        included), ``unknown_cost_runs`` and ``cost_usd``: the known sum, or ``None`` once any
+        run's cost is unknown (a partial sum is never the total). Accuracy against gold needs the
         task's answer format: :func:`core.batch.batch_summary` adds it from :meth:`batch_gold`.
         """
         rc = run_t.c
@@ -795,7 +797,7 @@ class Store:
             }
             sums = conn.execute(
                 select(
-                    func.coalesce(func.sum(rc.cost_usd), 0.0),
+                    queries.known_cost(run_t),
                     func.sum(case((rc.cost_usd.is_(None) & finished, 1), else_=0)),
                 ).where(rc.batch_id == batch_id)
             ).one()
@@ -811,8 +813,12 @@ class Store:
         counts["running"] = running
         for status in DecisionStatus:
             counts[status.value] = int(by_status.get(status.value, 0))
+        known, unknown = float(sums[0]), int(sums[1] or 0)
         counts.update(
-            calls=int(calls), cost_usd=float(sums[0]), unknown_cost_runs=int(sums[1] or 0)
+            calls=int(calls),
+            cost_usd=None if unknown else known,
+            cost_known_usd=known,
+            unknown_cost_runs=unknown,
         )
         return counts
 

@@ -22,7 +22,7 @@ from typing import IO, Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Select, case, select
+from sqlalchemy import Column, Select, Table, case, select
 
 from core.errors import InputError
 from core.store.db import Store
@@ -33,7 +33,8 @@ Format = Literal["csv", "jsonl", "parquet"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-# (exported name, stored column, kind); kind "json" marks TEXT columns holding JSON
+# (exported name, stored column, kind); kind "json" marks TEXT columns holding JSON, kind
+# "unknown" whether a cost column is NULL (unknown), so no reader takes an empty cell for $0
 _RUN_COLUMNS: list[tuple[str, str, str]] = [
     ("run_id", "id", "str"),
     ("created_at", "created_at", "float"),
@@ -55,6 +56,8 @@ _RUN_COLUMNS: list[tuple[str, str, str]] = [
     ("field_votes", "field_votes_json", "json"),
     ("n_calls", "n_calls", "int"),
     ("cost_usd", "cost_usd", "float"),
+    ("cost_known_usd", "cost_known_usd", "float"),
+    ("cost_unknown_calls", "cost_unknown_calls", "int"),
     ("latency_ms", "latency_ms", "float"),
     ("gold", "gold", "str"),
     ("panel", "panel_json", "json"),
@@ -76,7 +79,10 @@ _CALL_COLUMNS: list[tuple[str, str, str]] = [
     ("ttft_ms", "ttft_ms", "float"),
     ("tokens_in", "tokens_in", "int"),
     ("tokens_out", "tokens_out", "int"),
+    ("tokens_cached", "tokens_cached", "int"),
     ("cost_usd", "cost_usd", "float"),
+    ("cost_known_usd", "cost_known_usd", "float"),
+    ("cost_unknown", "cost_usd", "unknown"),
     ("retries", "retries", "int"),
     ("cached", "cached", "bool"),
     ("started_at", "started_at", "float"),
@@ -85,6 +91,11 @@ _CALL_COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 _ARROW = {"str": pa.string(), "json": pa.string(), "float": pa.float64(), "int": pa.int64()}
+
+
+def _stored(table: Table, columns: Sequence[tuple[str, str, str]]) -> list[Column[Any]]:
+    """The stored columns an export reads, each once."""
+    return [table.c[col] for col in dict.fromkeys(col for _, col, _ in columns)]
 
 
 def escape_cell(value: Any) -> Any:
@@ -104,7 +115,7 @@ def export_runs(
 ) -> int:
     """Write the runs matching ``f`` (oldest first); returns how many were written."""
     q = (
-        select(*(run_t.c[col] for _, col, _ in _RUN_COLUMNS))
+        select(*_stored(run_t, _RUN_COLUMNS))
         .where(*run_conditions(f))
         .order_by(run_t.c.created_at, run_t.c.id)
     )
@@ -122,7 +133,7 @@ def export_calls(
     """Write the calls of the runs matching ``f``, run by run in the engine's order."""
     phase_rank = case(PHASE_ORDER, value=call_t.c.phase, else_=len(PHASE_ORDER))
     q = (
-        select(*(call_t.c[col] for _, col, _ in _CALL_COLUMNS))
+        select(*_stored(call_t, _CALL_COLUMNS))
         .select_from(call_t.join(run_t, run_t.c.id == call_t.c.run_id))
         .where(*run_conditions(f))
         .order_by(run_t.c.created_at, run_t.c.id, phase_rank, call_t.c.slot)
@@ -210,6 +221,8 @@ def _values(
                 v = convert_json(v)
             elif kind == "bool" and v is not None:
                 v = bool(v)
+            elif kind == "unknown":
+                v = v is None
             out[name] = v
         yield out
 

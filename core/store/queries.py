@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     Select,
+    Table,
     and_,
     case,
     cast,
@@ -28,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.elements import KeyedColumnElement
 
-from core.result import CallResult, DecisionStatus, RunResult
+from core.result import CallResult, DecisionStatus, Degraded, RunResult
 from core.store.tables import (
     FINAL_CALL_STATUSES,
     PHASE_ORDER,
@@ -96,13 +97,16 @@ class RunRow:
     item_id: str | None
     item_index: int | None
     gold: str | None
+    cost_known_usd: float | None = None  # the known part when ``cost_usd`` is unknown
+    cost_unknown_calls: int = 0
+    degraded: Degraded | None = None  # counted on fewer votes than planned, and why
 
 
 @dataclass(frozen=True)
 class CostPoint:
     bucket: float  # start of the bucket, unix seconds (UTC)
     runs: int
-    cost_usd: float  # sum of the known costs
+    cost_usd: float  # sum of the known costs, the known parts of unknown ones included
     unknown_cost_runs: int  # runs whose cost is unknown: not counted as $0
 
 
@@ -111,7 +115,7 @@ class ModelCost:
     model: str
     calls: int
     ok_calls: int
-    cost_usd: float  # sum of the known costs
+    cost_usd: float  # sum of the known costs, the known parts of unknown ones included
     unknown_cost_calls: int
     tokens_in: int
     tokens_out: int
@@ -225,6 +229,9 @@ def row_to_run_row(r: Any) -> RunRow:
         item_id=r.item_id,
         item_index=r.item_index,
         gold=r.gold,
+        cost_known_usd=r.cost_known_usd,
+        cost_unknown_calls=r.cost_unknown_calls or 0,
+        degraded=None if r.degraded_json is None else Degraded.model_validate_json(r.degraded_json),
     )
 
 
@@ -234,6 +241,7 @@ ROW_COLUMNS = [
         *("id", "created_at", "finished_at", "source", "status", "label", "margin"),
         *("branches_json", "tied_json", "task_name", "panel_json", "input", "n_calls"),
         *("cost_usd", "latency_ms", "batch_id", "item_id", "item_index", "gold"),
+        *("cost_known_usd", "cost_unknown_calls", "degraded_json"),
     )
 ]
 
@@ -303,6 +311,12 @@ def distinct_values(conn: Connection, column: Column[Any]) -> list[str]:
 # -- aggregates for the charts -----------------------------------------------------------------
 
 
+def known_cost(table: Table) -> ColumnElement[Any]:
+    """The sum of what is known of the rows' costs: a known cost whole, an unknown one by its
+    known part (0 for rows stored before the part was kept), never the unknown rest."""
+    return func.coalesce(func.sum(func.coalesce(table.c.cost_usd, table.c.cost_known_usd)), 0.0)
+
+
 def cost_over_time(
     conn: Connection, dialect: str, f: RunFilter | None, bucket: str
 ) -> list[CostPoint]:
@@ -311,7 +325,9 @@ def cost_over_time(
         select(
             b,
             func.count().label("runs"),
-            func.coalesce(func.sum(run_t.c.cost_usd), 0.0).label("cost"),
+            func.coalesce(
+                func.sum(func.coalesce(run_t.c.cost_usd, run_t.c.cost_known_usd)), 0.0
+            ).label("cost"),
             func.sum(case((run_t.c.cost_usd.is_(None), 1), else_=0)).label("unknown"),
         )
         .where(*run_conditions(f))
@@ -336,7 +352,7 @@ def cost_by_model(conn: Connection, f: RunFilter | None) -> list[ModelCost]:
             c.model,
             func.count().label("calls"),
             func.sum(case((c.status == "ok", 1), else_=0)).label("ok_calls"),
-            func.coalesce(func.sum(c.cost_usd), 0.0).label("cost"),
+            known_cost(call_t).label("cost"),
             func.sum(case((c.cost_usd.is_(None), 1), else_=0)).label("unknown"),
             func.coalesce(func.sum(c.tokens_in), 0).label("tokens_in"),
             func.coalesce(func.sum(c.tokens_out), 0).label("tokens_out"),

@@ -160,7 +160,7 @@ def test_filters_narrow_the_runs(page_test: PageTest, store: Store) -> None:
     assert not at.exception
 
     table = at.dataframe[0].value
-    assert list(table["cost"]) == ["$0.001"]
+    assert list(table["cost"]) == ["$0.001 (simulated)"]  # sim prices are labelled
 
 
 def test_pages_are_cut_in_sql(page_test: PageTest, store: Store) -> None:
@@ -334,3 +334,43 @@ def test_charts_count_ties_whatever_the_tie_break_did(page_test: PageTest, store
     assert cost["data"][0]["y"] == [pytest.approx(0.004)]
     heat = chart_spec(at, "Agreement")["data"][0]
     assert heat["x"] == ["sim:sim-fast", "sim:sim-mid"]
+
+
+def test_a_partly_unknown_cost_and_a_degraded_decision_show_in_list_and_detail(
+    page_test: PageTest, store: Store
+) -> None:
+    from core.voting import degradation
+
+    result = make_result("r-deg", answers=("yes", "yes", None), models=("local:m",))
+    result.calls[0].cost_usd = result.calls[0].cost_known_usd = 0.002
+    result.calls[1].cost_usd, result.calls[1].cost_known_usd = None, 0.001  # cut, unbilled
+    decision = result.decision.model_copy(
+        update={"degraded": degradation(result.calls, build_policy())}
+    )
+    result = result.model_copy(
+        update={
+            "decision": decision,
+            "cost_usd": None,
+            "cost_known_usd": 0.003,
+            "cost_unknown_calls": 1,
+        }
+    )
+    store.save_run(result, source="ui")
+    store.save_run(make_result("r-ok", answers=("yes", "yes")), source="ui")
+    at = page_test("pages/history.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    rows = dict(
+        zip(table["run id"], zip(table["cost"], table["degraded"], strict=True), strict=True)
+    )
+    assert rows["r-deg"] == ("≥ $0.003 + unknown", "2 of 3 counted")
+    assert rows["r-ok"] == ("$0.001 (simulated)", "")
+
+    at.selectbox(key="hist.run").set_value("r-deg").run()
+    assert not at.exception
+    assert next(m.value for m in at.metric if m.label == "Cost") == "≥ $0.003 + unknown"
+    warnings = [w.value for w in at.warning]
+    assert any("DEGRADED" in w and "2 of 3 counted" in w and "1 failed" in w for w in warnings)
+    calls = at.dataframe[1].value
+    assert list(calls["cost"]) == ["$0.002", "≥ $0.001 + unknown", "$0.000333"]
+    assert "cached" in calls.columns
