@@ -28,7 +28,7 @@ from core.estimate import ModelHints, SpendEstimate, estimate, hints_for
 from core.formats import parse_format
 from core.http import build_client
 from core.panel import ModelSpec, Panel, Slot
-from core.policy import Acceptance, Policy, Quorum, TieBreak
+from core.policy import Acceptance, Policy, Quorum, TieBreak, split_trigger
 from core.providers.registry import SIM_PROVIDER, Registry, build_registry, sim_served
 from core.result import CallResult, CallStatus, MissingVote, RunResult
 from core.retry import RetryPolicy
@@ -132,10 +132,9 @@ def build_policy(
 ) -> Policy:
     not_a_string(accept, "accept")
     agg, k = Policy.parse_aggregation(aggregate)
-    if isinstance(tie_break, str) or tie_break is None:
-        chain = TieBreak.parse_chain(tie_break)
-    else:
-        chain = tuple(TieBreak.parse(t) for t in tie_break)
+    parts = tie_break.split(",") if isinstance(tie_break, str) else list(tie_break or ())
+    escalate_below, branches = split_trigger(parts)
+    chain = tuple(TieBreak.parse(t) for t in branches if t.strip())
     acceptance = None
     for text in accept:
         part = Acceptance.parse(text)
@@ -154,6 +153,7 @@ def build_policy(
         tie_breaks=chain,
         accept=acceptance,
         hedge_delay_s=hedge_delay_s,
+        escalate_below=escalate_below,
     )
 
 
@@ -266,6 +266,7 @@ class Tally:
         *,
         expand: bool = False,
         respec: Callable[[RunSpec], RunSpec] | None = None,
+        posteriors: Mapping[str, Mapping[str, float]] | None = None,
     ) -> list[RunResult]:
         """Decide stored runs again under ``policy`` (default: each run's own, which gives
         its own decision back): stored answers are reused (marked as reused, costing nothing
@@ -275,7 +276,8 @@ class Tally:
         vote, by the rule resume follows too (:func:`core.engine.reusable_calls`). They are not
         called unless ``expand`` is set, which calls just them; when their votes could change
         the decision, ``result.missing`` names them. ``respec`` turns each run's spec into the
-        one to decide by (learned weights, for one)."""
+        one to decide by (learned weights, for one); ``posteriors`` (by run id, label ->
+        probability) decides a run by a fitted posterior instead of its count."""
         store = self._need_store()
         results = []
         for run_id in run_ids:
@@ -305,6 +307,7 @@ class Tally:
                 batch_id=None,
                 item_id=old.item_id,
                 gold=old.gold,
+                posterior=None if posteriors is None else posteriors.get(run_id),
             )
             result = await self.engine.run(request, prior=prior)
             if not expand and missing:
@@ -320,8 +323,9 @@ class Tally:
         method: str = "dawid-skene",
         clamp_gold: bool = False,
     ) -> LearnedRevote:
-        """Fit the batch's stored answers, then re-vote every run by weighted majority under
-        the learned weights (no new calls unless the chain escalates or expands)."""
+        """Fit the batch's stored answers, then decide every run by the fit's posterior, through
+        the quorum and tie-break chain of ``policy`` (no new calls unless the chain escalates or
+        expands). The new runs' specs carry the learned weights as their record."""
         from core.experiments.reliability import (
             LearnedRevote,
             batch_reliability,
@@ -337,11 +341,9 @@ class Tally:
         results = await self.revote(
             [r.run_id for r in runs],
             respec=lambda spec: learned_spec(spec, report.weights, policy),
+            posteriors=fit.posterior,
         )
-        confidence = {
-            new.run_id: fit.posterior.get(old.run_id, {}).get(new.decision.label or "")
-            for old, new in zip(runs, results, strict=True)
-        }
+        confidence = {new.run_id: new.decision.confidence for new in results}
         return LearnedRevote(reliability=report, runs=results, confidence=confidence)
 
     def calls_needed(self, policy: Policy) -> bool:

@@ -22,6 +22,7 @@ from rich.text import Text
 from typer._click import exceptions as click_errors
 from typer.core import TyperGroup
 
+from core.confidence import describe as describe_confidence
 from core.config import MAX_CONCURRENCY, load_settings
 from core.errors import InputError, TallyError
 from core.panel import ModelSpec
@@ -410,6 +411,8 @@ def print_decision(result: RunResult) -> None:
         out.print(Text("tie-break: " + " -> ".join(d.branches)))
     if d.reason:
         out.print(Text(d.reason, style="dim"))
+    if d.label is not None:
+        out.print(Text(describe_confidence(d.confidence)))
     if d.quorum is not None:
         out.print(Text(d.quorum.describe()))
     if d.degraded is not None:
@@ -685,6 +688,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             continue  # read in the cost line
         if key == "cost_usd":
             value = batch_cost(summary, money)
+        if key == "effective_voters":
+            value = value["sentence"]
         table.add_row(key, str(value))
     out.print(table)
 
@@ -720,8 +725,9 @@ def revote(
     given any policy flag, under the policy those flags describe (as ``run`` reads them).
 
     ``--aggregate dawid-skene`` (or ``one-coin``) with ``--batch`` learns each model's
-    reliability from the batch's answers and re-votes every run by weighted majority under the
-    learned weights, with the winner's posterior as its confidence; no new calls."""
+    reliability from the batch's answers and decides every run by the fitted posterior (its
+    winner's posterior is the confidence); no new calls. The new runs' specs keep the learned
+    weights."""
     from core.analysis.reliability import METHODS
     from core.api import Tally, build_policy
 
@@ -815,7 +821,7 @@ def revote_learned(
     database_url: str | None,
     as_json: bool,
 ) -> None:
-    """``revote --batch B --aggregate dawid-skene``: fit, then re-vote under learned weights."""
+    """``revote --batch B --aggregate dawid-skene``: fit, then decide by the posterior."""
     from core.api import Tally, build_policy
     from core.experiments.reliability import LearnedRevote
 
@@ -840,9 +846,6 @@ def revote_learned(
     print_reliability(learned.reliability)
     for result in learned.runs:
         print_decision(result)
-        confidence = learned.confidence.get(result.run_id)
-        if confidence is not None:
-            out.print(Text(f"confidence {confidence:.3f}", style="dim"))
 
 
 def print_reliability(report: Any) -> None:

@@ -77,6 +77,9 @@ class RunRequest:
     gold: str | None = None
     cache: bool | None = None  # None: on for temperature 0, off otherwise
     stream: bool | None = None  # None: the provider's own setting
+    # label -> probability from a fitted reliability model: decides instead of the count
+    # (a learned re-vote, docs/decisions.md row 16)
+    posterior: Mapping[str, float] | None = None
 
 
 class AdaptiveLimiter:
@@ -309,7 +312,12 @@ class _Run:
     def decide(self, *phases: str) -> Decision:
         calls = self.panel_calls(phases or ("panel", "expand"))
         return voting.decide(
-            calls, self.spec.policy, self.fmt, self.weights, panel=self.spec.panel.n
+            calls,
+            self.spec.policy,
+            self.fmt,
+            self.weights,
+            panel=self.spec.panel.n,
+            posterior=self.req.posterior,
         )
 
     def result(self, decision: Decision) -> RunResult:
@@ -327,6 +335,7 @@ class _Run:
                 slot=slot.index, model=slot.model.name, sample=slot.sample, phase=phase
             )
         won = anyio.Event()
+        learned = self.req.posterior is not None  # is_settled reads counts, not a posterior
 
         async with anyio.create_task_group() as tg:
 
@@ -336,7 +345,7 @@ class _Run:
                     if voting.acceptable(call, policy.accept, self.fmt):
                         won.set()
                         tg.cancel_scope.cancel()
-                elif policy.early_stop and pending and phase == "panel":
+                elif policy.early_stop and pending and phase == "panel" and not learned:
                     done = [c for c in self.panel_calls() if c.status.final]
                     remaining = list(pending.values())
                     if voting.is_settled(done, remaining, policy, self.fmt, self.weights):

@@ -4,6 +4,7 @@ explained and re-voted later."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -75,7 +76,8 @@ class TieBreak(BaseModel):
             return cls(kind=kind)
         raise PolicyError(
             f"unknown tie-break {text!r}: "
-            "use escalate:MODEL, expand:K, conservative, human, abstain"
+            "use escalate:MODEL, expand:K, conservative, human, abstain "
+            f"(and the trigger {TRIGGER}:C)"
         )
 
     @classmethod
@@ -90,6 +92,41 @@ class TieBreak(BaseModel):
         if self.kind == "expand":
             return f"expand:{self.k}"
         return self.kind
+
+
+TRIGGER = "escalate-below"
+"""The chain's trigger: ``escalate-below:0.8`` also opens decided votes whose confidence is
+below 0.8, so low-confidence majorities go through the chain too, not only exact ties."""
+
+
+def split_trigger(parts: Sequence[str]) -> tuple[float | None, list[str]]:
+    """The confidence an ``escalate-below:C`` part of a tie-break chain names (None without
+    one), and the chain's branches without it."""
+    below: float | None = None
+    rest: list[str] = []
+    for part in parts:
+        kind, _, arg = part.strip().partition(":")
+        if kind != TRIGGER:
+            rest.append(part)
+            continue
+        if below is not None:
+            raise PolicyError(f"{TRIGGER} is given twice in one tie-break chain")
+        try:
+            below = float(arg)
+        except ValueError:
+            raise PolicyError(
+                f"{TRIGGER} takes a confidence between 0 and 1: {TRIGGER}:0.8, got {arg!r}"
+            ) from None
+        check_trigger(below)
+    return below, rest
+
+
+def check_trigger(below: float) -> None:
+    """A trigger confidence is strictly between 0 and 1 (at 1 every decision would open)."""
+    if not 0.0 < below < 1.0 or below != below:
+        raise PolicyError(
+            f"{TRIGGER} takes a confidence between 0 and 1 (exclusive), got {below:g}"
+        )
 
 
 class Acceptance(BaseModel):
@@ -140,6 +177,7 @@ class Policy(BaseModel):
     tie_breaks: tuple[TieBreak, ...] = ()
     accept: Acceptance | None = None
     hedge_delay_s: float = 0.0  # fastest: start slot i after i * delay unless an answer came
+    escalate_below: float | None = None  # a decided vote below this confidence is open too
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -149,6 +187,8 @@ class Policy(BaseModel):
             raise PolicyError("hedge delay cannot be negative")
         if self.quorum.min_valid is not None and self.quorum.min_valid < 0:
             raise PolicyError("minimum valid votes cannot be negative")
+        if self.escalate_below is not None:
+            check_trigger(self.escalate_below)
         return self
 
     @staticmethod
@@ -170,5 +210,7 @@ class Policy(BaseModel):
 
     def describe(self) -> str:
         agg = f"at-least:{self.k}" if self.aggregation == Aggregation.AT_LEAST else self.aggregation
-        chain = ",".join(str(t) for t in self.tie_breaks) or "none"
-        return f"{agg}; tie-break {chain}"
+        parts = [str(t) for t in self.tie_breaks]
+        if self.escalate_below is not None:
+            parts.insert(0, f"{TRIGGER}:{self.escalate_below:g}")
+        return f"{agg}; tie-break {','.join(parts) or 'none'}"

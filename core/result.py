@@ -83,11 +83,17 @@ class Outcome(StrEnum):
     NO_CONVERGENCE = "no_convergence"
     NO_QUORUM = "no_quorum"
     NO_ANSWER = "no_answer"
+    LOW_CONFIDENCE = "low_confidence"  # a winner below the policy's escalate-below confidence
 
     @property
     def open(self) -> bool:
         """Whether the tie-break chain takes this outcome up."""
-        return self in (Outcome.TIE, Outcome.THRESHOLD_NOT_MET, Outcome.NO_CONVERGENCE)
+        return self in (
+            Outcome.TIE,
+            Outcome.THRESHOLD_NOT_MET,
+            Outcome.NO_CONVERGENCE,
+            Outcome.LOW_CONFIDENCE,
+        )
 
 
 class QuorumCheck(BaseModel):
@@ -130,6 +136,9 @@ class Decision(BaseModel):
     outcome: Outcome | None = None  # the vote's own outcome (None: not taken by a vote)
     quorum: QuorumCheck | None = None
     degraded: Degraded | None = None  # None: every planned call was counted
+    # the posterior probability that ``label`` is right (core.confidence); None without a
+    # label, and for a label a branch gave rather than the votes
+    confidence: float | None = None
 
 
 class MissingVote(BaseModel):

@@ -36,6 +36,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
+from core.confidence import leader_posterior, vote_confidence
 from core.errors import PolicyError
 from core.formats import (
     MISSING,
@@ -46,7 +47,7 @@ from core.formats import (
     YesNoFormat,
     canonical_json,
 )
-from core.policy import Acceptance, Aggregation, Policy, TieBreak
+from core.policy import TRIGGER, Acceptance, Aggregation, Policy, TieBreak
 from core.result import (
     CallResult,
     CallStatus,
@@ -91,6 +92,16 @@ def check_policy(policy: Policy, fmt: AnswerFormat, panel: int | None = None) ->
             f"the conservative tie-break needs a conservative order, and this {fmt.kind} "
             "task has none: give one or drop the branch"
         )
+    if policy.escalate_below is not None:
+        if policy.aggregation == Aggregation.FASTEST:
+            raise PolicyError(
+                f"{TRIGGER} needs a vote's confidence, and fastest-acceptable takes no vote"
+            )
+        if not policy.tie_breaks:
+            raise PolicyError(
+                f"{TRIGGER}:{policy.escalate_below:g} sends low-confidence decisions through "
+                "the tie-break chain, and there is none: add branches after it"
+            )
     if panel is not None:
         _check_panel(policy, panel)
     accept = policy.accept
@@ -235,6 +246,7 @@ class _Race:
     margin: float | None
     reason: str
     tied: list[str] = field(default_factory=list)
+    confidence: float | None = None  # the winner's Beta confidence, for a decided race
 
 
 _STATUS = {
@@ -244,6 +256,7 @@ _STATUS = {
     Outcome.NO_CONVERGENCE: DecisionStatus.NO_CONVERGENCE,
     Outcome.NO_QUORUM: DecisionStatus.FAILED,
     Outcome.NO_ANSWER: DecisionStatus.FAILED,
+    Outcome.LOW_CONFIDENCE: DecisionStatus.DECIDED,  # the vote's winner, if no branch settles
 }
 """The status an outcome has when no tie-break settles it (docs/decisions.md)."""
 
@@ -295,7 +308,8 @@ def _race(votes: Sequence[tuple[str, Fraction]], denominator: int, policy: Polic
     each = " each" if len(leaders) > 1 else ""
 
     def decided(reason: str) -> _Race:
-        return _Race(Outcome.DECIDED, top, margin, reason)
+        confidence = vote_confidence(top, standing.counts)
+        return _Race(Outcome.DECIDED, top, margin, reason, list(standing.order), confidence)
 
     def unmet(reason: str) -> _Race:
         return _Race(
@@ -370,6 +384,11 @@ def _robust(
     top = standing.top
     top_count = standing.counts[top]
     rest = len(remaining)
+    below = policy.escalate_below
+    if below is not None:  # the worst case: every remaining call a vote for the strongest rival
+        rival = max((c for v, c in standing.counts.items() if v != top), default=0)
+        if leader_posterior(top_count, rival + rest) < below:
+            return False
     if agg == Aggregation.MAJORITY:
         return top_count > standing.runner_up + rest
     if agg == Aggregation.WEIGHTED:
@@ -455,6 +474,7 @@ def _quorum_failure(count: _Count, need: int) -> Decision | None:
 
 
 def _from_race(race: _Race, **extra: Any) -> Decision:
+    decided = race.outcome == Outcome.DECIDED  # its tied: every answer, for the trigger
     return Decision(
         status=_STATUS[race.outcome],
         outcome=race.outcome,
@@ -462,6 +482,7 @@ def _from_race(race: _Race, **extra: Any) -> Decision:
         margin=race.margin,
         reason=race.reason,
         tied=race.tied,
+        confidence=race.confidence if decided else None,
         **extra,
     )
 
@@ -502,6 +523,8 @@ def _decide_json(count: _Count, fmt: JsonFormat, policy: Policy) -> Decision:
                 fields=winners,
             )
     answer = {name: json.loads(v) for name, v in winners.items() if v is not None}
+    confidences = [r.confidence for r in races.values() if r.confidence is not None]
+    confidence = min(confidences, default=None)  # the object is as sure as its weakest field
     problem = fmt.schema_problem(answer)
     if problem is not None:
         return Decision(
@@ -517,7 +540,10 @@ def _decide_json(count: _Count, fmt: JsonFormat, policy: Policy) -> Decision:
         label=canonical_json(answer),
         margin=margin,
         reason=f"decided field by field: {len(races)} fields, smallest margin {margin:g}",
+        # for the trigger: the answers of each field, most first
+        tied=[f"{n}: {' | '.join(sorted(r.tied))}" for n, r in races.items()],
         fields=winners,
+        confidence=confidence,
     )
 
 
@@ -572,6 +598,58 @@ def degradation(calls: Sequence[CallResult], policy: Policy) -> Degraded | None:
     )
 
 
+def _posterior_race(count: _Count, posterior: Mapping[str, float]) -> _Race:
+    """A learned re-vote: the label the fit's posterior puts highest, with that probability
+    as its confidence; two labels at the same posterior are a tie (docs/decisions.md)."""
+    counts: dict[str, int] = {}
+    for value, _ in count.votes:
+        counts[value] = counts.get(value, 0) + 1
+    ranked = sorted(posterior.items(), key=lambda kv: -kv[1])
+    if not ranked:
+        raise PolicyError("a posterior needs at least one label")
+    top, best = ranked[0]
+    second = ranked[1][1] if len(ranked) > 1 else 0.0
+    order = [label for label, _ in ranked]
+    if best - second <= POSTERIOR_TIE:
+        leaders = [label for label, p in ranked if best - p <= POSTERIOR_TIE]
+        return _Race(
+            Outcome.TIE,
+            None,
+            0.0,
+            f"tie between {' | '.join(leaders)} at posterior {best:.3f} each",
+            tied=leaders,
+        )
+    votes = f"{counts.get(top, 0)} of {count.valid} votes"
+    return _Race(
+        Outcome.DECIDED,
+        top,
+        best - second,
+        f"{top}: posterior {best:.3f} of the learned reliability ({votes})",
+        tied=order,
+        confidence=best,
+    )
+
+
+POSTERIOR_TIE = 1e-9
+"""Posteriors closer than this are equal: no winner (as in core.analysis.reliability)."""
+
+
+def _trigger(decision: Decision, policy: Policy) -> Decision:
+    """A decided vote below the policy's ``escalate-below`` confidence is open: the chain takes
+    it up, and if no branch settles it the vote's winner stands (docs/decisions.md)."""
+    if decision.outcome != Outcome.DECIDED:
+        return decision
+    below, confidence = policy.escalate_below, decision.confidence
+    if below is None or confidence is None or confidence >= below:
+        return decision.model_copy(update={"tied": []})
+    return decision.model_copy(
+        update={
+            "outcome": Outcome.LOW_CONFIDENCE,
+            "reason": f"low confidence: {confidence:.2f}, below {below:g}, for {decision.reason}",
+        }
+    )
+
+
 def decide(
     calls: Sequence[CallResult],
     policy: Policy,
@@ -579,10 +657,13 @@ def decide(
     weights: Mapping[str, float] | None = None,
     *,
     panel: int | None = None,
+    posterior: Mapping[str, float] | None = None,
 ) -> Decision:
     """The decision the calls alone give, before any tie-break. ``weights`` maps a call's
     model name to its weight (default 1.0) and only matters for a weighted vote. ``panel``
-    is N for the quorum, by default the calls of the panel phase."""
+    is N for the quorum, by default the calls of the panel phase. ``posterior`` (label ->
+    probability, from a fitted reliability model) decides instead of the count, the quorum
+    and the chain alike."""
     n = panel_size(calls) if panel is None else panel
     need, rule = quorum_need(policy, n)
     if policy.aggregation == Aggregation.FASTEST:
@@ -595,12 +676,15 @@ def decide(
         failure = _quorum_failure(count, need)
         if failure is not None:
             decision = failure
+        elif posterior is not None:
+            decision = _from_race(_posterior_race(count, posterior))
         elif isinstance(fmt, JsonFormat):
             decision = _decide_json(count, fmt, policy)
         else:
             decision = _from_race(_race(count.votes, count.denominator(policy), policy))
             if count.grouping_note is not None:
                 decision.reason = f"{decision.reason}; {count.grouping_note}"
+        decision = _trigger(decision, policy)
     quorum = QuorumCheck(need=need, valid=valid, panel=n, rule=rule)
     return decision.model_copy(update={"quorum": quorum, "degraded": degradation(calls, policy)})
 
@@ -630,7 +714,7 @@ def is_settled(
         return True  # failed whatever comes
     if isinstance(fmt, NumberFormat) and fmt.tolerance > 0:
         return False
-    if decide(calls, policy, fmt, weights, panel=panel).status != DecisionStatus.DECIDED:
+    if decide(calls, policy, fmt, weights, panel=panel).outcome != Outcome.DECIDED:
         return False
     denominator = count.denominator(policy)
     if not isinstance(fmt, JsonFormat):
@@ -676,10 +760,12 @@ def record_branch(decision: Decision, text: str) -> Decision:
 def _settled(
     decision: Decision, branch: str, status: DecisionStatus, label: str | None, how: str
 ) -> Decision:
+    same = label is not None and label == decision.label  # a branch that kept the vote's winner
     return decision.model_copy(
         update={
             "status": status,
             "label": label,
+            "confidence": decision.confidence if same else None,
             "branches": [*decision.branches, branch],
             "reason": f"{decision.reason}; {how}",
         }

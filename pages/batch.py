@@ -439,6 +439,7 @@ def result_rows(store: Store, batch_id: str) -> pd.DataFrame:
                 "status": r.status,
                 "margin": "" if r.margin is None else f"{r.margin:g}",
                 "degraded": ui.degraded_mark(r),
+                "confidence": "" if r.confidence is None else f"{r.confidence:.2f}",
                 "cost": ui.run_cost(r),
                 "latency": ui.latency(r.latency_ms),
                 "run": r.run_id,
@@ -494,6 +495,9 @@ def results_view(store: Store, info: BatchInfo) -> None:
     )
     cols[4].metric("Cost", batch_cost(counts, ui.money))
     st.caption(f"Outcomes: {counts_line(counts)} · {counts['calls']} calls")
+    voters = counts.get("effective_voters") or {}
+    if voters.get("sentence"):
+        st.caption(ui.md_text(voters["sentence"], 200))
     frame = result_rows(store, info.batch_id)
     if frame.empty:
         st.info("No run of this batch has been stored yet.")

@@ -325,6 +325,8 @@ def open_words(decision: Decision, tied: str) -> str:
         return f"THRESHOLD NOT MET (candidates {tied})"
     if decision.outcome == Outcome.NO_CONVERGENCE:
         return "NO CONVERGENCE (every vote differs)"
+    if decision.outcome == Outcome.LOW_CONFIDENCE:
+        return f"LOW CONFIDENCE (candidates {tied})"
     return f"TIE between {tied}"
 
 
@@ -340,6 +342,8 @@ def decision_banner(decision: Decision, votes: Mapping[str, int]) -> None:
     what = open_words(decision, tied)
     if status == DecisionStatus.DECIDED:
         head = f"**DECIDED: {label}**, margin {margin} ({total} votes)"
+        if decision.confidence is not None:
+            head += f", confidence {decision.confidence:.2f}"
         if branches:
             head += f" after the tie-break {branches}"
         st.success(head)

@@ -43,7 +43,6 @@ from core.analysis.earlystop import (
     EarlyStopReport,
     RuleResult,
     compare_early_stop,
-    leader_posterior,
 )
 from core.analysis.reliability import (
     AggregateScore,
@@ -55,6 +54,7 @@ from core.analysis.reliability import (
     log_odds_weight,
 )
 from core.analysis.sweeps import AIMD, SweepPoint, SweepVerdict, analyse_sweep
+from core.confidence import leader_posterior
 
 __all__ = [
     "AIMD",

@@ -19,9 +19,7 @@ Ties and empty votes score as in the curve (``tie="error"`` by default).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -39,6 +37,7 @@ from core.analysis.curves import (
     encode,
     vote_sequences,
 )
+from core.confidence import leader_posterior
 from core.errors import InputError
 
 RuleName = Literal["fixed", "decided", "beta", "window"]
@@ -82,21 +81,6 @@ class EarlyStopReport(BaseModel):
     def rule(self, name: RuleName) -> RuleResult:
         """The result of one rule."""
         return next(r for r in self.rules if r.rule == name)
-
-
-@lru_cache(maxsize=65536)
-def leader_posterior(leader: int, runner_up: int) -> float:
-    """P(the leader's rate beats the runner-up's) under a Beta(1 + a, 1 + b) posterior.
-
-    The closed form for whole counts: for X ~ Beta(a + 1, b + 1),
-    P(X > 1/2) = P(Binomial(a + b + 1, 1/2) <= a).
-    """
-    if leader < 0 or runner_up < 0:
-        raise InputError("vote counts cannot be negative")
-    trials = leader + runner_up + 1
-    favourable = sum(math.comb(trials, j) for j in range(leader + 1))
-    outcomes: int = 2**trials
-    return favourable / outcomes
 
 
 def compare_early_stop(

@@ -67,14 +67,20 @@ class BatchReliability(BaseModel):
 
     def sentence(self) -> str:
         """ "your 5 votes are worth 2.1 independent ones", or why it cannot be said."""
-        effective = self.independence.effective
-        if effective is None:
-            return "the effective number of voters is unknown: the models' errors never vary"
-        basis = "" if self.independence_basis == "gold" else " (against the fit's own winners)"
-        return (
-            f"your {self.independence.voters} models' votes are worth {effective:.1f} "
-            f"independent ones{basis}"
-        )
+        against = "gold" if self.independence_basis == "gold" else "the fit's own winners"
+        return voters_sentence(self.independence, against)
+
+
+def voters_sentence(independence: VoterIndependence, against: str) -> str:
+    """Kish's effective number of voters in one sentence, naming what errors were counted
+    against (gold, or decisions that the models which err together pull their way)."""
+    effective = independence.effective
+    if effective is None:
+        return "the effective number of voters is unknown: the models' errors never vary"
+    return (
+        f"your {independence.voters} votes are worth {effective:.1f} independent ones "
+        f"(one per model; errors against {against})"
+    )
 
 
 def read_gold(answers: BatchAnswers, fmt: AnswerFormat) -> dict[str, str]:
@@ -96,14 +102,10 @@ def batch_independence(store: Store, batch_id: str) -> dict[str, Any]:
         row.run_id: row.label for row in store.batch_runs(batch_id)
     }
     independence = effective_voters_of(answers.votes, answers.models, reference)
-    effective = independence.effective
     return {
         **independence.model_dump(),
         "basis": basis,
-        "sentence": None
-        if effective is None
-        else f"your {independence.voters} models' votes are worth {effective:.1f} independent "
-        f"ones (errors against {basis})",
+        "sentence": voters_sentence(independence, basis),
     }
 
 

@@ -100,6 +100,7 @@ class RunRow:
     cost_known_usd: float | None = None  # the known part when ``cost_usd`` is unknown
     cost_unknown_calls: int = 0
     degraded: Degraded | None = None  # counted on fewer votes than planned, and why
+    confidence: float | None = None  # the decision's (NULL before migration 0007)
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ def row_to_run_row(r: Any) -> RunRow:
         cost_known_usd=r.cost_known_usd,
         cost_unknown_calls=r.cost_unknown_calls or 0,
         degraded=None if r.degraded_json is None else Degraded.model_validate_json(r.degraded_json),
+        confidence=r.confidence,
     )
 
 
@@ -242,6 +244,7 @@ ROW_COLUMNS = [
         *("branches_json", "tied_json", "task_name", "panel_json", "input", "n_calls"),
         *("cost_usd", "latency_ms", "batch_id", "item_id", "item_index", "gold"),
         *("cost_known_usd", "cost_unknown_calls", "degraded_json"),
+        "confidence",
     )
 ]
 

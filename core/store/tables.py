@@ -99,6 +99,7 @@ class RunRecord(SQLModel, table=True):
     outcome: str | None = None  # the vote's own outcome (docs/decisions.md); NULL before 0005
     quorum_json: str | None = Field(default=None, sa_type=Text)
     degraded_json: str | None = Field(default=None, sa_type=Text)
+    confidence: float | None = Field(default=None, sa_type=Double)  # NULL before 0007
     votes_json: str = Field(default="{}", sa_type=Text)
     field_votes_json: str | None = Field(default=None, sa_type=Text)
     n_calls: int = 0
@@ -332,6 +333,7 @@ def start_row(
         "outcome": None,
         "quorum_json": None,
         "degraded_json": None,
+        "confidence": None,
         "votes_json": "{}",
         "field_votes_json": None,
         "n_calls": 0,
@@ -368,6 +370,7 @@ def finish_row(
         "outcome": None if d.outcome is None else d.outcome.value,
         "quorum_json": None if d.quorum is None else d.quorum.model_dump_json(),
         "degraded_json": None if d.degraded is None else d.degraded.model_dump_json(),
+        "confidence": d.confidence,
         "votes_json": dumps(result.votes),
         "field_votes_json": None if result.field_votes is None else dumps(result.field_votes),
         "n_calls": len(result.calls),
@@ -426,6 +429,7 @@ def decision_from_row(row: Mapping[Any, Any]) -> Decision:
         outcome=row["outcome"],
         quorum=loads(row["quorum_json"]),
         degraded=loads(row["degraded_json"]),
+        confidence=row["confidence"],
     )
 
 

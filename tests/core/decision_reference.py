@@ -14,13 +14,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
+from scipy.stats import beta
+
 from core.formats import MISSING, AnswerFormat, JsonFormat
 from core.policy import Policy
 from core.result import CallResult
 
-OPEN = ("tie", "threshold_not_met", "no_convergence")
+OPEN = ("tie", "threshold_not_met", "no_convergence", "low_confidence")
 OWN_STATUS = {
     "decided": "decided",
+    "low_confidence": "decided",
     "tie": "tie",
     "threshold_not_met": "failed",
     "no_convergence": "no_convergence",
@@ -31,6 +34,7 @@ REASON_START = {
     "tie": "tie between",
     "threshold_not_met": "threshold not met",
     "no_convergence": "no convergence",
+    "low_confidence": "low confidence",
 }
 
 
@@ -52,6 +56,7 @@ class Ref:
     counted: int = 0
     lost: dict[str, int] = field(default_factory=dict)  # invalid, errors, timeouts, cut
     degraded: bool = False
+    confidence: float | None = None  # the winner's P(its rate beats the runner-up's)
 
 
 # -- the words ------------------------------------------------------------------------------
@@ -89,10 +94,21 @@ def _degradation(calls: Sequence[CallResult], policy: Policy) -> tuple[int, int,
 # -- one race (rows 5-12) ------------------------------------------------------------------------
 
 
+def confidence_of(winner: str, votes: Sequence[tuple[str, Fraction]]) -> float:
+    """The Beta(1 + a, 1 + b) posterior mass above 1/2: a the winner's votes, b the most any
+    other answer has."""
+    count: dict[str, int] = {}
+    for vote, _ in votes:
+        count[vote] = count.get(vote, 0) + 1
+    rival = max([c for v, c in count.items() if v != winner] + [0])
+    return float(beta.sf(0.5, 1 + count.get(winner, 0), 1 + rival))
+
+
 def _race(
     votes: Sequence[tuple[str, Fraction]], counted: int, policy: Policy
 ) -> tuple[str, str | None, frozenset[str]]:
-    """(outcome, label, candidates) of one set of (vote, weight)."""
+    """(outcome, label, candidates) of one set of (vote, weight); a decided race's candidates
+    are every answer (what a low confidence leaves in play)."""
     agg = policy.aggregation.value
     count: dict[str, int] = {}
     score: dict[str, Fraction] = {}
@@ -106,11 +122,11 @@ def _race(
     if agg == "strict":
         winner = [v for v in count if 2 * count[v] > counted]
         if winner:
-            return "decided", winner[0], frozenset()
+            return "decided", winner[0], everyone
         return "threshold_not_met", None, everyone
     if agg == "unanimous":
         if len(count) == 1 and len(votes) == counted:
-            return "decided", next(iter(count)), frozenset()
+            return "decided", next(iter(count)), everyone
         return "threshold_not_met", None, everyone
     if agg == "at-least":
         k = policy.k or 1
@@ -121,7 +137,7 @@ def _race(
         return "no_convergence", None, everyone
     if len(leaders) > 1:
         return "tie", None, frozenset(leaders)
-    return "decided", leaders[0], frozenset()
+    return "decided", leaders[0], everyone
 
 
 def _weight(weights: Mapping[str, float] | None, model: str) -> Fraction:
@@ -182,16 +198,31 @@ def vote(
 
 
 def _whole(base: Ref, votes: Sequence[tuple[str, Fraction]], counted: int, policy: Policy) -> Ref:
-    """The answers as one race (rows 5-12)."""
+    """The answers as one race (rows 5-12), then the trigger (row 15)."""
     outcome, label, candidates = _race(votes, counted, policy)
-    return replace(
-        base,
-        outcome=outcome,
-        status=OWN_STATUS[outcome],
-        label=label,
-        candidates=candidates,
-        reason_starts=REASON_START.get(outcome, ""),
+    confidence = None if label is None else confidence_of(label, votes)
+    return _trigger(
+        replace(
+            base,
+            outcome=outcome,
+            status=OWN_STATUS[outcome],
+            label=label,
+            candidates=candidates,
+            reason_starts=REASON_START.get(outcome, ""),
+            confidence=confidence,
+        ),
+        policy,
     )
+
+
+def _trigger(ref: Ref, policy: Policy) -> Ref:
+    """Row 15: a decided vote whose confidence is below escalate-below is open."""
+    below = policy.escalate_below
+    if ref.outcome != "decided" or ref.confidence is None:
+        return ref
+    if below is not None and ref.confidence < below:
+        return replace(ref, outcome="low_confidence", reason_starts="low confidence")
+    return replace(ref, candidates=frozenset())
 
 
 def _json(
@@ -225,7 +256,20 @@ def _json(
     if fmt.schema_problem(answer) is not None:
         return replace(base, outcome="no_answer", status="failed")
     label = json.dumps(answer, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return replace(base, outcome="decided", status="decided", label=label)
+    confidence = min(
+        confidence_of(races[name][1] or "", [(obj.get(name, MISSING), w) for obj, w in objects])
+        for name in names
+    )
+    every = frozenset(f"{name}: {' | '.join(sorted(races[name][2]))}" for name in names)
+    decided = replace(
+        base,
+        outcome="decided",
+        status="decided",
+        label=label,
+        candidates=every,
+        confidence=confidence,
+    )
+    return _trigger(decided, policy)
 
 
 # -- the chain -------------------------------------------------------------------------------
@@ -286,8 +330,15 @@ def run(
 def _settled(
     ref: Ref, branches: list[str], name: str, status: str, label: str | None, how: str
 ) -> Ref:
+    """A branch settled the run: the confidence stays only if it kept the vote's winner."""
+    confidence = ref.confidence if label is not None and label == ref.label else None
     return replace(
-        ref, status=status, label=label, branches=(*branches, name), reason_ends=f"; {how}"
+        ref,
+        status=status,
+        label=label,
+        branches=(*branches, name),
+        reason_ends=f"; {how}",
+        confidence=confidence,
     )
 
 
@@ -302,6 +353,8 @@ def refused(policy: Policy, fmt: AnswerFormat, n: int) -> bool:
         "yesno": bool(getattr(fmt, "conservative", None)),
     }.get(fmt.kind, False)
     if any(b.kind == "conservative" for b in chain) and not ordered:
+        return True
+    if policy.escalate_below is not None and (agg == "fastest" or not chain):
         return True
     extra = sum(b.k or 0 for b in chain if b.kind == "expand")
     if agg == "at-least" and (policy.k or 1) > n + extra:

@@ -4,7 +4,8 @@ and chains. Properties checked on every example besides agreement:
 
 - no branch settles a run without being recorded in ``branches`` (last);
 - a decision never claims a threshold it did not reach;
-- without a chain, an open outcome (tie, threshold not met, no convergence) is never decided.
+- without a chain, an open outcome (tie, threshold not met, no convergence) is never decided;
+- a low-confidence winner (``escalate-below``) stands only when no branch settled it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from core.errors import PolicyError, ProviderError
 from core.formats import AnswerFormat, JsonFormat, LabelFormat, NumberFormat, YesNoFormat
 from core.panel import ModelSpec, Panel
 from core.policy import Aggregation, Policy, Quorum, TieBreak
-from core.result import CallResult, Decision, DecisionStatus
+from core.result import CallResult, Decision, DecisionStatus, Outcome
 from core.spec import RunSpec
 from core.task import Task
 from core.voting import (
@@ -66,7 +67,7 @@ OFFLINE = ("conservative", "human", "abstain")
 
 def policies(chain: st.SearchStrategy[tuple[TieBreak, ...]]) -> st.SearchStrategy[Policy]:
     return st.builds(
-        lambda agg, k, min_valid, count_invalid, count_errors, early, chain: Policy(
+        lambda agg, k, min_valid, count_invalid, count_errors, early, chain, below: Policy(
             aggregation=agg,
             k=k if agg == Aggregation.AT_LEAST else None,
             quorum=Quorum(
@@ -74,6 +75,7 @@ def policies(chain: st.SearchStrategy[tuple[TieBreak, ...]]) -> st.SearchStrateg
             ),
             early_stop=early,
             tie_breaks=chain,
+            escalate_below=below,
         ),
         st.sampled_from(list(Aggregation)),
         st.integers(1, 5),
@@ -82,6 +84,7 @@ def policies(chain: st.SearchStrategy[tuple[TieBreak, ...]]) -> st.SearchStrateg
         st.booleans(),
         st.booleans(),
         chain,
+        st.one_of(st.none(), st.sampled_from((0.6, 0.8, 0.9, 0.97))),
     )
 
 
@@ -118,6 +121,10 @@ def agree(real: Decision, want: ref.Ref) -> None:
         assert {"invalid": d.invalid, "errors": d.errors, "timeouts": d.timeouts, "cut": d.cut} == (
             want.lost
         )
+    if want.confidence is None:
+        assert real.confidence is None, (real.confidence, want)
+    else:
+        assert real.confidence == pytest.approx(want.confidence, abs=1e-9)
     assert real.reason.startswith(want.reason_starts), (real.reason, want.reason_starts)
     assert real.reason.endswith(want.reason_ends), (real.reason, want.reason_ends)
 
@@ -139,7 +146,10 @@ def check_properties(real: Decision, vote: Decision, chain: Sequence[TieBreak]) 
         assert not real.branches[-1].endswith(")"), real.branches
     if real.status == DecisionStatus.DECIDED:
         assert real.outcome is not None
-        if real.outcome.open:  # decided by a branch, not by the vote
+        if real.outcome == Outcome.LOW_CONFIDENCE:  # the vote's winner stands, or a branch's
+            assert real.label == vote.label or real.branches[-1:] == ["conservative"]
+            assert real.reason.startswith("low confidence: ")
+        elif real.outcome.open:  # decided by a branch, not by the vote
             assert real.branches[-1:] == ["conservative"]
             assert "broken by the conservative order" in real.reason
             assert not claims_threshold(real.reason), real.reason

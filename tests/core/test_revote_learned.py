@@ -1,5 +1,5 @@
 """Re-voting a batch under learned reliability: fit the stored answers, decide every run by
-the learned weights through the usual engine, with no new call; bad uses refused."""
+the fitted posterior through the usual engine, with no new call; bad uses refused."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from core.analysis.reliability import weighted_winner
 from core.cli import app
-from core.experiments.reliability import store_scenario
+from core.experiments.reliability import batch_reliability, store_scenario
 from core.sim.scenarios import SCENARIOS
 from core.store import Store
 
@@ -32,7 +31,7 @@ def cli(*args: str) -> Any:
     return CliRunner().invoke(app, list(args))
 
 
-def test_a_learned_re_vote_decides_by_the_learned_weights(stored: tuple[str, str]) -> None:
+def test_a_learned_re_vote_decides_by_the_posterior(stored: tuple[str, str]) -> None:
     db, bid = stored
     res = cli(
         "revote", "--batch", bid, "--aggregate", "dawid-skene", "--database-url", db, "--json"
@@ -55,6 +54,8 @@ def test_a_learned_re_vote_decides_by_the_learned_weights(stored: tuple[str, str
     ]
     assert len(runs) == ITEMS
     weights = report["weights"]
+    with Store(db) as store:
+        fit = batch_reliability(store, bid)[1]
     for run in runs:
         assert run["spec"]["policy"]["aggregation"] == "weighted"
         learned = {
@@ -64,15 +65,16 @@ def test_a_learned_re_vote_decides_by_the_learned_weights(stored: tuple[str, str
             {name: max(w, 0.001) for name, w in weights.items()}, abs=1e-6
         )
         assert all(c["cached"] for c in run["calls"])  # every answer reused: no new call
-        row = {}
-        for c in run["calls"]:
-            if c["status"] == "ok":
-                row.setdefault(c["model"], {})[c["answer"]] = 1
-        winner = weighted_winner(row, {k: max(w, 0.001) for k, w in weights.items()})
-        if run["decision"]["status"] == "decided":
-            assert run["decision"]["label"] == winner
-            confidence = doc["confidence"][run["run_id"]]
-            assert confidence is not None and 0.0 <= confidence <= 1.0
+        old = f"{bid}-{run['item_id']}"  # store_scenario's run ids
+        decision = run["decision"]
+        assert decision["label"] == fit.winner[old]
+        if fit.winner[old] is None:
+            assert decision["status"] == "tie" and decision["confidence"] is None
+            continue
+        assert decision["status"] == "decided"
+        assert decision["confidence"] == pytest.approx(fit.confidence[old])
+        assert doc["confidence"][run["run_id"]] == decision["confidence"]
+        assert "posterior" in decision["reason"]
 
 
 def test_clamping_gold_leaves_nothing_to_score_on(stored: tuple[str, str]) -> None:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from core.formats import AnswerFormat, JsonFormat, LabelFormat, NumberFormat, YesNoFormat
 from core.policy import Aggregation, Policy, Quorum, TieBreak
-from core.result import CallResult, CallStatus, Decision, DecisionStatus
+from core.result import CallResult, CallStatus, Decision, DecisionStatus, Outcome
 from core.voting import apply_offline_branch, count_votes, decide, is_settled
 
 LABELS = LabelFormat(labels=("a", "b", "c", "f0", "f1", "f2"), conservative_order=("c", "b"))
@@ -71,21 +71,25 @@ def make_calls(outcomes: Sequence[tuple[str, str]], start: int = 0) -> list[Call
     return out
 
 
-def key(decision: Decision) -> tuple[DecisionStatus, str | None]:
-    return decision.status, decision.label
+def key(decision: Decision) -> tuple[DecisionStatus, str | None, Outcome | None]:
+    """What the chain sees of a decision: a low-confidence winner goes through it."""
+    return decision.status, decision.label, decision.outcome
 
 
 policies = st.builds(
-    lambda agg, k, min_valid, count_invalid, count_errors: Policy(
+    lambda agg, k, min_valid, count_invalid, count_errors, below: Policy(
         aggregation=agg,
         k=k if agg == Aggregation.AT_LEAST else None,
         quorum=Quorum(min_valid=min_valid, count_invalid=count_invalid, count_errors=count_errors),
+        escalate_below=below,
+        tie_breaks=() if below is None else (TieBreak(kind="human"),),  # the trigger needs one
     ),
     st.sampled_from([a for a in Aggregation if a != Aggregation.FASTEST]),
     st.integers(1, 4),
     st.integers(0, 4),
     st.booleans(),
     st.booleans(),
+    st.one_of(st.none(), st.none(), st.sampled_from((0.6, 0.8, 0.9))),
 )
 
 
@@ -152,7 +156,7 @@ def test_is_settled_agrees_with_brute_force(
     settled = is_settled(done, [WEIGHTS[m] for m in outstanding], policy, LABELS, WEIGHTS)
     if settled:
         assert unchanged
-    if unchanged and now[0] == DecisionStatus.DECIDED:
+    if unchanged and now[2] == Outcome.DECIDED:
         assert settled, "a decided vote that nothing can change must be seen as settled"
 
 

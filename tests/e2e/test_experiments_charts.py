@@ -130,7 +130,7 @@ def test_the_experiments_page_draws_a_curve_and_shows_every_chart(
 
     # -- learned reliability of the same draw: Dawid–Skene, confusion matrices, calibration ----
     page.get_by_role("button", name="Fit Dawid–Skene").click()
-    expect(main.get_by_text("models' votes are worth")).to_be_visible(timeout=LONG_MS)
+    expect(main.get_by_text("votes are worth")).to_be_visible(timeout=LONG_MS)
     wait_idle(page, timeout_ms=LONG_MS)
     expect(charts(page)).to_have_count(3 + 5 + 1)  # a confusion matrix per model, calibration
     save_chart(charts(page).nth(3), "experiments-confusion")

@@ -249,7 +249,7 @@ def test_the_learned_reliability_section_fits_a_stored_batch(
     # one confusion matrix per model and the calibration of the confidence
     assert charts(disagreement) == before + 5 + 1
     shown = texts(at)
-    assert "models' votes are worth" in shown
+    assert "votes are worth" in shown
     frames = [f.value for f in disagreement.dataframe]  # type: ignore[attr-defined]
     models = next(f for f in frames if "estimated accuracy" in f.columns)
     assert set(models["model"]) == {f"sim:{m.name}" for m in SCENARIOS["uneven"].panel}

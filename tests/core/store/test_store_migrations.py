@@ -36,7 +36,7 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     with Store(empty_url) as store:
         assert store.revision() is None
         store.upgrade()
-        assert store.revision() == head_revision() == "0006"
+        assert store.revision() == head_revision() == "0007"
         assert diffs(store, metadata) == []
         tables = set(inspect(store.engine).get_table_names())
         assert {"batch", "batch_item", "run", "call", "review", "sweep", "curve", "job"} <= tables
@@ -151,3 +151,32 @@ def test_0005_keeps_the_outcome_quorum_and_degradation_of_new_runs_and_reads_old
         old = back.decision
         assert (old.status, old.reason) == (decision.status, decision.reason)
         assert (old.outcome, old.quorum, old.degraded) == (None, None, None)
+
+
+def test_0007_keeps_the_confidence_of_new_runs_and_reads_old_ones_without(
+    empty_url: str, make_result: Any
+) -> None:
+    """A decision's confidence is stored and read back; a run stored before 0007 reads back
+    without one; the step can be taken back and forth."""
+    from alembic import command
+
+    from core.result import Decision, DecisionStatus, Outcome
+    from core.store.db import _alembic_config
+
+    decision = Decision(
+        status=DecisionStatus.DECIDED,
+        label="yes",
+        reason="yes: 4 of 5 votes, margin 3",
+        outcome=Outcome.DECIDED,
+        confidence=57 / 64,
+    )
+    with Store(empty_url) as store:
+        store.upgrade()
+        store.save_run(make_result("new", decision=decision), source="cli")
+        assert store.get_run("new").decision.confidence == 57 / 64
+        with store.engine.begin() as conn:
+            command.downgrade(_alembic_config(conn), "0006")
+        assert "confidence" not in {c["name"] for c in inspect(store.engine).get_columns("run")}
+        store.upgrade()
+        old = store.get_run("new").decision
+        assert (old.label, old.outcome, old.confidence) == ("yes", Outcome.DECIDED, None)
