@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from core.errors import BusyError, InputError, StoreError, not_a_string
 from core.estimate import ModelHints, SpendEstimate, estimate, hints_for
 from core.formats import parse_format
 from core.http import build_client
+from core.limits import SharedLimits
 from core.panel import ModelSpec, Panel, Slot
 from core.policy import Acceptance, Policy, Quorum, TieBreak, split_trigger
 from core.providers.registry import SIM_PROVIDER, Registry, build_registry, sim_served
@@ -197,7 +198,10 @@ class Tally:
         persist: bool = True,
         concurrency: int | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        shared_limits: bool | None = None,
     ) -> AsyncIterator[Tally]:
+        """``shared_limits`` (default: ``TALLY_SHARED_LIMITS``) keeps the ceilings and the pace
+        in the PostgreSQL store, shared with every other process doing so."""
         settings = load_settings()
         cfg = load_config(config)
         registry = build_registry(cfg, settings)
@@ -219,9 +223,15 @@ class Tally:
             base_s=cfg.defaults.backoff_base_s,
             max_s=cfg.defaults.backoff_max_s,
         )
-        async with build_client(
-            settings, max_connections=ceiling, sim_app=sim_app, transport=transport
-        ) as client:
+        share = settings.shared_limits if shared_limits is None else shared_limits
+        if share and store is None:
+            raise InputError("shared limits live in the store: they need persist=True")
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(
+                build_client(
+                    settings, max_connections=ceiling, sim_app=sim_app, transport=transport
+                )
+            )
             engine = Engine(
                 registry=registry,
                 client=client,
@@ -231,6 +241,10 @@ class Tally:
                 attempt_timeout_s=cfg.defaults.attempt_timeout_s,
                 retry=retry,
             )
+            if share:
+                assert store is not None
+                url = store.engine.url.render_as_string(hide_password=False)
+                engine.limits = await stack.enter_async_context(SharedLimits.connect(url))
             if store is None:
                 yield cls(cfg, settings, registry, prices, engine, None)
                 return

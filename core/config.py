@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     batch_lease_s: float = Field(default=30.0, gt=0)
     """How long a batch stays claimed by its process without a heartbeat: a resume elsewhere
     is refused while the lease lasts (the heartbeat renews it every third of this)."""
+    shared_limits: bool = False
+    """Keep the global and per-provider ceilings and the rate-limit pace in the PostgreSQL
+    store, shared by every process that has this on (``core.limits``): what a dashboard runs
+    on a team's store then counts against the same ceilings as its workers (which always
+    share them)."""
     trust_env: bool = True
     """Honour ``HTTP(S)_PROXY``/``NO_PROXY``/``SSL_CERT_FILE`` in the HTTP client. Off
     (``TALLY_TRUST_ENV=0``) when a proxy variable would catch loopback traffic to a sim server."""

@@ -24,6 +24,7 @@ from core.analysis.sweeps import AIMD
 from core.cost import PriceBook, cost_total
 from core.errors import PolicyError, ProviderError
 from core.formats import AnswerFormat
+from core.limits import GLOBAL, Limits, LocalLimits
 from core.pacing import Pacer, ThrottleWindow
 from core.panel import ModelSpec, Slot
 from core.policy import Aggregation, TieBreak
@@ -94,12 +95,17 @@ class AdaptiveLimiter:
     when it changed, so the engine can report it as an event.
     """
 
-    def __init__(self, ceiling: int, clock: Callable[[], float] = anyio.current_time) -> None:
+    def __init__(
+        self,
+        ceiling: int,
+        clock: Callable[[], float] = anyio.current_time,
+        pacer: Pacer | None = None,
+    ) -> None:
         self.ceiling = max(1, ceiling)
         self.aimd = AIMD(self.ceiling, maximum=self.ceiling)
         self.limiter = anyio.CapacityLimiter(self.ceiling)
         self.window = ThrottleWindow(clock)
-        self.pacer = Pacer(self.ceiling, clock=clock)
+        self.pacer = pacer or Pacer(self.ceiling, clock=clock)
         self._restore: int | None = None  # the ceiling before a window's cut
 
     @property
@@ -151,6 +157,7 @@ class Engine:
     attempt_timeout_s: float | None = None  # one attempt; None: what remains of the call's
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(4, 0.5, 30.0))
     recorder: Recorder = field(default_factory=Recorder)
+    limits: Limits = field(default_factory=LocalLimits)  # shared by workers: core.limits
     _global: anyio.CapacityLimiter = field(init=False)
     _providers: dict[str, AdaptiveLimiter] = field(init=False, default_factory=dict)
 
@@ -172,7 +179,9 @@ class Engine:
     def provider_limiter(self, provider: Provider) -> AdaptiveLimiter:
         limiter = self._providers.get(provider.name)
         if limiter is None:
-            limiter = AdaptiveLimiter(provider.max_concurrency)
+            ceiling = provider.max_concurrency
+            pacer = self.limits.pacer(provider.name, ceiling)
+            limiter = AdaptiveLimiter(ceiling, pacer=pacer)
             self._providers[provider.name] = limiter
         return limiter
 
@@ -526,7 +535,12 @@ class _Run:
             nonlocal t0, deadline, last
             scope = anyio.CancelScope(deadline=math.inf if deadline is None else deadline)
             with scope:
-                async with limiter.limiter, engine._global:
+                async with (
+                    limiter.limiter,
+                    engine.limits.slot(provider.name, provider.max_concurrency),
+                    engine._global,
+                    engine.limits.slot(GLOBAL, engine.concurrency),
+                ):
                     now = anyio.current_time()
                     if deadline is None:
                         deadline = now + engine.call_timeout_s

@@ -218,6 +218,18 @@ class JobRecord(SQLModel, table=True):
     lease_until: float | None = Field(default=None, sa_type=Double)
 
 
+class LimiterPaceRecord(SQLModel, table=True):
+    """One provider's rate-limit pace shared by every worker (``core.limits``): seconds
+    between request starts, the next start and a hold, on the database server's clock."""
+
+    __tablename__ = "limiter_pace"
+
+    provider: str = Field(primary_key=True)
+    interval_s: float = Field(sa_type=Double)
+    next_start: float = Field(sa_type=Double)
+    blocked_until: float = Field(sa_type=Double)
+
+
 metadata = SQLModel.metadata
 
 
