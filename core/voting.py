@@ -552,7 +552,7 @@ def panel_size(calls: Sequence[CallResult]) -> int:
     return sum(1 for c in calls if c.phase == "panel")
 
 
-SLOW_NOTE = "slow calls are often the strongest models"
+SLOW_NOTE = "slow calls cut: these are often the strongest models"
 
 
 def degradation(calls: Sequence[CallResult], policy: Policy) -> Degraded | None:
@@ -586,7 +586,7 @@ def degradation(calls: Sequence[CallResult], policy: Policy) -> Degraded | None:
         parts.append(f"{unfinished} stopped early (they could not change the outcome)")
     why = f"{counted} of {len(voted)} counted: {', '.join(parts)}"
     if timeouts or (fastest and cut):
-        why += f" ({SLOW_NOTE})"
+        why += f"; {SLOW_NOTE}"
     return Degraded(
         planned=len(voted),
         counted=counted,

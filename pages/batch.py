@@ -494,7 +494,8 @@ def results_view(store: Store, info: BatchInfo) -> None:
         help=None if accuracy is None else f"{counts['correct']} of {counts['with_gold']} rows",
     )
     cols[4].metric("Cost", batch_cost(counts, ui.money))
-    st.caption(f"Outcomes: {counts_line(counts)} · {counts['calls']} calls")
+    degraded = f" · {counts['degraded']} degraded" if counts["degraded"] else ""
+    st.caption(f"Outcomes: {counts_line(counts)} · {counts['calls']} calls{degraded}")
     voters = counts.get("effective_voters") or {}
     if voters.get("sentence"):
         st.caption(ui.md_text(voters["sentence"], 200))

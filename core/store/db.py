@@ -780,7 +780,8 @@ class Store:
         Keys: ``total``, ``started``, ``done``, ``running``, one per decision status, ``calls``,
         ``cost_known_usd`` (every finished run's known cost, the known part of an unknown one
         included), ``unknown_cost_runs`` and ``cost_usd``: the known sum, or ``None`` once any
-        run's cost is unknown (a partial sum is never the total). Accuracy against gold needs the
+        run's cost is unknown (a partial sum is never the total); ``degraded`` counts the runs
+        decided on fewer votes than planned. Accuracy against gold needs the
         task's answer format: :func:`core.batch.batch_summary` adds it from :meth:`batch_gold`.
         """
         rc = run_t.c
@@ -799,6 +800,7 @@ class Store:
                 select(
                     queries.known_cost(run_t),
                     func.sum(case((rc.cost_usd.is_(None) & finished, 1), else_=0)),
+                    func.sum(case((rc.degraded_json.is_not(None) & finished, 1), else_=0)),
                 ).where(rc.batch_id == batch_id)
             ).one()
             calls = conn.execute(
@@ -815,6 +817,7 @@ class Store:
             counts[status.value] = int(by_status.get(status.value, 0))
         known, unknown = float(sums[0]), int(sums[1] or 0)
         counts.update(
+            degraded=int(sums[2] or 0),
             calls=int(calls),
             cost_usd=None if unknown else known,
             cost_known_usd=known,

@@ -20,7 +20,8 @@ from core.store import Store
 
 # a provider the price book knows nothing of, served by the in-process sim
 CONFIG = '[providers.unpriced]\nkind = "openai"\nbase_url = "http://sim.invalid/v1"\n'
-RUN = ("run", "Is the checkout broken?", "--labels", "yes,no")
+LABELS = ("--labels", "yes,no")
+RUN = ("run", "Is the checkout broken?", *LABELS)
 
 
 @pytest.mark.parametrize(
@@ -66,9 +67,9 @@ def test_the_call_table_words_each_cost_and_shows_the_cached_tokens() -> None:
     assert call_cost(calls[1], lambda v: f"{v:.3f}") == "≥ 0.001 + unknown"
 
 
-def invoke(tmp_path: Path, *args: str) -> Any:
+def invoke(tmp_path: Path, *args: str, config_text: str = CONFIG) -> Any:
     config = tmp_path / "tally.toml"
-    config.write_text(CONFIG)
+    config.write_text(config_text)
     env = {
         "TALLY_DATABASE_URL": f"sqlite:///{tmp_path / 't.db'}",
         "TALLY_CONFIG": str(config),
@@ -100,7 +101,7 @@ def test_cli_run_shows_the_known_part_and_the_unknown_never_zero(tmp_path: Path)
 def test_cli_batch_and_revote_word_the_cost_alike(tmp_path: Path) -> None:
     rows = tmp_path / "rows.csv"
     rows.write_text("text\nIs it broken?\nDoes it render?\n")
-    args = ("batch", str(rows), "--labels", "yes,no", "-m", "sim:sim-strong")
+    args = ("batch", str(rows), *LABELS, "-m", "sim:sim-strong")
     doc = json.loads(invoke(tmp_path, *args, "-m", "unpriced:sim-mid", "--json").stdout)
     assert doc["cost_usd"] is None and doc["unknown_cost_runs"] == 2
     assert doc["cost_known_usd"] > 0 and doc["simulated_cost"] is True
@@ -150,3 +151,33 @@ def test_run_cost_of_a_stored_run_that_is_still_running_is_a_dash(tmp_path: Path
         cost_unknown_calls=1,
     )
     assert run_cost(finished) == "≥ $0.25 + unknown" and dollars(None) == "unknown"
+
+
+# -- degraded decisions, as the CLI shows them ---------------------------------------------------
+
+BROKEN = (
+    '[providers.broken]\nkind = "openai"\nbase_url = "http://127.0.0.1:9/v1"\n'
+    "[defaults]\nmax_attempts = 1\n"
+)  # a closed loopback port: every call fails at once, and is not retried
+
+
+def test_a_decision_with_a_failed_call_is_marked_degraded_in_json_text_and_batch(
+    tmp_path: Path,
+) -> None:
+    def cli(*args: str) -> Any:
+        return invoke(tmp_path, *args, config_text=CONFIG + BROKEN)
+
+    panel = ("-m", "sim:sim-strong", "-m", "sim:sim-mid", "-m", "broken:m")
+    doc = json.loads(cli(*RUN, *panel, "--json").stdout)
+    degraded = doc["decision"]["degraded"]
+    assert (degraded["planned"], degraded["counted"], degraded["errors"]) == (3, 2, 1)
+    assert degraded["why"] == "2 of 3 counted: 1 failed"
+    text = " ".join(cli(*RUN, *panel).stdout.split())
+    assert "DEGRADED: 2 of 3 counted: 1 failed" in text
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text\nIs it broken?\nDoes it render?\n")
+    summary = json.loads(cli("batch", str(rows), *LABELS, *panel, "--json").stdout)
+    assert summary["degraded"] == 2
+    clean = json.loads(cli("batch", str(rows), *LABELS, "-m", "sim:sim-strong", "--json").stdout)
+    assert clean["degraded"] == 0

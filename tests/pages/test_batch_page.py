@@ -174,6 +174,7 @@ def test_a_small_upload_runs_to_the_end_with_accuracy_and_downloads(
     assert list(table["item"]) == ["a1", "a2", "a3"]
     assert table["input"][2] == '=HYPERLINK("http://127.0.0.1:9")'  # shown as text, as given
     assert set(table["correct"]) <= {"yes", "no"}
+    assert set(table["degraded"]) <= {"", "2 of 3 counted", "1 of 3 counted", "0 of 3 counted"}
     labels = [b.label for b in at.get("download_button")]
     assert labels == ["Runs as CSV", "Runs as JSONL", "Calls as CSV"]
 
