@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages import ui
+
 st.set_page_config(page_title="Tally", page_icon="🗳️", layout="wide")
+refusal = ui.binding_problem()
+if refusal is not None:
+    st.error(refusal)
+    st.stop()
 pages = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/run.py", title="Run", icon=":material/how_to_vote:"),

@@ -63,6 +63,7 @@ class StoreRecorder(Recorder):
             item_id=request.item_id,
             item_index=request.item_index,
             gold=request.gold,
+            submitted_by=request.submitted_by,
         )
 
     async def call_finished(self, run_id: str, call: CallResult, cache_key: str | None) -> None:
@@ -269,8 +270,15 @@ class Tally:
         source: str = "library",
         on_event: EventSink | None = None,
         run_id: str | None = None,
+        submitted_by: str | None = None,
     ) -> RunResult:
-        request = RunRequest(run_id=run_id or new_id(), input=text, spec=spec, source=source)
+        request = RunRequest(
+            run_id=run_id or new_id(),
+            input=text,
+            spec=spec,
+            source=source,
+            submitted_by=submitted_by,
+        )
         return await self.engine.run(request, on_event=on_event)
 
     async def revote(

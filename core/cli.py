@@ -1201,23 +1201,28 @@ def db_upgrade(database_url: DbOpt = None) -> None:
 
 @app.command()
 def export(
-    what: Annotated[str, typer.Argument(help="runs or calls")],
+    what: Annotated[str, typer.Argument(help="runs, calls or reviews (the audit trail)")],
     path: Annotated[Path, typer.Argument(help="Output file: .csv, .jsonl or .parquet")],
     batch_id: Annotated[str | None, typer.Option("--batch")] = None,
     database_url: DbOpt = None,
 ) -> None:
-    """Export stored runs or calls (CSV cells are escaped against formula injection)."""
+    """Export stored runs, calls or reviews (CSV cells are escaped against formula injection)."""
     from core.store import RunFilter, Store
-    from core.store.export import export_calls, export_runs
+    from core.store.export import export_calls, export_reviews, export_runs
 
     def go() -> None:
         fmt = path.suffix.lstrip(".").lower()
         if fmt not in ("csv", "jsonl", "parquet"):
             raise InputError(f"export to .csv, .jsonl or .parquet, not {path.name!r}")
-        if what not in ("runs", "calls"):
-            raise InputError(f"export runs or calls, not {what!r}")
+        if what not in ("runs", "calls", "reviews"):
+            raise InputError(f"export runs, calls or reviews, not {what!r}")
+        if what == "reviews" and batch_id is not None:
+            raise InputError("--batch filters runs and calls; reviews export the whole trail")
         store = Store(database_url or load_settings().database_url)
         store.ensure_schema()
+        if what == "reviews":
+            export_reviews(store, path, fmt)
+            return
         f = RunFilter(batch_id=batch_id)
         (export_runs if what == "runs" else export_calls)(store, path, fmt, f)  # type: ignore[arg-type]
 

@@ -81,6 +81,7 @@ class RunRequest:
     # label -> probability from a fitted reliability model: decides instead of the count
     # (a learned re-vote, docs/decisions.md row 16)
     posterior: Mapping[str, float] | None = None
+    submitted_by: str | None = None  # who started it (``core.auth.Identity.to_json``)
 
 
 class AdaptiveLimiter:

@@ -63,6 +63,19 @@ class BusyError(InputError):
     """Work another live process holds: a batch running elsewhere. Refused, never shared."""
 
 
+class ForbiddenError(InputError):
+    """An action the acting identity's role does not allow (``core.auth``)."""
+
+
+class NotSignedInError(ForbiddenError):
+    """An action tried by nobody: sign-in is configured and the session is not signed in."""
+
+
+class ConflictError(InputError):
+    """Someone else changed it first (a review resolved or claimed by another reviewer): the
+    late write is refused whole and nothing is overwritten."""
+
+
 class NotFoundError(InputError):
     """An id (run, batch, sweep) that the store does not hold."""
 

@@ -44,7 +44,9 @@ TieBreakKind = Literal["escalate", "expand", "conservative", "human", "abstain"]
 
 
 class TieBreak(BaseModel):
-    """One branch of the chain. ``escalate`` asks ``model``; ``expand`` draws ``k`` more votes."""
+    """One branch of the chain. ``escalate`` asks ``model``; ``expand`` draws ``k`` more votes;
+    ``human`` sends the run to one reviewer, or with ``k`` = 2 (``human:2``) to two who decide
+    blind (docs/decisions.md)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -58,6 +60,8 @@ class TieBreak(BaseModel):
             raise PolicyError("escalate needs a model: escalate:provider:model")
         if self.kind == "expand" and (self.k is None or self.k < 1):
             raise PolicyError("expand needs a positive number of votes: expand:2")
+        if self.kind == "human" and self.k not in (None, 2):
+            raise PolicyError("human takes one reviewer (human) or two blind ones (human:2)")
         return self
 
     @classmethod
@@ -74,9 +78,15 @@ class TieBreak(BaseModel):
                 raise PolicyError(f"expand takes a number of votes, got {arg!r}") from None
         if kind in ("conservative", "human", "abstain") and not arg:
             return cls(kind=kind)
+        if kind == "human" and arg == "2":
+            return cls(kind="human", k=2)
+        if kind == "human":
+            raise PolicyError(
+                f"human takes one reviewer (human) or two blind ones (human:2), not {arg!r}"
+            )
         raise PolicyError(
             f"unknown tie-break {text!r}: "
-            "use escalate:MODEL, expand:K, conservative, human, abstain "
+            "use escalate:MODEL, expand:K, conservative, human, human:2, abstain "
             f"(and the trigger {TRIGGER}:C)"
         )
 
@@ -91,6 +101,8 @@ class TieBreak(BaseModel):
             return f"escalate:{self.model}"
         if self.kind == "expand":
             return f"expand:{self.k}"
+        if self.kind == "human" and self.k == 2:
+            return "human:2"
         return self.kind
 
 

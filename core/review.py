@@ -15,9 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.auth import Identity
 from core.result import CallResult, CallStatus, RunResult
-from core.store import ReviewRow
-from core.store.db import plurality
+from core.store.reviews import (
+    ReviewClaim,
+    ReviewRow,
+    ReviewStage,
+    plurality,
+    reason_problem,
+    same_person,
+)
 
 NOT_COUNTED = (CallStatus.INVALID, CallStatus.ERROR, CallStatus.TIMEOUT, CallStatus.CANCELLED)
 
@@ -109,6 +116,7 @@ def decision_problems(
 
     Checked before the store is asked, so every problem shows beside its own field at once;
     the store checks the same again and refuses a run that left the queue meanwhile.
+    ``reviewer`` is the signed-in identity's name, or the name typed while sign-in is off.
     """
     problems: dict[str, str] = {}
     if not (reviewer or "").strip():
@@ -119,21 +127,31 @@ def decision_problems(
         problems["label"] = "Pick the final label."
     elif picked not in allowed:
         problems["label"] = f"{picked!r} is not one of the allowed labels: {', '.join(allowed)}."
-    if not (reason or "").strip():
-        problems["reason"] = "Give a reason: the audit trail records why, not only what."
+    problem = reason_problem(reason)
+    if problem is not None:
+        problems["reason"] = problem
     return problems
 
 
-def reviewer_from_user(info: Mapping[str, Any] | None) -> str | None:
-    """The reviewer's name from a login's claims (Streamlit's ``st.user``), or None when
-    nobody is logged in or login is not configured (the page then asks for a name)."""
-    if not info or info.get("is_logged_in") is not True:
-        return None
-    for claim in ("name", "preferred_username", "email", "sub"):
-        value = info.get(claim)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
+def stage_words(stage: ReviewStage) -> str:
+    """What a waiting run still needs, for the queue."""
+    if stage.name == "admin":
+        return "two blind reviewers disagreed: an admin decides"
+    if stage.name == "blind":
+        return f"blind double review: {2 - stage.owed} of 2 decided"
+    return "one reviewer decides"
+
+
+def gave_blind_decision(stage: ReviewStage, who: Identity) -> bool:
+    """Whether ``who`` already gave one of this run's blind decisions (the second must come
+    from someone else)."""
+    return stage.name == "blind" and any(same_person(r, who) for r in stage.blind)
+
+
+def claim_words(claims: Sequence[ReviewClaim], me: str) -> str:
+    """Who holds the run, as the queue shows it to everyone (``me``: the viewer's key)."""
+    words = ["claimed by you" if f"{c.issuer}|{c.subject}" == me else c.describe() for c in claims]
+    return "; ".join(words) or "unclaimed"
 
 
 def agrees(review: ReviewRow) -> bool | None:
@@ -150,6 +168,8 @@ def audit_rows(reviews: Iterable[ReviewRow]) -> list[dict[str, Any]]:
         {
             "when": local_time(r.created_at),
             "reviewer": r.reviewer,
+            "identity": r.reviewer_email or r.reviewer_subject or "",
+            "stage": r.stage if r.seat is None else f"{r.stage} {r.seat} of 2",
             "label": r.label,
             "reason": r.reason,
             "was": r.previous_status,

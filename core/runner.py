@@ -26,6 +26,7 @@ import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from core.api import Tally, new_id
+from core.auth import Identity, Role
 from core.batch import load_resume
 from core.cost import is_simulated
 from core.engine import RUN_CANCELLED, RunRequest, build_result, call_order
@@ -191,13 +192,17 @@ class Runner:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def submit_run(self, text: str, spec: RunSpec) -> str:
+    def submit_run(self, text: str, spec: RunSpec, *, actor: Identity) -> str:
         """Start one vote in the background and return its run id.
 
-        Everything that can be refused is checked here, before a row is written or a call made.
+        Everything that can be refused is checked here, before a row is written or a call made:
+        the actor's right to spend first.
         """
+        actor.require(Role.RUNNER)
         self._check_open()
-        request = RunRequest(run_id=new_id(), input=text, spec=spec, source="ui")
+        request = RunRequest(
+            run_id=new_id(), input=text, spec=spec, source="ui", submitted_by=actor.to_json()
+        )
         self._portal.call(self.tally.engine.validate, request)
         progress = RunProgress(run_id=request.run_id, input=text, started_at=time.time())
         for slot in spec.panel.slots():
@@ -241,6 +246,7 @@ class Runner:
                 source=request.source,
                 on_event=on_event,
                 run_id=request.run_id,
+                submitted_by=request.submitted_by,
             )
             with self._lock:
                 progress.result = result
@@ -288,12 +294,14 @@ class Runner:
         *,
         name: str,
         columns: Mapping[str, str | None],
+        actor: Identity,
     ) -> str:
         """Create the batch in the store (so it is listed at once) and run it in the background.
 
-        Every item is checked before the batch row is written: an empty input or a policy that
-        does not fit the format stores nothing.
+        Every item is checked before the batch row is written: an actor who may not spend, an
+        empty input or a policy that does not fit the format stores nothing.
         """
+        actor.require(Role.RUNNER)
         self._check_open()
         self._portal.call(self.tally.check_batch, items, spec)
         batch_id = self.store.create_batch(
@@ -303,12 +311,14 @@ class Runner:
             columns=dict(columns),
             concurrency=self.tally.engine.concurrency,
             items=[(i.index, i.item_id, i.text, i.gold) for i in items],
+            submitted_by=actor.to_json(),
         )
         self._start_batch(batch_id, name, list(items), spec)
         return batch_id
 
-    def resume_batch(self, batch_id: str) -> str:
+    def resume_batch(self, batch_id: str, *, actor: Identity) -> str:
         """Pick an interrupted batch up again: finished runs are skipped, finished calls reused."""
+        actor.require(Role.RUNNER)
         self._check_open()
         with self._lock:
             job = self._jobs.get(batch_id)
@@ -387,9 +397,13 @@ class Runner:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, *, actor: Identity) -> bool:
         """Cancel a running run or batch. Calls already recorded stay recorded. False when the
         job is unknown or already finished."""
+        actor.require(Role.RUNNER)
+        return self._cancel(job_id)
+
+    def _cancel(self, job_id: str) -> bool:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None or job.finished:
@@ -416,7 +430,7 @@ class Runner:
         with self._lock:
             active = [j for j in self._jobs.values() if not j.finished]
         for job in active:
-            self.cancel(job.job_id)
+            self._cancel(job.job_id)
         for job in active:
             if job.future is not None:
                 job.future.exception()  # waits; _guard never raises

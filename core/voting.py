@@ -807,7 +807,8 @@ def apply_offline_branch(
             f"broken by the conservative order: {label}",
         )
     if branch.kind == "human":
-        return _settled(decision, "human", DecisionStatus.NEEDS_REVIEW, None, "sent to a reviewer")
+        how = "sent to two blind reviewers" if branch.k == 2 else "sent to a reviewer"
+        return _settled(decision, str(branch), DecisionStatus.NEEDS_REVIEW, None, how)
     if branch.kind == "abstain":
         return _settled(decision, "abstain", DecisionStatus.FAILED, None, "abstained")
     return None

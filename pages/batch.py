@@ -20,6 +20,7 @@ import streamlit as st
 
 from core import datasets
 from core.api import build_policy, build_task, tie_break_chain
+from core.auth import Role
 from core.batch import batch_summary, judged_runs
 from core.cost import batch_cost, describe_cost
 from core.errors import InputError, TallyError
@@ -345,7 +346,11 @@ def submit() -> None:
     if not errors and planned is not None:
         try:
             S["batch.current"] = ui.get_runner().submit_batch(
-                planned.items, planned.spec, name=planned.name, columns=planned.columns
+                planned.items,
+                planned.spec,
+                name=planned.name,
+                columns=planned.columns,
+                actor=ui.identity(),
             )
         except TallyError as err:
             errors["submit"] = str(err)
@@ -420,8 +425,12 @@ def live(batch_id: str) -> None:
         st.rerun(scope="app")
         return
     progress_view(progress)
-    if st.button("Cancel batch", key=f"batch.cancel.{batch_id}"):
-        runner.cancel(batch_id)
+    who = ui.identity()
+    cancel = st.button(
+        "Cancel batch", key=f"batch.cancel.{batch_id}", disabled=not who.has(Role.RUNNER)
+    )
+    if cancel:
+        runner.cancel(batch_id, actor=who)
         st.rerun(scope="app")
 
 
@@ -523,7 +532,7 @@ def results_view(store: Store, info: BatchInfo) -> None:
 
 def resume(batch_id: str) -> None:
     try:
-        S["batch.current"] = ui.get_runner().resume_batch(batch_id)
+        S["batch.current"] = ui.get_runner().resume_batch(batch_id, actor=ui.identity())
         S["batch.resume_error"] = None
     except TallyError as err:
         S["batch.resume_error"] = str(err)
@@ -589,6 +598,7 @@ def batches_section(runner: Runner) -> None:
             on_click=resume,
             args=(batch_id,),
             type="primary",
+            disabled=not ui.identity().has(Role.RUNNER),
         )
         if S.get("batch.resume_error"):
             st.error(S["batch.resume_error"])
@@ -603,6 +613,7 @@ def main() -> None:
     for key, value in DEFAULTS.items():
         if key not in S:
             S[key] = value if not isinstance(value, (list, dict)) else type(value)(value)
+    who = ui.page_identity()
     st.title("Batch")
     st.caption(
         "Many inputs, each a run through the same panel and policy: the throughput case. "
@@ -630,7 +641,13 @@ def main() -> None:
         with right:
             panel_policy_section(models)
         preflight()
-        st.button("Run batch", type="primary", on_click=submit, key="batch.submit")
+        st.button(
+            "Run batch",
+            type="primary",
+            on_click=submit,
+            key="batch.submit",
+            disabled=not who.has(Role.RUNNER),
+        )
         error_here("submit")
         if S.get("batch.errors"):
             st.caption("Nothing was stored: fix the fields marked above.")

@@ -17,6 +17,7 @@ import streamlit as st
 
 from core import datasets
 from core.analysis import Bin, ModelReliability, SweepVerdict
+from core.auth import Role
 from core.errors import TallyError
 from core.experiments import (
     DEFAULT_CALLS,
@@ -116,6 +117,7 @@ def submit_curve() -> None:
             plan.spec,
             name=f"curve draw: {plan.set_name}, K={plan.k}",
             columns={"set": plan.set_name},
+            actor=ui.identity(),
         )
     except TallyError as err:
         S["exp.error"] = str(err)
@@ -169,8 +171,9 @@ def pending_curve() -> None:
             progress.done / max(1, progress.total),
             text=f"Drawing answers: {progress.done} of {progress.total} items",
         )
-        if st.button("Cancel the draw", key="exp.cancel"):
-            runner.cancel(pending["batch_id"])
+        who = ui.identity()
+        if st.button("Cancel the draw", key="exp.cancel", disabled=not who.has(Role.RUNNER)):
+            runner.cancel(pending["batch_id"], actor=who)
         return
     S["exp.pending"] = None
     if progress is None:
@@ -204,7 +207,13 @@ def curve_form(runner: Runner) -> None:
         "the panels above. The draw is a batch: every call is stored and can be opened."
     )
     curve_preflight()
-    st.button("Draw and curve", type="primary", on_click=submit_curve, key="exp.draw")
+    st.button(
+        "Draw and curve",
+        type="primary",
+        on_click=submit_curve,
+        key="exp.draw",
+        disabled=not ui.identity().has(Role.RUNNER),
+    )
 
 
 def batch_form(store: Store) -> None:
@@ -966,7 +975,9 @@ def run_sweep_now(runner: Runner, model: str) -> None:
         if not ui.spend_confirmed("exp.sweep", estimate):
             raise TallyError(ui.CONFIRM_FIRST)
         with st.spinner(f"Sweeping {model} at {', '.join(map(str, levels))} calls in flight…"):
-            report = sweep_sync(model, levels, calls_per_level=int(S["exp.calls"]))
+            report = sweep_sync(
+                model, levels, calls_per_level=int(S["exp.calls"]), actor=ui.identity()
+            )
         S["exp.sweep"] = report.sweep_id
         S["exp.sweep_error"] = None
     except TallyError as err:
@@ -976,7 +987,7 @@ def run_sweep_now(runner: Runner, model: str) -> None:
 def run_demo_now(mode: str) -> None:
     try:
         with st.spinner(f"Starting a sim server ({DEMO_TITLES[mode]}) and sweeping it…"):
-            report = demo_sweep(mode)
+            report = demo_sweep(mode, actor=ui.identity())
         S["exp.sweep"] = report.sweep_id
         S["exp.sweep_error"] = None
     except TallyError as err:
@@ -985,7 +996,7 @@ def run_demo_now(mode: str) -> None:
 
 def save_now(runner: Runner, report: SweepReport) -> None:
     try:
-        saved = save_ceiling(runner.tally.config, report)
+        saved = save_ceiling(runner.tally.config, report, actor=ui.identity())
         S["exp.saved"] = (
             f"Saved max_concurrency = {saved.max_concurrency} for [providers.{saved.provider}] "
             f"in {saved.path}. It applies from the next start of the dashboard or the CLI."
@@ -1012,7 +1023,9 @@ def wall_tab(runner: Runner) -> None:
         c1.text_input("Concurrency levels", key="exp.levels")
         c2.number_input("Calls per level (at least 4 rounds)", min_value=1, key="exp.calls")
         sweep_preflight(runner, model)
-        if st.button("Run sweep", type="primary", key="exp.run_sweep") and model:
+        spender = ui.identity().has(Role.RUNNER)
+        run = st.button("Run sweep", type="primary", key="exp.run_sweep", disabled=not spender)
+        if run and model:
             run_sweep_now(runner, model)
     with right, st.container(border=True):
         st.markdown("**Demo: the sim server in three modes**")
@@ -1023,7 +1036,7 @@ def wall_tab(runner: Runner) -> None:
             format_func=DEMO_TITLES.__getitem__,
         )
         st.caption("Starts a sim server on loopback in that mode and sweeps it: seconds.")
-        if st.button("Run demo sweep", key="exp.run_demo"):
+        if st.button("Run demo sweep", key="exp.run_demo", disabled=not spender):
             run_demo_now(str(S["exp.demo_mode"]))
     if S.get("exp.sweep_error"):
         st.error(ui.md_text(S["exp.sweep_error"], 400))
@@ -1067,6 +1080,7 @@ def wall_tab(runner: Runner) -> None:
             key="exp.save",
             on_click=save_now,
             args=(runner, report),
+            disabled=not ui.identity().has(Role.ADMIN),
         )
         if S.get("exp.saved"):
             st.success(ui.md_text(S["exp.saved"], 400))
@@ -1084,6 +1098,7 @@ def wall_tab(runner: Runner) -> None:
 def main() -> None:
     for key, value in DEFAULTS.items():
         S.setdefault(key, value)
+    ui.page_identity()
     st.title("Experiments")
     st.caption(
         "How many votes your set needs and what they cost, which models vote alike, and where "

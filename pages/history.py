@@ -337,6 +337,7 @@ def details(store: Store, rows: list[RunRow]) -> None:
 
 
 def main() -> None:
+    ui.page_identity()
     st.title("History")
     try:
         store = ui.get_runner().store

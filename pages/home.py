@@ -26,6 +26,7 @@ NUMBERS = (
 
 
 def main() -> None:
+    ui.page_identity()
     st.title("Tally")
     st.caption("The parallelisation pattern for LLMs: fan out, vote, break ties.")
     st.markdown(HANDBOOK)

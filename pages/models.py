@@ -138,6 +138,7 @@ def price_section(runner: Runner, rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
+    ui.page_identity()
     st.title("Models")
     try:
         runner = ui.get_runner()

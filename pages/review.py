@@ -1,22 +1,27 @@
-"""Review: the ties a policy sent to a person, each decided with a reason and an audit trail."""
+"""Review: the ties a policy sent to a person, shared by several reviewers: a claim the others
+see, a decision with a reason, blind double review, and an exportable audit trail."""
 
 from __future__ import annotations
 
-from typing import Any
+import io
 
 import streamlit as st
 
-from core.errors import TallyError
+from core.auth import Identity
+from core.errors import ConflictError, TallyError
 from core.result import CallResult, RunResult
 from core.review import (
     ReviewCase,
     audit_rows,
+    claim_words,
     decision_problems,
+    gave_blind_decision,
     review_case,
-    reviewer_from_user,
+    stage_words,
     waiting_for,
 )
-from core.store import RunFilter, Store
+from core.store import ReviewStage, RunFilter, Store
+from core.store.export import export_reviews
 from pages import ui
 
 ui.leave_folder_mode()
@@ -25,16 +30,8 @@ QUEUE_LIMIT = 200
 RESOLVED_LIMIT = 50
 REVIEWER_KEY = "tally_reviewer"  # kept outside any widget key, so it survives page switches
 FLASH_KEY = "tally_review_flash"
+CONFLICT_KEY = "tally_review_conflict"
 LAST_PICK_KEY = "tally_review_last_pick"
-
-
-def logged_in_reviewer() -> str | None:
-    """The name from ``st.user`` when login is configured and someone is logged in."""
-    try:
-        info: dict[str, Any] = dict(st.user.to_dict())
-    except Exception:  # login not configured on this host: there is no user to read
-        return None
-    return reviewer_from_user(info)
 
 
 def preview(text: str, limit: int = 70) -> str:
@@ -45,7 +42,8 @@ def preview(text: str, limit: int = 70) -> str:
 def counters(store: Store) -> None:
     stats = store.review_stats()
     agreement = stats["agreement_with_plurality"]
-    cols = st.columns(3)
+    blind = stats["blind_agreement"]
+    cols = st.columns(4)
     cols[0].metric("Waiting", stats["waiting"])
     cols[1].metric("Resolved today", stats["resolved_today"])
     cols[2].metric(
@@ -55,6 +53,12 @@ def counters(store: Store) -> None:
             "How often the reviewer's label was the panel's plurality (the single most-voted "
             "label). Reviews of exact ties have no plurality and are not counted."
         ),
+    )
+    cols[3].metric(
+        "Blind reviewers agree",
+        "n/a" if blind is None else f"{blind:.0%} of {stats['blind_pairs']}",
+        help="Of the blind double reviews (human:2) where both reviewers decided, how often "
+        "they chose the same label without seeing each other's.",
     )
 
 
@@ -96,23 +100,22 @@ def candidates(case: ReviewCase, reveal: bool) -> None:
                 st.code(call.raw or "(no reply)", language=None, wrap_lines=True)
 
 
-def decision_form(store: Store, case: ReviewCase) -> None:
-    """Reviewer, final label and reason; each problem shows under its own field."""
+def decision_form(store: Store, case: ReviewCase, who: Identity, signed_in: bool) -> None:
+    """Reviewer, final label and reason; each problem shows under its own field. With sign-in
+    on, the decision is the signed-in identity's and no name is typed."""
     st.subheader("Decision")
-    reviewer = logged_in_reviewer()
-    if reviewer is not None:
-        st.caption(f"Reviewing as {ui.md_text(reviewer, 80)}")
-        reviewer_error = st.empty()
+    if signed_in:
+        st.caption(f"Deciding as {ui.md_text(who.display, 80)}")
+        reviewer = who.display
     else:
-        typed = st.text_input(
+        reviewer = st.text_input(
             "Your name",
             value=st.session_state.get(REVIEWER_KEY, ""),
             key="review_name",
             help="Recorded with the decision. Kept for this browser session.",
         )
-        st.session_state[REVIEWER_KEY] = typed
-        reviewer = typed
-        reviewer_error = st.empty()
+        st.session_state[REVIEWER_KEY] = reviewer
+    reviewer_error = st.empty()
     label = st.selectbox(
         "Final label",
         case.choices,
@@ -136,17 +139,60 @@ def decision_form(store: Store, case: ReviewCase) -> None:
         slots[field].error(message)
     if problems:
         return
-    assert label is not None and reviewer is not None
+    assert label is not None
+    actor = who if signed_in else ui.identity(typed_name=reviewer)
     try:
-        store.resolve(case.run_id, reviewer=reviewer, label=label, reason=reason)
+        outcome = store.decide_review(case.run_id, actor, label=label, reason=reason)
+    except ConflictError as err:
+        st.session_state[CONFLICT_KEY] = str(err)
+        st.rerun()
     except TallyError as err:
         st.error(str(err))
         return
-    st.session_state[FLASH_KEY] = {"run_id": case.run_id, "label": label}
+    st.session_state[FLASH_KEY] = {
+        "run_id": case.run_id,
+        "label": label,
+        "status": outcome.status,
+    }
     st.rerun()
 
 
-def queue_section(store: Store, queue: list[RunResult], just_resolved: str | None) -> None:
+def claim_controls(store: Store, run_id: str, stage: ReviewStage, who: Identity) -> None:
+    """Who holds the run, and a claim (or release) for a reviewer who may decide it."""
+    claims = store.review_claims([run_id])[run_id]
+    mine = any(c.held_by(who) for c in claims)
+    left, right = st.columns([3, 1])
+    left.caption(f"{ui.md_text(stage_words(stage))} · {ui.md_text(claim_words(claims, who.key))}")
+    if not who.has(stage.role):
+        return
+    if mine:
+        if right.button("Release", key=f"review_release_{run_id}"):
+            store.release_review(run_id, who)
+            st.rerun()
+    elif right.button("Claim", key=f"review_claim_{run_id}"):
+        try:
+            store.claim_review(run_id, who)
+        except TallyError as err:
+            st.session_state[CONFLICT_KEY] = str(err)
+        st.rerun()
+
+
+def blind_decisions(stage: ReviewStage) -> None:
+    """The two blind decisions that disagreed, shown to the admin who settles them only."""
+    st.markdown("**The two blind decisions**")
+    for review in stage.blind:
+        with st.container(border=True):
+            st.markdown(f"**{ui.md_text(review.label, 80)}** · {ui.md_text(review.reviewer, 80)}")
+            st.text(review.reason)
+
+
+def queue_section(
+    store: Store,
+    queue: list[RunResult],
+    just_resolved: str | None,
+    who: Identity,
+    signed_in: bool,
+) -> None:
     by_id = {r.run_id: r for r in queue}
     last = st.session_state.get(LAST_PICK_KEY)
     if last and last not in by_id and last != just_resolved:
@@ -156,11 +202,14 @@ def queue_section(store: Store, queue: list[RunResult], just_resolved: str | Non
         st.success("Nothing is waiting for review.")
         return
     more = "+" if len(queue) == QUEUE_LIMIT else ""
+    stages = store.review_stages(queue)
+    claims = store.review_claims(list(by_id))
     run_id = st.selectbox(
         f"Waiting for review ({len(queue)}{more}, oldest first)",
         list(by_id),
         format_func=lambda rid: (
-            f"{rid} · waiting {waiting_for(by_id[rid].created_at)} · {preview(by_id[rid].input)}"
+            f"{rid} · waiting {waiting_for(by_id[rid].created_at)} · "
+            f"{claim_words(claims[rid], who.key)} · {preview(by_id[rid].input)}"
         ),
         key="review_pick",
     )
@@ -180,7 +229,16 @@ def queue_section(store: Store, queue: list[RunResult], just_resolved: str | Non
     candidates(case, reveal)
     if case.reason:
         st.caption(ui.md_text(case.reason, 300))
-    decision_form(store, case)
+    stage = stages[run_id]
+    claim_controls(store, run_id, stage, who)
+    if stage.name == "admin" and who.has(stage.role):
+        blind_decisions(stage)
+    if gave_blind_decision(stage, ui.identity(st.session_state.get(REVIEWER_KEY))):
+        st.info("Your blind decision is recorded: a second reviewer decides without seeing it.")
+    elif who.has(stage.role):
+        decision_form(store, case, who, signed_in)
+    else:
+        st.caption(f"Browsing only: deciding this run needs the {stage.role} role.")
 
 
 def resolved_section(store: Store, just_resolved: str | None) -> None:
@@ -204,7 +262,37 @@ def resolved_section(store: Store, just_resolved: str | None) -> None:
     st.dataframe(audit_rows(store.reviews(run_id)), hide_index=True, width="stretch")
 
 
+def export_section(store: Store) -> None:
+    """The whole audit trail as a CSV file (cells escaped against spreadsheet formulas)."""
+    out = io.StringIO()
+    export_reviews(store, out, "csv")
+    st.download_button(
+        "Download the audit trail (CSV)",
+        out.getvalue(),
+        file_name="tally-reviews.csv",
+        mime="text/csv",
+        key="review_export",
+    )
+
+
+def flash_words(flash: dict[str, str]) -> str:
+    run, label = ui.md_text(flash["run_id"]), ui.md_text(flash["label"], 80)
+    if flash["status"] == "recorded":
+        return (
+            f"Your blind decision on run {run} (**{label}**) is recorded: a second reviewer "
+            "decides without seeing it."
+        )
+    if flash["status"] == "escalated":
+        return (
+            f"Your blind decision on run {run} (**{label}**) differs from the first reviewer's: "
+            "an admin decides."
+        )
+    return f"Resolved run {run} as **{label}**."
+
+
 def main() -> None:
+    who = ui.page_identity()
+    signed_in = ui.auth_settings().enabled
     st.title("Review")
     st.caption(
         "Ties the policy sent to a person. Pick the final label and say why: the decision is "
@@ -214,14 +302,16 @@ def main() -> None:
         store = ui.get_runner().store
         flash = st.session_state.pop(FLASH_KEY, None)
         if flash:
-            st.success(
-                f"Resolved run {ui.md_text(flash['run_id'])} as "
-                f"**{ui.md_text(flash['label'], 80)}**."
-            )
+            st.success(flash_words(flash))
+        conflict = st.session_state.pop(CONFLICT_KEY, None)
+        if conflict:
+            st.error(ui.md_text(conflict, 300))
         counters(store)
-        just_resolved = flash["run_id"] if flash else None
-        queue_section(store, store.review_queue(limit=QUEUE_LIMIT), just_resolved)
+        just_resolved = flash["run_id"] if flash and flash["status"] == "resolved" else None
+        queue = store.review_queue(limit=QUEUE_LIMIT)
+        queue_section(store, queue, flash["run_id"] if flash else None, who, signed_in)
         resolved_section(store, just_resolved)
+        export_section(store)
     except TallyError as err:
         st.error(str(err))
 

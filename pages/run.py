@@ -15,6 +15,7 @@ import streamlit as st
 
 from core import datasets
 from core.api import build_policy, build_task, tie_break_chain
+from core.auth import Role
 from core.errors import InputError, TallyError
 from core.panel import MAX_N, ModelSpec, Panel
 from core.policy import Aggregation
@@ -233,7 +234,9 @@ def submit() -> None:
             errors["submit"] = ui.CONFIRM_FIRST
     if not errors and spec is not None:
         try:
-            S["run.run_id"] = ui.get_runner().submit_run(val("run.input"), spec)
+            S["run.run_id"] = ui.get_runner().submit_run(
+                val("run.input"), spec, actor=ui.identity()
+            )
             S["run.ran_input"] = val("run.input")
         except TallyError as err:
             errors["submit"] = str(err)
@@ -451,8 +454,11 @@ def live(run_id: str) -> None:
         return
     st.subheader("Running")
     progress_view(progress)
-    if st.button("Cancel run", key="run.cancel", type="secondary"):
-        runner.cancel(run_id)
+    who = ui.identity()
+    if st.button(
+        "Cancel run", key="run.cancel", type="secondary", disabled=not who.has(Role.RUNNER)
+    ):
+        runner.cancel(run_id, actor=who)
     with st.expander("Events", expanded=False):
         st.code("\n".join(progress.events[-40:]) or "(none yet)", language=None)
 
@@ -508,6 +514,7 @@ def main() -> None:
     for key, value in DEFAULTS.items():
         if key not in S:
             S[key] = value if not isinstance(value, (list, dict)) else type(value)(value)
+    who = ui.page_identity()
     st.title("Run a vote")
     try:
         models = ui.available_models(ui.get_runner())
@@ -526,7 +533,11 @@ def main() -> None:
         with st.container(border=True):
             policy_section(models)
     preflight()
-    st.button("Run", type="primary", on_click=submit, key="run.submit")
+    st.button(
+        "Run", type="primary", on_click=submit, key="run.submit", disabled=not who.has(Role.RUNNER)
+    )
+    if not who.has(Role.RUNNER):
+        st.caption("Browsing only: running a vote spends, which needs the runner role.")
     error_here("submit")
     if S.get("run.errors"):
         st.caption("Nothing was run or stored: fix the fields marked above.")

@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import cost
+from core.auth import AuthSettings, Identity, Role, binding_refusal
 from core.calls import CALL_COLUMNS, FAILED_STATUSES, call_rows
 from core.cost import dollars
 from core.errors import TallyError
@@ -88,6 +89,69 @@ def get_runner() -> Runner:
     return Runner()
 
 
+# -- who is acting ----------------------------------------------------------------------------
+
+
+def secrets() -> dict[str, Any]:
+    """Streamlit's secrets as a plain dict; empty when there is no secrets file."""
+    try:
+        return dict(st.secrets.to_dict())
+    except Exception:  # no secrets file anywhere: Streamlit raises rather than giving {}
+        return {}
+
+
+def auth_settings() -> AuthSettings:
+    return AuthSettings.from_secrets(secrets())
+
+
+def identity(typed_name: str | None = None) -> Identity:
+    """Who this session is (``core.auth``): the local user while sign-in is off, else the
+    signed-in identity with its roles, else anonymous."""
+    try:
+        user: dict[str, Any] = dict(st.user.to_dict())
+    except Exception:  # no sign-in configured: there is no user to read
+        user = {}
+    return auth_settings().identity(user, typed_name=typed_name)
+
+
+def page_identity(role: Role = Role.VIEWER) -> Identity:
+    """First thing on every page: who is here, stopping the page for a visitor who must sign
+    in or whose role does not reach ``role``. The checks are ``core.auth``'s; every action the
+    page offers is checked again where it is carried out."""
+    try:
+        settings = auth_settings()
+        who = identity()
+    except TallyError as err:
+        st.error(str(err))
+        st.stop()
+    if settings.enabled:
+        with st.sidebar:
+            if who.known:
+                roles = ", ".join(sorted(who.roles)) or "no role"
+                st.caption(f"Signed in as {md_text(who.display, 60)} ({md_text(roles)})")
+                st.button("Sign out", key="tally_sign_out", on_click=st.logout)
+        if not who.known:
+            st.title("Tally")
+            st.info("Sign in to use Tally: every action records who took it.")
+            st.button("Sign in", type="primary", key="tally_sign_in", on_click=st.login)
+            st.stop()
+    try:
+        who.require(role)
+    except TallyError as err:
+        st.error(str(err))
+        st.stop()
+    return who
+
+
+def binding_problem() -> str | None:
+    """Why this server must not serve pages: listening off loopback without sign-in (a
+    ``streamlit run`` by hand can bypass the launcher's own refusal)."""
+    try:
+        return binding_refusal(st.get_option("server.address"), auth_settings())
+    except TallyError as err:
+        return str(err)
+
+
 # -- form pieces -------------------------------------------------------------------------------
 
 TIE_BREAKS = {
@@ -95,6 +159,7 @@ TIE_BREAKS = {
     "expand": "expand: draw k more votes",
     "conservative": "take the most conservative tied label",
     "human": "send to the Review queue",
+    "human:2": "send to two blind reviewers (Review queue)",
     "abstain": "abstain (record the tie as failed)",
 }
 

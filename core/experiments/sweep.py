@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from core.analysis import SweepPoint, SweepVerdict, analyse_sweep
 from core.api import Tally
+from core.auth import LOCAL, Identity, Role
 from core.config import ProviderConfig, TallyConfig, save_provider_concurrency
 from core.datasets import load_set
 from core.engine import Engine, RunRequest, run_cost
@@ -296,13 +297,17 @@ async def sweep_and_store(
         )
         report = await anyio.to_thread.run_sync(save_report, store, report)
         if save and report.verdict.ceiling is not None:
-            saved = save_ceiling(tally.config, report)
+            saved = save_ceiling(tally.config, report, actor=LOCAL)  # the CLI's own user
             report = report.model_copy(update={"saved": saved})
         return report
 
 
-def sweep_sync(model: str, levels: Sequence[int] = DEFAULT_LEVELS, **options: Any) -> SweepReport:
-    """:func:`sweep_and_store` for callers without an event loop (the dashboard's script)."""
+def sweep_sync(
+    model: str, levels: Sequence[int] = DEFAULT_LEVELS, *, actor: Identity, **options: Any
+) -> SweepReport:
+    """:func:`sweep_and_store` for callers without an event loop (the dashboard's script),
+    refused before any call unless ``actor`` may spend."""
+    actor.require(Role.RUNNER)
 
     async def main() -> SweepReport:
         return await sweep_and_store(model, levels, **options)
@@ -339,6 +344,7 @@ DEMO_CALLS = 8
 def demo_sweep(
     mode: str,
     *,
+    actor: Identity,
     levels: Sequence[int] | None = None,
     calls_per_level: int = DEMO_CALLS,
     time_scale: float | None = None,
@@ -370,6 +376,7 @@ def demo_sweep(
         return sweep_sync(
             f"{provider}:{model}",
             levels or demo.levels,
+            actor=actor,
             calls_per_level=calls_per_level,
             config=path,
             database_url=database_url,
@@ -396,8 +403,10 @@ def config_in_use(config: TallyConfig) -> Path:
     return config.path
 
 
-def save_ceiling(config: TallyConfig, report: SweepReport) -> SavedCeiling:
-    """Write the measured ceiling as the provider's ``max_concurrency`` in the file in use."""
+def save_ceiling(config: TallyConfig, report: SweepReport, *, actor: Identity) -> SavedCeiling:
+    """Write the measured ceiling as the provider's ``max_concurrency`` in the file in use
+    (ceilings are an admin's)."""
+    actor.require(Role.ADMIN)
     path = config_in_use(config)
     ceiling = report.verdict.ceiling
     if ceiling is None:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the names as re-exports, for type checkers
     from core.store.db import BatchInfo as BatchInfo
     from core.store.db import BatchItem as BatchItem
-    from core.store.db import ReviewRow as ReviewRow
     from core.store.db import SavedResult as SavedResult
     from core.store.db import Store as Store
     from core.store.queries import BatchAnswers as BatchAnswers
@@ -25,13 +24,20 @@ if TYPE_CHECKING:  # the names as re-exports, for type checkers
     from core.store.queries import PairAgreement as PairAgreement
     from core.store.queries import RunFilter as RunFilter
     from core.store.queries import RunRow as RunRow
+    from core.store.reviews import ReviewClaim as ReviewClaim
+    from core.store.reviews import ReviewOutcome as ReviewOutcome
+    from core.store.reviews import ReviewRow as ReviewRow
+    from core.store.reviews import ReviewStage as ReviewStage
     from core.store.upsert import WriteBatch as WriteBatch
     from core.store.writer import StoreWriter as StoreWriter
 
 _WHERE = {
     "BatchInfo": "db",
     "BatchItem": "db",
-    "ReviewRow": "db",
+    "ReviewClaim": "reviews",
+    "ReviewOutcome": "reviews",
+    "ReviewRow": "reviews",
+    "ReviewStage": "reviews",
     "SavedResult": "db",
     "Store": "db",
     "BatchAnswers": "queries",

@@ -39,10 +39,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
+from core.auth import Identity
 from core.errors import BusyError, InputError, NotFoundError, StoreError, StoreURLError
 from core.result import CallResult, DecisionStatus, RunResult
 from core.spec import RunSpec
 from core.store import queries
+from core.store import reviews as review_store
 from core.store.commit import Target
 from core.store.lease import BatchOwner, holds
 from core.store.queries import (
@@ -54,6 +56,7 @@ from core.store.queries import (
     RunFilter,
     RunRow,
 )
+from core.store.reviews import ReviewClaim, ReviewOutcome, ReviewRow, ReviewStage
 from core.store.tables import (
     BATCH_STATUSES,
     FINAL_CALL_STATUSES,
@@ -122,19 +125,6 @@ class BatchItem:
 
 
 @dataclass(frozen=True)
-class ReviewRow:
-    review_id: int
-    run_id: str
-    reviewer: str
-    label: str
-    reason: str
-    created_at: float
-    previous_status: str
-    panel_plurality: str | None
-    previous_reason: str | None = None  # why the panel's decision was what it was
-
-
-@dataclass(frozen=True)
 class SavedResult:
     """A stored sweep (``name`` is its target) or curve (``name`` is its labelled set)."""
 
@@ -143,15 +133,6 @@ class SavedResult:
     name: str
     params: dict[str, Any]
     result: dict[str, Any]
-
-
-def plurality(votes: Mapping[str, int]) -> str | None:
-    """The label with the most votes, or None when there is no single one."""
-    if not votes:
-        return None
-    best = max(votes.values())
-    leaders = [label for label, n in votes.items() if n == best]
-    return leaders[0] if len(leaders) == 1 else None
 
 
 class Store:
@@ -243,7 +224,7 @@ class Store:
         elif name == "finish":
             s = ins(run_t)
             keep = {"id", "created_at", "source", "item_index"}
-            merge = {"batch_id", "item_id", "gold"}
+            merge = {"batch_id", "item_id", "gold", "submitted_by"}
             set_: dict[str, Any] = {
                 c.name: s.excluded[c.name] for c in run_t.c if c.name not in keep | merge
             }
@@ -495,80 +476,51 @@ class Store:
         with self._read() as conn:
             return queries.results_of(conn, q)
 
-    def resolve(self, run_id: str, *, reviewer: str, label: str, reason: str) -> RunResult:
-        """A reviewer's decision: the run becomes ``resolved`` with that label, and a review
-        row records who, when, what and why, in one transaction. Only a run waiting for
-        review can be resolved, so a resolved run never re-enters the queue."""
-        reviewer, label, reason = reviewer.strip(), label.strip(), reason.strip()
-        if not reviewer:
-            raise InputError("a review needs the reviewer's name")
-        if not label:
-            raise InputError("a review needs the final label")
-        if not reason:
-            raise InputError("a review needs a reason")
+    def decide_review(
+        self, run_id: str, who: Identity, *, label: str, reason: str
+    ) -> ReviewOutcome:
+        """A reviewer's decision on a waiting run (``core.store.review_store.decide``): resolved,
+        recorded blind, or escalated to an admin; refused whole with a ``ConflictError`` when
+        another reviewer got there first."""
         with self._write() as conn:
-            row = conn.execute(select(run_t).where(run_t.c.id == run_id)).mappings().first()
-            if row is None:
-                raise NotFoundError(f"no run {run_id!r} in the store")
-            status = row["status"]
-            if status != DecisionStatus.NEEDS_REVIEW.value:
-                raise InputError(f"run {run_id} is not waiting for review (status: {status})")
-            branches = [*loads(row["branches_json"], []), f"resolved by {reviewer}"]
-            now = time.time()
-            done = conn.execute(
-                update(run_t)
-                .where(run_t.c.id == run_id, run_t.c.status == status)
-                .values(
-                    status=DecisionStatus.RESOLVED.value,
-                    label=label,
-                    branches_json=dumps(branches),
-                    reason=reason,
-                )
+            return review_store.decide(
+                conn, run_id, who, label=label, reason=reason, now=time.time()
             )
-            if done.rowcount != 1:  # another reviewer got there first
-                raise InputError(f"run {run_id} is not waiting for review any more")
-            conn.execute(
-                insert(review_t).values(
-                    run_id=run_id,
-                    reviewer=reviewer,
-                    label=label,
-                    reason=reason,
-                    created_at=now,
-                    previous_status=status,
-                    panel_plurality=plurality(loads(row["votes_json"], {})),
-                    previous_reason=row["reason"],
-                )
-            )
-        return self.get_run(run_id)
+
+    def claim_review(
+        self, run_id: str, who: Identity, *, ttl_s: float = review_store.CLAIM_TTL_S
+    ) -> ReviewClaim:
+        """Claim (or renew) a seat on a waiting run; the other reviewers see it."""
+        with self._write() as conn:
+            return review_store.claim(conn, run_id, who, ttl_s=ttl_s, now=time.time())
+
+    def release_review(self, run_id: str, who: Identity) -> None:
+        with self._write() as conn:
+            review_store.release(conn, run_id, who)
+
+    def review_claims(self, run_ids: Sequence[str]) -> dict[str, list[ReviewClaim]]:
+        with self._read() as conn:
+            return review_store.claims(conn, list(run_ids), time.time())
+
+    def review_stages(self, runs: Sequence[RunResult]) -> dict[str, ReviewStage]:
+        """What each waiting run still needs (one decision, blind ones, an admin's)."""
+        with self._read() as conn:
+            trails = review_store.trail(conn, [r.run_id for r in runs])
+        return {
+            r.run_id: review_store.review_stage(r.decision.branches, trails[r.run_id]) for r in runs
+        }
 
     def reviews(self, run_id: str) -> list[ReviewRow]:
         """The audit trail of a run, oldest first."""
         with self._read() as conn:
             if conn.execute(select(run_t.c.id).where(run_t.c.id == run_id)).first() is None:
                 raise NotFoundError(f"no run {run_id!r} in the store")
-            rows = conn.execute(
-                select(review_t)
-                .where(review_t.c.run_id == run_id)
-                .order_by(review_t.c.created_at, review_t.c.id)
-            ).mappings()
-            return [
-                ReviewRow(
-                    review_id=r["id"],
-                    run_id=r["run_id"],
-                    reviewer=r["reviewer"],
-                    label=r["label"],
-                    reason=r["reason"],
-                    created_at=r["created_at"],
-                    previous_status=r["previous_status"],
-                    panel_plurality=r["panel_plurality"],
-                    previous_reason=r["previous_reason"],
-                )
-                for r in rows
-            ]
+            return review_store.trail(conn, [run_id])[run_id]
 
     def review_stats(self, since: float | None = None) -> dict[str, Any]:
-        """Waiting runs, reviews since ``since`` (default: local midnight today), and how often
-        reviewers chose the panel's plurality label (None before any such review)."""
+        """Waiting runs, reviews since ``since`` (default: local midnight today), how often
+        reviewers chose the panel's plurality label (None before any such review), and how
+        often two blind reviewers agreed."""
         if since is None:
             midnight = (
                 datetime.now().astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
@@ -587,12 +539,14 @@ class Store:
             with_plurality, agreed = conn.execute(
                 select(func.count(), agree).where(review_t.c.panel_plurality.is_not(None))
             ).one()
+            blind = review_store.stats(conn)
         return {
             "waiting": int(waiting),
             "resolved_today": int(today),
             "agreement_with_plurality": (
                 int(agreed or 0) / int(with_plurality) if with_plurality else None
             ),
+            **blind,
         }
 
     # -- batches -------------------------------------------------------------------------------
@@ -608,6 +562,7 @@ class Store:
         items: Sequence[tuple[int, str | None, str, str | None]] = (),
         total: int | None = None,
         batch_id: str | None = None,
+        submitted_by: str | None = None,
     ) -> str:
         """Record a new batch as ``running`` with its inputs (index, id, text, gold), so an
         interrupted batch can resume from the store alone. Returns the batch id."""
@@ -624,6 +579,7 @@ class Store:
                     concurrency=concurrency,
                     total=len(items) if total is None else total,
                     status="running",
+                    submitted_by=submitted_by,
                     finished_at=None,
                 )
             )

@@ -1,4 +1,4 @@
-"""Export of stored runs and calls to CSV, JSONL and Parquet, streamed in chunks.
+"""Export of stored runs, calls and reviews to CSV, JSONL and Parquet, streamed in chunks.
 
 Rows come from the database a chunk at a time, so an export of a large store never holds it in
 memory. In CSV every text cell that a spreadsheet would read as a formula (starting with ``=``,
@@ -27,7 +27,7 @@ from sqlalchemy import Column, Select, Table, case, select
 from core.errors import InputError
 from core.store.db import Store
 from core.store.queries import RunFilter, run_conditions
-from core.store.tables import PHASE_ORDER, call_t, run_t
+from core.store.tables import PHASE_ORDER, call_t, review_t, run_t
 
 Format = Literal["csv", "jsonl", "parquet"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl", "parquet")
@@ -90,6 +90,23 @@ _CALL_COLUMNS: list[tuple[str, str, str]] = [
     ("cache_key", "cache_key", "str"),
 ]
 
+_REVIEW_COLUMNS: list[tuple[str, str, str]] = [
+    ("review_id", "id", "int"),
+    ("run_id", "run_id", "str"),
+    ("created_at", "created_at", "float"),
+    ("stage", "stage", "str"),
+    ("seat", "seat", "int"),
+    ("reviewer", "reviewer", "str"),
+    ("reviewer_issuer", "reviewer_issuer", "str"),
+    ("reviewer_subject", "reviewer_subject", "str"),
+    ("reviewer_email", "reviewer_email", "str"),
+    ("label", "label", "str"),
+    ("reason", "reason", "str"),
+    ("previous_status", "previous_status", "str"),
+    ("panel_plurality", "panel_plurality", "str"),
+    ("previous_reason", "previous_reason", "str"),
+]
+
 _ARROW = {"str": pa.string(), "json": pa.string(), "float": pa.float64(), "int": pa.int64()}
 
 
@@ -139,6 +156,21 @@ def export_calls(
         .order_by(run_t.c.created_at, run_t.c.id, phase_rank, call_t.c.slot)
     )
     return _export(store, q, _CALL_COLUMNS, path_or_buffer, fmt, chunk_size, f)
+
+
+def export_reviews(
+    store: Store,
+    path_or_buffer: str | os.PathLike[str] | IO[Any],
+    fmt: Format | str,
+    *,
+    chunk_size: int = 1000,
+) -> int:
+    """Write the whole audit trail, every review ever written, oldest first: who (the name
+    and the signed-in identity), when, what, why, and the panel's decision it replaced."""
+    q = select(*(review_t.c[col] for _, col, _ in _REVIEW_COLUMNS)).order_by(
+        review_t.c.created_at, review_t.c.id
+    )
+    return _export(store, q, _REVIEW_COLUMNS, path_or_buffer, fmt, chunk_size, None)
 
 
 def _export(

@@ -56,6 +56,8 @@ class BatchRecord(SQLModel, table=True):
     owner_token: str | None = None
     owner_since: float | None = Field(default=None, sa_type=Double)
     lease_until: float | None = Field(default=None, sa_type=Double)
+    submitted_by: str | None = Field(default=None, sa_type=Text)
+    """Who started it (``core.auth.Identity.to_json``); NULL before migration 0009."""
 
 
 class BatchItemRecord(SQLModel, table=True):
@@ -108,6 +110,8 @@ class RunRecord(SQLModel, table=True):
     cost_unknown_calls: int = 0
     latency_ms: float | None = Field(default=None, sa_type=Double)
     gold: str | None = None
+    submitted_by: str | None = Field(default=None, sa_type=Text)
+    """Who started a run of their own (a batch's runs: the batch's); NULL before 0009."""
 
 
 class CallRecord(SQLModel, table=True):
@@ -142,7 +146,11 @@ class CallRecord(SQLModel, table=True):
 
 
 class ReviewRecord(SQLModel, table=True):
-    """One reviewer's decision on a run. Rows are only ever inserted: the audit trail."""
+    """One reviewer's decision on a run. Rows are only ever inserted: the audit trail.
+
+    ``stage`` is ``single`` (one reviewer resolved it), ``blind`` (one of the two decisions of
+    a ``human:2`` review, ``seat`` 1 or 2, which resolve the run when they agree) or ``admin``
+    (an admin settled two blind decisions that disagreed)."""
 
     __tablename__ = "review"
 
@@ -156,6 +164,27 @@ class ReviewRecord(SQLModel, table=True):
     panel_plurality: str | None = None
     previous_reason: str | None = Field(default=None, sa_type=Text)
     """The decision's reason the review replaced (None in reviews older than migration 0002)."""
+    reviewer_issuer: str | None = None  # the signed-in identity; NULL before migration 0009
+    reviewer_subject: str | None = None
+    reviewer_email: str | None = None
+    stage: str = Field(default="single", sa_column_kwargs={"server_default": "single"})
+    seat: int | None = None
+
+
+class ReviewClaimRecord(SQLModel, table=True):
+    """A reviewer's claim on a waiting run: a lease the others see. A ``human:2`` run has two
+    seats, every other run one; the primary key makes a seat held by one reviewer at a time."""
+
+    __tablename__ = "review_claim"
+
+    run_id: str = Field(foreign_key="run.id", primary_key=True, ondelete="CASCADE")
+    seat: int = Field(primary_key=True)
+    holder_issuer: str
+    holder_subject: str
+    holder_email: str | None = None
+    holder_name: str
+    claimed_at: float = Field(sa_type=Double)
+    expires_at: float = Field(sa_type=Double)
 
 
 class SweepRecord(SQLModel, table=True):
@@ -243,6 +272,7 @@ batch_item_t = table("batch_item")
 run_t = table("run")
 call_t = table("call")
 review_t = table("review")
+review_claim_t = table("review_claim")
 sweep_t = table("sweep")
 curve_t = table("curve")
 job_t = table("job")
@@ -323,6 +353,7 @@ def start_row(
     gold: str | None,
     created_at: float,
     specs: SpecCache | None = None,
+    submitted_by: str | None = None,
 ) -> dict[str, Any]:
     """The run row written when a run starts: status ``running``, no decision yet."""
     return {
@@ -354,6 +385,7 @@ def start_row(
         "cost_unknown_calls": 0,
         "latency_ms": None,
         "gold": gold,
+        "submitted_by": submitted_by,
     }
 
 
@@ -391,6 +423,7 @@ def finish_row(
         "cost_unknown_calls": result.cost_unknown_calls,
         "latency_ms": result.latency_ms,
         "gold": result.gold,
+        "submitted_by": None,  # kept from the run's start (the finish upsert merges it)
     }
 
 

@@ -163,6 +163,7 @@ class StoreWriter:
         item_id: str | None = None,
         item_index: int | None = None,
         gold: str | None = None,
+        submitted_by: str | None = None,
     ) -> None:
         """Queue the run's row (status ``running``); an existing run id is left as it is."""
         row = start_row(
@@ -176,6 +177,7 @@ class StoreWriter:
             gold=gold,
             created_at=time.time(),
             specs=self._specs,
+            submitted_by=submitted_by,
         )
         await self._put(Start(row))
 

@@ -321,7 +321,8 @@ def run(
             branches.append(f"{name} (not applicable)")
             continue
         if branch.kind == "human":
-            return _settled(ref, branches, name, "needs_review", None, "sent to a reviewer")
+            how = "sent to two blind reviewers" if branch.k == 2 else "sent to a reviewer"
+            return _settled(ref, branches, name, "needs_review", None, how)
         if branch.kind == "abstain":
             return _settled(ref, branches, name, "failed", None, "abstained")
     return replace(ref, branches=tuple(branches))

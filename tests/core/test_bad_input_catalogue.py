@@ -699,7 +699,16 @@ CASES: list[Case] = [
         seed=seed_run,
     ),
     # export
-    cli("export-unknown-kind", "runs or calls", "export", "votes", "{d}/out.csv"),
+    cli("export-unknown-kind", "runs, calls or reviews", "export", "votes", "{d}/out.csv"),
+    cli(
+        "export-reviews-of-a-batch",
+        "reviews export the whole trail",
+        "export",
+        "reviews",
+        "{d}/out.csv",
+        "--batch",
+        "b1",
+    ),
     cli("export-unknown-suffix", ".csv, .jsonl or .parquet", "export", "runs", "{d}/out.xlsx"),
     cli(
         "export-unknown-batch",

@@ -333,3 +333,16 @@ async def test_the_cli_shows_the_quorum_and_a_degraded_decision(
     assert "quorum 1 of 3" in shown
     assert "DEGRADED: 2 of 3 counted: 1 timed out" in shown
     assert "slow calls cut: these are often the strongest models" in shown
+
+
+def test_blind_double_review_is_a_branch_of_its_own() -> None:
+    """``human:2`` sends an open decision to two blind reviewers; other counts are refused."""
+    d = decide(calls("b", "a"), pol(Aggregation.MAJORITY), FMT)
+    out = apply_offline_branch(d, TieBreak.parse("human:2"), [], FMT)
+    assert out is not None and out.status == DecisionStatus.NEEDS_REVIEW
+    assert out.branches == ["human:2"] and out.reason.endswith("; sent to two blind reviewers")
+    assert str(TieBreak.parse("human:2")) == "human:2" and str(TieBreak.parse("human")) == "human"
+    assert [str(b) for b in TieBreak.parse_chain("expand:2,human:2")] == ["expand:2", "human:2"]
+    for bad in ("human:3", "human:x", "human:1"):
+        with pytest.raises(PolicyError, match="human takes one reviewer"):
+            TieBreak.parse(bad)

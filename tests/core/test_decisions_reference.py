@@ -62,7 +62,7 @@ FORMATS: dict[str, tuple[AnswerFormat, tuple[str, ...]]] = {
     ),
 }
 WEIGHTS = {"m0": 1.0, "m1": 2.0, "m2": 0.5, "m3": 1.5}
-OFFLINE = ("conservative", "human", "abstain")
+OFFLINE = ("conservative", "human", "human:2", "abstain")
 
 
 def policies(chain: st.SearchStrategy[tuple[TieBreak, ...]]) -> st.SearchStrategy[Policy]:

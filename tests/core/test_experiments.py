@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from core.api import Tally, build_policy
+from core.auth import local_identity
 from core.errors import InputError, TallyError
 from core.experiments import (
     CurveReport,
@@ -321,9 +322,13 @@ def test_reviewers_decisions_count_as_a_reference(tmp_path: Path) -> None:
     with Store(url) as store:
         waiting = store.review_queue()
         assert waiting, "sim-fast and sim-biased disagree on some of 40 items"
-        resolved = store.resolve(
-            waiting[0].run_id, reviewer="ana", label=waiting[0].gold or "", reason="read it"
+        store.decide_review(
+            waiting[0].run_id,
+            local_identity("ana"),
+            label=waiting[0].gold or "",
+            reason="the gold label reads right",
         )
+        resolved = store.get_run(waiting[0].run_id)
         result = analyse_batch(store, batch_id)
     assert result.reviewed == 1
     assert set(result.accuracy_review) == {"sim:sim-fast", "sim:sim-biased"}

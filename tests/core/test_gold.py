@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from core.api import Tally, build_policy, build_task
+from core.auth import LOCAL
 from core.batch import batch_summary, check_gold, judged_runs
 from core.cli import app
 from core.errors import InputError
@@ -259,6 +260,7 @@ def test_the_dashboard_runner_refuses_unreadable_gold_and_stores_nothing(sim_env
                 ),
                 name="bad gold",
                 columns={"text": "text", "gold": "gold", "id": "id"},
+                actor=LOCAL,
             )
         assert runner.store.list_batches() == []
 

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from sqlalchemy import select
 
 from core.api import build_policy, build_task
+from core.auth import ANONYMOUS, LOCAL, Identity, Role
 from core.batch import batch_summary
-from core.errors import ConfigError, InputError, PolicyError, TallyError
+from core.errors import (
+    ConfigError,
+    ForbiddenError,
+    InputError,
+    NotSignedInError,
+    PolicyError,
+    TallyError,
+)
 from core.panel import Panel
 from core.result import CallStatus, DecisionStatus
 from core.runner import BatchProgress, Runner, RunProgress
 from core.spec import RunSpec
 from core.store import BatchItem, RunFilter
+from core.store.tables import batch_t, run_t
 
 T = TypeVar("T")
 LABELS = ["yes", "no"]
@@ -63,6 +74,7 @@ def test_a_run_lands_and_is_stored(runner: Runner) -> None:
     panel = runner.tally.panel(["sim:sim-strong", "sim:sim-mid"], 5)
     run_id = runner.submit_run(
         "Is the sky blue on a clear day?",
+        actor=LOCAL,
         spec=RunSpec(task=task, panel=panel, policy=build_policy()),
     )
     first = runner.run_progress(run_id)
@@ -87,6 +99,7 @@ def test_progress_is_a_copy(runner: Runner) -> None:
     panel = runner.tally.panel(["sim:sim-fast"], 3)
     run_id = runner.submit_run(
         "A question?",
+        actor=LOCAL,
         spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
     )
     progress = finished_run(runner, run_id)
@@ -100,24 +113,33 @@ def test_bad_input_is_refused_before_anything_is_stored(runner: Runner) -> None:
     task = build_task(labels=LABELS)
     panel = runner.tally.panel(["sim:sim-mid"], 3)
     with pytest.raises(InputError, match="empty"):
-        runner.submit_run("   ", spec=RunSpec(task=task, panel=panel, policy=build_policy()))
+        runner.submit_run(
+            "   ", actor=LOCAL, spec=RunSpec(task=task, panel=panel, policy=build_policy())
+        )
     with pytest.raises(ConfigError):
         runner.submit_run(
             "text",
+            actor=LOCAL,
             spec=RunSpec(task=task, panel=Panel.build(["nowhere:model"], 3), policy=build_policy()),
         )
     with pytest.raises(PolicyError):  # a majority vote over free prose
         runner.submit_run(
             "text",
+            actor=LOCAL,
             spec=RunSpec(task=build_task(answer_format="text"), panel=panel, policy=build_policy()),
         )
     with pytest.raises(InputError, match="no rows"):
         runner.submit_batch(
-            [], spec=RunSpec(task=task, panel=panel, policy=build_policy()), name="b", columns={}
+            [],
+            actor=LOCAL,
+            spec=RunSpec(task=task, panel=panel, policy=build_policy()),
+            name="b",
+            columns={},
         )
     with pytest.raises(InputError, match="row 2: input text is empty"):
         runner.submit_batch(
             [BatchItem(0, None, "fine", None), BatchItem(1, None, " ", None)],
+            actor=LOCAL,
             spec=RunSpec(task=task, panel=panel, policy=build_policy()),
             name="b",
             columns={},
@@ -135,19 +157,20 @@ def test_cancel_a_slow_run_keeps_what_was_recorded(
         panel = runner.tally.panel(["sim:sim-strong"], 5)
         run_id = runner.submit_run(
             "Slow question?",
+            actor=LOCAL,
             spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
         )
         wait_for(
             lambda: runner.run_progress(run_id),
             lambda p: any(c.status == CallStatus.RUNNING for c in p.calls.values()),
         )
-        assert runner.cancel(run_id) is True
+        assert runner.cancel(run_id, actor=LOCAL) is True
         progress = finished_run(runner, run_id)
         assert progress.cancelled and progress.error is None
         assert progress.decision is not None
         assert progress.decision.status == DecisionStatus.FAILED
         assert all(c.status == CallStatus.CANCELLED for c in progress.calls.values())
-        assert runner.cancel(run_id) is False  # already over
+        assert runner.cancel(run_id, actor=LOCAL) is False  # already over
 
         stored = runner.store.get_run(run_id)  # not left "running"
         assert stored.decision.status == DecisionStatus.FAILED
@@ -162,6 +185,7 @@ def test_a_batch_reports_progress_and_finishes(runner: Runner) -> None:
     panel = runner.tally.panel(["sim:sim-mid"], 3)
     batch_id = runner.submit_batch(
         items(8),
+        actor=LOCAL,
         spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
         name="eight",
         columns={"text": "text", "gold": "gold", "id": "id"},
@@ -185,12 +209,13 @@ def test_cancel_then_resume_a_batch(db_url: str, monkeypatch: pytest.MonkeyPatch
         panel = runner.tally.panel(["sim:sim-fast"], 3)
         batch_id = runner.submit_batch(
             items(40),
+            actor=LOCAL,
             spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
             name="forty",
             columns={},
         )
         wait_for(lambda: runner.batch_progress(batch_id), lambda p: p.done >= 1)
-        assert runner.cancel(batch_id)
+        assert runner.cancel(batch_id, actor=LOCAL)
         cut = finished_batch(runner, batch_id)
         assert cut.cancelled and cut.done < 40
         assert runner.store.get_batch(batch_id).status == "interrupted"
@@ -198,13 +223,13 @@ def test_cancel_then_resume_a_batch(db_url: str, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setenv("TALLY_SIM_TIME_SCALE", "0.01")
     with Runner(database_url=db_url) as runner:
-        assert runner.resume_batch(batch_id) == batch_id
+        assert runner.resume_batch(batch_id, actor=LOCAL) == batch_id
         resumed = finished_batch(runner, batch_id)
         assert resumed.error is None and resumed.done == 40
         assert resumed.done_at_start == done_before
         assert runner.store.get_batch(batch_id).status == "done"
         with pytest.raises(InputError, match="already done"):
-            runner.resume_batch(batch_id)
+            runner.resume_batch(batch_id, actor=LOCAL)
 
 
 def test_a_failing_job_reports_one_line_and_the_runner_goes_on(
@@ -219,14 +244,16 @@ def test_a_failing_job_reports_one_line_and_the_runner_goes_on(
 
     monkeypatch.setattr(runner.tally, "vote", broken)
     bad = finished_run(
-        runner, runner.submit_run("one", spec=RunSpec(task=task, panel=panel, policy=policy))
+        runner,
+        runner.submit_run("one", actor=LOCAL, spec=RunSpec(task=task, panel=panel, policy=policy)),
     )
     assert bad.error == "RuntimeError: disk on fire"
     assert bad.events[-1] == "error: RuntimeError: disk on fire"
 
     monkeypatch.setattr(runner.tally, "vote", real_vote)
     good = finished_run(
-        runner, runner.submit_run("two", spec=RunSpec(task=task, panel=panel, policy=policy))
+        runner,
+        runner.submit_run("two", actor=LOCAL, spec=RunSpec(task=task, panel=panel, policy=policy)),
     )
     assert good.error is None and good.result is not None
 
@@ -236,14 +263,67 @@ def test_close_cancels_what_is_running(db_url: str, monkeypatch: pytest.MonkeyPa
     runner = Runner(database_url=db_url)
     panel = runner.tally.panel(["sim:sim-strong"], 3)
     run_id = runner.submit_run(
-        "Slow?", spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy())
+        "Slow?",
+        actor=LOCAL,
+        spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
     )
     runner.close()
     runner.close()  # twice is fine
     with pytest.raises(TallyError, match="closed"):
         runner.submit_run(
             "again",
+            actor=LOCAL,
             spec=RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy()),
         )
     progress = runner.run_progress(run_id)
     assert progress is not None and progress.done and progress.cancelled
+
+
+RUNNER = Identity(
+    "https://idp.test", "s-run", "ru@example.com", "Ru", frozenset({Role.RUNNER}), True
+)
+VIEWER = Identity(
+    "https://idp.test", "s-vi", "vi@example.com", "Vi", frozenset({Role.VIEWER}), True
+)
+REVIEWER = Identity(
+    "https://idp.test", "s-rv", "rv@example.com", "Rv", frozenset({Role.REVIEWER}), True
+)
+
+
+def test_only_a_runner_may_spend_and_nothing_is_stored_otherwise(runner: Runner) -> None:
+    """Anonymous sessions, viewers and reviewers start no vote, batch or resume and cancel
+    nothing: refused before a row is written or a call made."""
+    panel = runner.tally.panel(["sim:sim-mid"], 3)
+    spec = RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy())
+    for who, error in (
+        (ANONYMOUS, NotSignedInError),
+        (VIEWER, ForbiddenError),
+        (REVIEWER, ForbiddenError),
+    ):
+        with pytest.raises(error):
+            runner.submit_run("Is it fine?", spec, actor=who)
+        with pytest.raises(error):
+            runner.submit_batch(items(2), spec, name="b", columns={}, actor=who)
+        with pytest.raises(error):
+            runner.resume_batch("any", actor=who)
+        with pytest.raises(error):
+            runner.cancel("any", actor=who)
+    assert runner.store.list_runs()[1] == 0 and runner.store.list_batches() == []
+    assert runner.jobs() == []
+
+
+def test_runs_and_batches_record_who_started_them(runner: Runner) -> None:
+    panel = runner.tally.panel(["sim:sim-mid"], 3)
+    spec = RunSpec(task=build_task(labels=LABELS), panel=panel, policy=build_policy())
+    run_id = runner.submit_run("Is it fine?", spec, actor=RUNNER)
+    assert finished_run(runner, run_id).error is None
+    batch_id = runner.submit_batch(items(2), spec, name="b", columns={}, actor=RUNNER)
+    assert finished_batch(runner, batch_id).error is None
+    with runner.store.engine.connect() as conn:
+        run_by = conn.execute(select(run_t.c.submitted_by).where(run_t.c.id == run_id)).scalar()
+        batch_by = conn.execute(
+            select(batch_t.c.submitted_by).where(batch_t.c.id == batch_id)
+        ).scalar()
+    who = {"iss": "https://idp.test", "sub": "s-run", "email": "ru@example.com", "name": "Ru"}
+    assert json.loads(run_by) == who  # kept through the run's finish
+    assert json.loads(batch_by) == who

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from streamlit.testing.v1 import AppTest
 
+from core.auth import local_identity
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
 from core.spec import RunSpec
 from core.store import Store
@@ -184,7 +185,9 @@ def test_a_run_resolved_elsewhere_meanwhile_is_not_resolved_twice(
     at.text_input(key="review_name").input("Ana").run()
     at.selectbox(key="review_label_r-one").select("no regression").run()
     at.text_area(key="review_reason_r-one").input("second opinion").run()
-    store.resolve("r-one", reviewer="Bo", label="regression", reason="first")
+    store.decide_review(
+        "r-one", local_identity("Bo"), label="regression", reason="the footer is required"
+    )
     at.button(key="review_resolve_r-one").click().run()
     assert not at.exception
     assert any("r\\-one is no longer waiting" in i.value for i in at.info)
@@ -196,7 +199,9 @@ def test_agreement_counter(page_test: Callable[[str], AppTest], store: Store) ->
     run = waiting_run("r-plural", 1000.0)
     run.votes = {"regression": 2, "no regression": 1}  # e.g. a strict majority not reached
     store.save_run(run, source="ui")
-    store.resolve("r-plural", reviewer="Bo", label="regression", reason="two of three")
+    store.decide_review(
+        "r-plural", local_identity("Bo"), label="regression", reason="two of three say so"
+    )
     at = page_test(PAGE).run()
     assert metric(at, "Reviewers agree with the panel") == "100%"
     assert metric(at, "Resolved today") == "1"

@@ -24,7 +24,7 @@ from core.store import Store
 PG_URL = os.environ.get(
     "TALLY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-TABLES = "batch, batch_item, run, call, review, sweep, curve, job"
+TABLES = "batch, batch_item, run, call, review, review_claim, sweep, curve, job"
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
