@@ -176,6 +176,18 @@ def tally_open(url: str, **kwargs: Any) -> object:
     return anyio.run(main)
 
 
+def tally_revote(url: str, policy: Any) -> object:
+    """A re-vote of the seeded run (N=1) under ``policy``."""
+
+    async def main() -> object:
+        async with api.Tally.open(database_url=url) as tally:
+            return await tally.revote(["r" * 16], policy)
+
+    import anyio
+
+    return anyio.run(main)
+
+
 ITEMS = [BatchItem(index=0, item_id="1", text="the page renders", gold=None)]
 
 
@@ -525,6 +537,32 @@ CASES: list[Case] = [
         "len:3",
     ),
     run_with("run-min-valid-negative", "cannot be negative", "--min-valid", "-1"),
+    # run: policies no panel of this size can satisfy, refused before any call
+    run_with("run-k-above-n", "the panel has 3", "--aggregate", "at-least:4", "-n", "3"),
+    run_with("run-k-above-one-model", "the panel has 1", "--aggregate", "at-least:2"),
+    run_with("run-quorum-above-n", "a panel of 5", "--min-valid", "6", "-n", "5"),
+    run_with(
+        "run-strict-quorum-above-n",
+        "a panel of 2",
+        "--aggregate",
+        "strict",
+        "-n",
+        "2",
+        "--min-valid",
+        "3",
+    ),
+    run_with(
+        "run-conservative-without-order",
+        "needs a conservative order",
+        "--tie-break",
+        "conservative",
+    ),
+    run_with(
+        "run-conservative-late-in-the-chain-without-order",
+        "needs a conservative order",
+        "--tie-break",
+        "expand:2,conservative",
+    ),
     # usage errors from the command line parser itself
     cli("usage-unknown-command", "frobnicate", "frobnicate"),
     cli("usage-unknown-option", "--frobnicate", "run", "x", "--frobnicate"),
@@ -600,6 +638,35 @@ CASES: list[Case] = [
     ),
     batch_file(
         "batch-concurrency-above-cap", "c.csv", "text\nx\n", "4096", "--concurrency", "5000"
+    ),
+    batch_file(
+        "batch-concurrency-far-above-cap",
+        "c.csv",
+        "text\nx\n",
+        "4096",
+        "--concurrency",
+        "1000000",
+    ),
+    batch_file(
+        "batch-k-above-n",
+        "c.csv",
+        "text\nx\n",
+        "the panel has 3",
+        "--aggregate",
+        "at-least:4",
+        "-n",
+        "3",
+    ),
+    batch_file(
+        "batch-quorum-above-n", "c.csv", "text\nx\n", "a panel of 3", "--min-valid", "4", "-n", "3"
+    ),
+    batch_file(
+        "batch-conservative-without-order",
+        "c.csv",
+        "text\nx\n",
+        "needs a conservative order",
+        "--tie-break",
+        "conservative",
     ),
     batch_file(
         "batch-template-unknown-placeholder",
@@ -696,6 +763,33 @@ CASES: list[Case] = [
         "r" * 16,
         "--min-valid",
         "-2",
+        seed=seed_run,
+    ),
+    cli(
+        "revote-k-above-n",
+        "the panel has 1",
+        "revote",
+        "r" * 16,
+        "--aggregate",
+        "at-least:2",
+        seed=seed_run,
+    ),
+    cli(
+        "revote-quorum-above-n",
+        "a panel of 1",
+        "revote",
+        "r" * 16,
+        "--min-valid",
+        "2",
+        seed=seed_run,
+    ),
+    cli(
+        "revote-conservative-without-order",
+        "needs a conservative order",
+        "revote",
+        "r" * 16,
+        "--tie-break",
+        "conservative",
         seed=seed_run,
     ),
     # export
@@ -851,6 +945,51 @@ CASES: list[Case] = [
     lib("lib-task-from-dict-unknown-key", "bad task", lambda d, u: Task.from_dict({"x": 1})),
     lib("lib-panel-models-as-a-string", "models", lambda d, u: Panel.build("sim:a")),  # type: ignore[arg-type]
     lib("lib-open-concurrency-zero", "concurrency", lambda d, u: tally_open(u, concurrency=0)),
+    lib("lib-open-concurrency-negative", "concurrency", lambda d, u: tally_open(u, concurrency=-1)),
+    lib("lib-vote-k-above-n", "the panel has 3", lambda d, u: vote(u, aggregate="at-least:4", n=3)),
+    lib(
+        "lib-vote-quorum-above-n",
+        "a panel of 2",
+        lambda d, u: vote(u, n=2, policy=api.build_policy(min_valid=3)),
+    ),
+    lib(
+        "lib-vote-conservative-without-order",
+        "needs a conservative order",
+        lambda d, u: vote(u, tie_break="conservative"),
+    ),
+    lib(
+        "lib-batch-k-above-n",
+        "the panel has 1",
+        lambda d, u: tally_batch(u, ITEMS, policy=api.build_policy(aggregate="at-least:2")),
+    ),
+    lib(
+        "lib-batch-quorum-above-n",
+        "a panel of 1",
+        lambda d, u: tally_batch(u, ITEMS, policy=api.build_policy(min_valid=2)),
+    ),
+    lib(
+        "lib-batch-conservative-without-order",
+        "needs a conservative order",
+        lambda d, u: tally_batch(u, ITEMS, policy=api.build_policy(tie_break="conservative")),
+    ),
+    lib(
+        "lib-revote-k-above-n",
+        "the panel has 1",
+        lambda d, u: tally_revote(u, api.build_policy(aggregate="at-least:2")),
+        seed=seed_run,
+    ),
+    lib(
+        "lib-revote-quorum-above-n",
+        "a panel of 1",
+        lambda d, u: tally_revote(u, api.build_policy(min_valid=2)),
+        seed=seed_run,
+    ),
+    lib(
+        "lib-revote-conservative-without-order",
+        "needs a conservative order",
+        lambda d, u: tally_revote(u, api.build_policy(tie_break="conservative")),
+        seed=seed_run,
+    ),
     lib("lib-open-concurrency-above-cap", "4096", lambda d, u: tally_open(u, concurrency=10_000)),
     lib(
         "lib-open-config-missing",
