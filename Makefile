@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: run test lint typecheck unit e2e browser sync sim-server bench screenshots clean
+.PHONY: run test lint typecheck unit e2e browser sync sim-server bench bench-store screenshots clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -58,8 +58,15 @@ screenshots: sync browser
 sim-server: sync
 	$(PY) -m core sim-server
 
+## Throughput against a lean loopback endpoint (transports, the SDK, the engine and its store
+## writers, targets met or missed), then rate limits in short mode. BENCH_LEVELS narrows it.
+BENCH_LEVELS ?= 8:0.5,64:0.5,512:1,1024:2
 bench: sync
-	$(PY) benchmarks/fanout.py
+	$(PY) benchmarks/fanout.py --levels $(BENCH_LEVELS)
+	$(PY) benchmarks/ratelimits.py --repeats 1
+
+## The store's own benchmark: writers, commit forms, persistence against none.
+bench-store: sync
 	$(PY) benchmarks/store.py
 
 clean:

@@ -36,7 +36,7 @@ def run(
     try:
         for _ in range(n):
             before = server_stats(root)
-            rate, cpu = measure(
+            rate, cpu, _ = measure(
                 engine_path,
                 False,
                 f"{root}/L{latency:g}/v1",

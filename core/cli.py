@@ -883,8 +883,8 @@ def fmt_rate(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}%}"
 
 
-def fmt_ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f} ms"
+def fmt_ms(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f} ms"
 
 
 @app.command()
@@ -1103,9 +1103,11 @@ def sweep(
         return
     verdict = report.verdict
     table = Table(title=f"sweep of {report.model}")
-    for col in ("concurrency", "calls", "errors", "calls/s", "p50", "p95"):
+    # cpu: the client's event loop per call; loop: how busy it was (near 100%: the client's wall)
+    for col in ("concurrency", "calls", "errors", "calls/s", "p50", "p95", "cpu", "loop"):
         table.add_column(col, justify="right")
     for p in verdict.points:
+        load = p.client_load
         table.add_row(
             str(p.concurrency),
             str(p.calls),
@@ -1113,11 +1115,14 @@ def sweep(
             f"{p.throughput:.2f}",
             fmt_ms(p.p50_ms),
             fmt_ms(p.p95_ms),
+            fmt_ms(p.cpu_ms_per_call, 2),
+            "-" if load is None else f"{load:.0%}",
         )
     out.print(table)
     out.print(Text(f"{verdict.shape}: {verdict.message}", style="bold"))
     if verdict.warning:
-        out.print(Text(f"handbook: {verdict.warning}", style="yellow"))
+        source = "client" if verdict.client_bound else "handbook"
+        out.print(Text(f"{source}: {verdict.warning}", style="yellow"))
     ceiling = "none yet" if verdict.ceiling is None else str(verdict.ceiling)
     out.print(
         Text(f"ceiling: {ceiling} (peak {verdict.peak_throughput:.2f} calls/s at {verdict.peak})")

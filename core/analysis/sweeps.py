@@ -45,6 +45,15 @@ class SweepPoint(BaseModel):
     throughput: float  # calls per second
     p50_ms: float | None
     p95_ms: float | None
+    cpu_ms_per_call: float | None = None  # the client's event-loop thread; None: not measured
+
+    @property
+    def client_load(self) -> float | None:
+        """The share of one core the client's event loop was busy: CPU per call times calls
+        per second. Near 1 the client, not the endpoint, sets the throughput."""
+        if self.cpu_ms_per_call is None:
+            return None
+        return self.cpu_ms_per_call / 1000.0 * self.throughput
 
 
 class SweepVerdict(BaseModel):
@@ -58,6 +67,7 @@ class SweepVerdict(BaseModel):
     message: str
     warning: str | None
     points: list[SweepPoint]
+    client_bound: bool = False  # the client's loop was busy at the peak: not the endpoint's wall
 
 
 def _latency_slope(points: Sequence[SweepPoint]) -> float | None:
@@ -78,6 +88,7 @@ def analyse_sweep(
     fall: float = 0.10,
     flat_ratio: float = 1.3,
     proportional_slope: float = 0.7,
+    client_bound_load: float = 0.8,
 ) -> SweepVerdict:
     """Classify a sweep and pick the concurrency to configure.
 
@@ -92,7 +103,47 @@ def analyse_sweep(
     3. ``scales``: the highest level is the peak and more than ``tolerance`` above the level
        before it: no ceiling yet.
     4. ``ceiling``: anything else.
+
+    Flat throughput says nothing by itself about who serialises: a client whose event loop is
+    busy (``client_load`` at the peak of at least ``client_bound_load``, 0.8 of a core) flattens
+    it too, with latency growing the same way. Such a verdict is marked ``client_bound``, and
+    its warning says the ceiling is the client's, so it is never taken for the provider's.
     """
+    verdict = _shape(
+        points,
+        tolerance=tolerance,
+        fall=fall,
+        flat_ratio=flat_ratio,
+        proportional_slope=proportional_slope,
+    )
+    if verdict.shape == "scales":
+        return verdict
+    at_peak = next(p for p in verdict.points if p.concurrency == verdict.peak)
+    load = at_peak.client_load
+    if load is None or load < client_bound_load:
+        return verdict
+    return verdict.model_copy(
+        update={
+            "client_bound": True,
+            "warning": (
+                f"the client's event loop was busy {load:.0%} of a core at {verdict.peak} "
+                f"({at_peak.cpu_ms_per_call:.2f} ms of CPU per call): this ceiling is the "
+                "client's, not the endpoint's; fewer calls per process or a faster client "
+                "would go higher"
+            ),
+        }
+    )
+
+
+def _shape(
+    points: Sequence[SweepPoint],
+    *,
+    tolerance: float,
+    fall: float,
+    flat_ratio: float,
+    proportional_slope: float,
+) -> SweepVerdict:
+    """The shape alone (see ``analyse_sweep``)."""
     if len(points) < 2:
         raise InputError("a sweep needs at least two concurrency levels")
     ordered = sorted(points, key=lambda p: p.concurrency)

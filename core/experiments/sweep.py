@@ -145,12 +145,13 @@ class _Level:
         async def one(index: int) -> None:
             done.append(await self.call(task, inputs[index % len(inputs)], index))
 
-        started = time.monotonic()
+        started, cpu = time.monotonic(), time.thread_time()
         async with anyio.create_task_group() as tg:
             for index in range(calls):
                 tg.start_soon(one, index)
         elapsed = time.monotonic() - started
-        return point(self.level, done, elapsed), done
+        cpu = time.thread_time() - cpu  # the event loop's thread: the client's own work
+        return point(self.level, done, elapsed, cpu_s=cpu), done
 
 
 def answered(call: CallResult) -> bool:
@@ -158,8 +159,11 @@ def answered(call: CallResult) -> bool:
     return call.status in (CallStatus.OK, CallStatus.INVALID)
 
 
-def point(level: int, calls: Sequence[CallResult], elapsed_s: float) -> SweepPoint:
-    """Throughput (replies per second) and the replies' p50/p95 latency at one level."""
+def point(
+    level: int, calls: Sequence[CallResult], elapsed_s: float, *, cpu_s: float | None = None
+) -> SweepPoint:
+    """Throughput (replies per second), the replies' p50/p95 latency, and the client's CPU per
+    call (``cpu_s`` over every call made) at one level."""
     served = [c for c in calls if answered(c)]
     latencies = [c.latency_ms for c in served if c.latency_ms is not None]
     p50: float | None = None
@@ -175,6 +179,7 @@ def point(level: int, calls: Sequence[CallResult], elapsed_s: float) -> SweepPoi
         throughput=len(served) / elapsed_s if elapsed_s > 0 else 0.0,
         p50_ms=p50,
         p95_ms=p95,
+        cpu_ms_per_call=None if cpu_s is None or not calls else 1000.0 * cpu_s / len(calls),
     )
 
 

@@ -136,8 +136,10 @@ def test_sweep_json_against_a_serialising_server(
     doc = json.loads(done.stdout)
     assert doc["verdict"]["shape"] == "serialises"
     assert doc["verdict"]["warning"]
+    assert doc["verdict"]["client_bound"] is False  # the server serialises, not the client
     assert doc["saved"] is None
     assert [p["concurrency"] for p in doc["verdict"]["points"]] == [1, 2, 4]
+    assert all(p["cpu_ms_per_call"] > 0 for p in doc["verdict"]["points"])
     with Store(env) as store:
         assert store.get_sweep(doc["sweep_id"]).name == "wall:sim-fast"
 
@@ -154,6 +156,8 @@ def test_sweep_prints_the_verdict_and_saves_the_ceiling(tmp_path: Path, capacity
     ceiling = load_config(config).providers["wall"].max_concurrency
     assert f"saved max_concurrency = {ceiling} for [providers.wall] in {config}" in text
     assert "ceiling:" in text and "handbook:" in text
+    header = next(line for line in done.stdout.splitlines() if "concurrency" in line)
+    assert "cpu" in header and "loop" in header
 
 
 def test_sweep_of_an_unreachable_endpoint_exits_1_with_one_line(tmp_path: Path) -> None:

@@ -97,6 +97,36 @@ def test_flat_throughput_without_latency_growth_is_not_serialising() -> None:
     assert unknown.shape == "ceiling" and unknown.latency_slope is None
 
 
+def with_cpu(points: list[SweepPoint], cpu_ms: float) -> list[SweepPoint]:
+    return [p.model_copy(update={"cpu_ms_per_call": cpu_ms}) for p in points]
+
+
+def test_a_busy_client_is_never_taken_for_a_serialising_endpoint() -> None:
+    # one slot's worth of throughput (10 calls/s) with latency growing: looks serialised...
+    points = _closed_loop(capacity=1)
+    idle = analyse_sweep(with_cpu(points, 1.0))  # 1% of a core: the endpoint's wall
+    assert idle.shape == "serialises"
+    assert not idle.client_bound
+    assert idle.warning == TOOL_BOUND_WARNING
+    busy = analyse_sweep(with_cpu(points, 95.0))  # 95 ms x 10/s: the client's loop is full
+    assert busy.shape == "serialises"
+    assert busy.client_bound
+    assert busy.warning is not None
+    assert "client's, not the endpoint's" in busy.warning
+    assert "95%" in busy.warning
+
+
+def test_client_load_needs_a_measure_and_a_ceiling() -> None:
+    assert _point(8, 100.0, 80.0).client_load is None
+    assert with_cpu([_point(8, 100.0, 80.0)], 2.0)[0].client_load == pytest.approx(0.2)
+    scaling = analyse_sweep(with_cpu(_closed_loop(capacity=1000), 50.0))
+    assert scaling.shape == "scales"  # still rising: no ceiling to blame on anyone
+    assert not scaling.client_bound
+    ceiling = analyse_sweep(with_cpu(_closed_loop(capacity=8), 100.0))
+    assert ceiling.shape == "ceiling"
+    assert ceiling.client_bound  # 100 ms x 80 calls/s: eight cores' worth, busy for sure
+
+
 def test_points_come_back_sorted() -> None:
     points = list(reversed(_closed_loop(capacity=8)))
     assert [p.concurrency for p in analyse_sweep(points).points] == LEVELS
