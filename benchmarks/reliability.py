@@ -9,7 +9,13 @@ Dawid–Skene. Scores are on gold with 95% Wilson intervals; every way uses the 
 fits see no gold; the "with reviews" row clamps gold on a random 10% of the items, as reviewers'
 resolutions would be, and scores the other 90%.
 
-Part 2, speed: 100,000 stored answers (20,000 items x 5 models of the uneven scenario) read by
+Part 2, early stop: on each of those batches, the stopping rules of
+``core.analysis.earlystop`` replayed on the stored answers in random orders (fixed N, decided,
+Beta, window, and the Dawid–Skene rule weighing each vote by a no-gold fit of the same
+answers), with calls per item, accuracy, and the saving each makes against fixed N at equal or
+better accuracy.
+
+Part 3, speed: 100,000 stored answers (20,000 items x 5 models of the uneven scenario) read by
 the store query and fitted by each model; and what importing crowd-kit costs a process, next
 to importing pandas in the same process. Run: ``.venv/bin/python benchmarks/reliability.py``.
 """
@@ -32,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TALLY_SIM_TIME_SCALE", "0")
 
+from core.analysis.curves import Samples  # noqa: E402
+from core.analysis.earlystop import EarlyStopReport, compare_early_stop  # noqa: E402
 from core.analysis.reliability import (  # noqa: E402
     AggregateScore,
     compare_aggregates,
@@ -92,6 +100,61 @@ def print_scores(title: str, rows: Mapping[str, list[AggregateScore]]) -> None:
             )
 
 
+THRESHOLDS = (0.95, 0.99, 0.999)
+"""The posterior the Beta and Dawid–Skene rules stop at: the default, then stricter."""
+
+
+def early_stop_of(store: Store, bid: str, normalise: bool) -> list[EarlyStopReport]:
+    """Every stopping rule on a stored batch, the Dawid–Skene one with a no-gold fit, at each
+    of ``THRESHOLDS``."""
+    answers = store.batch_answers(bid)
+    gold = dict(answers.gold)
+    if normalise:
+        fmt = store.get_batch(bid).spec.task.format
+        gold = {run_id: gold_of(fmt, label) for run_id, label in gold.items()}
+    samples: Samples = {}
+    for item, row in answers.votes.items():
+        if item not in gold:
+            continue
+        samples[item] = {
+            model: [v for v, c in row.get(model, {}).items() for _ in range(c)] or [None]
+            for model in answers.models
+        }
+    fit = fit_reliability(answers.votes)
+    n = len(answers.models)
+    return [
+        compare_early_stop(samples, gold, answers.models, n, threshold=t, draws=20, reliability=fit)
+        for t in THRESHOLDS
+    ]
+
+
+def print_early_stop(title: str, reports: list[EarlyStopReport]) -> None:
+    """The rules at the default threshold; the two posterior rules at the stricter ones."""
+    head = reports[0]
+    print(f"\n{title}: early stop, up to N={head.max_n}, {head.items} items, 20 orders each")
+    print(f"  {'rule':<22}{'calls/item':>10}{'accuracy':>10}  {'saving':>7}  as accurate as fixed")
+    posterior = ("beta", "dawid-skene")
+    for report in reports:
+        for r in report.rules:
+            if report is not head and r.rule not in posterior:
+                continue
+            name = f"{r.rule} {report.threshold}" if r.rule in posterior else r.rule
+            same = "yes" if r.equal_or_better else f"no ({r.accuracy_delta:+.1%})"
+            cells = f"{r.calls_per_item:>10.2f}{r.accuracy:>10.1%}  {r.saving:>7.0%}"
+            print(f"  {name:<22}{cells}  {same}")
+    best = max(
+        (r for report in reports for r in report.rules if r.equal_or_better and r.saving > 0),
+        key=lambda r: r.saving,
+        default=None,
+    )
+    if best is not None:
+        fixed = head.rule("fixed").calls_per_item
+        print(
+            f"  best at equal or better accuracy: {best.rule} ({best.description}), "
+            f"{best.calls_per_item / fixed:.2f}x the calls of fixed N"
+        )
+
+
 def import_cost() -> tuple[float, float]:
     """Seconds to import pandas, then crowd-kit's aggregation, in a fresh process."""
     code = (
@@ -124,6 +187,7 @@ def main() -> None:
                     f"bundled set {name}: default sim panel, batch ran in {took:.1f} s",
                     scores_of(store, bid, normalise=True),
                 )
+                print_early_stop(f"bundled set {name}", early_stop_of(store, bid, True))
             for scenario in SCENARIOS.values():
                 bid = store_scenario(store, scenario, args.items, args.seed)
                 should = "should win" if scenario.learned_should_win else "should not win"
@@ -132,6 +196,7 @@ def main() -> None:
                     f"{args.items} items",
                     scores_of(store, bid, normalise=False),
                 )
+                print_early_stop(f"scenario {scenario.name}", early_stop_of(store, bid, False))
 
             print(f"\ntiming: {args.big} items x 5 models of the uneven scenario")
             started = time.perf_counter()

@@ -1035,6 +1035,14 @@ def print_curve(report: Any) -> None:
             "yes" if rule.equal_or_better else f"no ({rule.accuracy_delta:+.1%})",
         )
     out.print(early)
+    if report.reliability:
+        out.print(
+            Text(
+                "Dawid–Skene on the draw (no gold), estimated accuracy: "
+                + ", ".join(f"{m.model} {fmt_rate(m.accuracy)}" for m in report.reliability)
+            ),
+            soft_wrap=True,
+        )
     out.print(
         Text(
             f"draw cost {money(report.cost_usd)}; curve {report.curve_id}, "

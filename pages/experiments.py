@@ -705,6 +705,20 @@ def disagreement_tab(store: Store) -> None:
         st.plotly_chart(
             reliability_figure(result.reliability), width="stretch", key="exp.reliability"
         )
+    if result.confidence_calibration:
+        st.plotly_chart(
+            reliability_figure(
+                result.confidence_calibration,
+                "Confidence: each decision's confidence against how often it is right",
+                "decision's confidence",
+            ),
+            width="stretch",
+            key="exp.confidence",
+        )
+        st.caption(
+            f"{result.confidence_items} decisions with gold; calibration error "
+            f"{pct(result.confidence_error)} (0 is calibrated)"
+        )
     learned_section(store, batch_id)
     hardest_section(store, result)
 

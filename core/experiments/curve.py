@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import anyio
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from core.analysis import (
     Curve,
@@ -33,6 +33,7 @@ from core.analysis import (
     majority_error_curve,
     recommend,
 )
+from core.analysis.reliability import ModelReliability, ReliabilityFit, fit_reliability
 from core.api import Tally, build_task
 from core.datasets import list_sets, load_set
 from core.errors import InputError, TallyError
@@ -373,6 +374,10 @@ class CurveReport(BaseModel):
     cost_per_call: dict[str, float | None]
     panels: list[PanelCurve]
     headline: str
+    # Dawid–Skene on the draw's answers (no gold): each model's confusion and estimated
+    # accuracy; its weights drive the early-stop "dawid-skene" rule. Empty in curves stored
+    # before it was measured.
+    reliability: list[ModelReliability] = Field(default_factory=list)
 
     def panel(self, name: str | None = None) -> PanelCurve:
         """The named panel, or the headline one."""
@@ -426,8 +431,10 @@ def panel_curve(
     min_gain: float = DEFAULT_MIN_GAIN,
     boot: int = 1000,
     resamples: int = 200,
+    reliability: ReliabilityFit | None = None,
 ) -> PanelCurve:
-    """Curve, recommendation, harm report and early-stop comparison of one panel."""
+    """Curve, recommendation, harm report and early-stop comparison of one panel (with the
+    Dawid–Skene rule given a fit of the draw)."""
     models = list(panel)
     missing = [m for m in dict.fromkeys(models) if m not in draws.models]
     if missing:
@@ -461,7 +468,13 @@ def panel_curve(
         recommendation=recommend(curve, min_gain=min_gain),
         harm=harm_report(draws.samples, draws.gold, models),
         early_stop=compare_early_stop(
-            draws.samples, draws.gold, models, wanted[-1], seed=seed, draws=max(20, resamples // 4)
+            draws.samples,
+            draws.gold,
+            models,
+            wanted[-1],
+            seed=seed,
+            draws=max(20, resamples // 4),
+            reliability=reliability,
         ),
         one_call=one_call,
     )
@@ -525,11 +538,13 @@ def analyse_draws(
     k = draws.k()
     if k < wanted[-1]:
         raise InputError(f"K={k} samples per model is fewer than N={wanted[-1]} needs")
+    fit = fit_draws(draws)
     options: dict[str, Any] = {
         "seed": seed,
         "min_gain": min_gain,
         "boot": boot,
         "resamples": resamples,
+        "reliability": fit,
     }
     entries: list[PanelCurve] = [
         panel_curve(draws, [m], wanted, kind="same-model", **options) for m in draws.models
@@ -567,7 +582,23 @@ def analyse_draws(
         cost_per_call=draws.cost_per_call,
         panels=entries,
         headline=headline,
+        reliability=fit.models,
     )
+
+
+def fit_draws(draws: Draws) -> ReliabilityFit:
+    """Dawid–Skene on every answer of the draw, without its gold: every sample of a model on
+    an item is one vote of that model."""
+    votes: dict[str, dict[str, dict[str, int]]] = {}
+    for item, row in draws.samples.items():
+        votes[item] = {}
+        for model, answers in row.items():
+            counts: dict[str, int] = defaultdict(int)
+            for answer in answers:
+                if answer is not None:
+                    counts[answer] += 1
+            votes[item][model] = dict(counts)
+    return fit_reliability(votes)
 
 
 def save_report(store: Store, report: CurveReport, params: Mapping[str, Any]) -> CurveReport:

@@ -80,6 +80,11 @@ class Disagreement(BaseModel):
     reliability: list[Bin]
     calibration_error: float | None
     calibration_items: int
+    # each decision's stored confidence against how often its label was the gold (runs
+    # stored with a confidence and gold; none before confidences were stored)
+    confidence_calibration: list[Bin] = []
+    confidence_error: float | None = None
+    confidence_items: int = 0
 
 
 def panel_calls(run: RunResult) -> list[CallResult]:
@@ -194,6 +199,7 @@ def analyse_batch(store: Store, batch_id: str, *, top: int = 20, bins: int = 10)
         if r.decision.status == DecisionStatus.RESOLVED and r.decision.label
     }
     points = points_from_votes(counts, gold)
+    sure = confidence_points(results, gold, fmt)
     heatmap = [
         HeatCell(model_a=p.model_a, model_b=p.model_b, pairs=p.pairs, agreement=p.rate)
         for p in store.pairwise_agreement(RunFilter(batch_id=batch_id))
@@ -218,4 +224,23 @@ def analyse_batch(store: Store, batch_id: str, *, top: int = 20, bins: int = 10)
         reliability=reliability_bins(points, bins) if points else [],
         calibration_error=expected_calibration_error(points, bins) if points else None,
         calibration_items=len(points),
+        confidence_calibration=reliability_bins(sure, bins) if sure else [],
+        confidence_error=expected_calibration_error(sure, bins) if sure else None,
+        confidence_items=len(sure),
     )
+
+
+def confidence_points(
+    results: Sequence[RunResult], gold: Mapping[str, str], fmt: AnswerFormat | None
+) -> list[tuple[float, bool]]:
+    """(the decision's confidence, its label is the gold) per run with both: whether a
+    confidence of 0.9 is right nine times in ten."""
+    points: list[tuple[float, bool]] = []
+    for r in results:
+        expected, confidence = gold.get(r.run_id), r.decision.confidence
+        if expected is None or confidence is None:
+            continue
+        label = r.decision.label
+        right = fmt.gold_matches(label, expected) if fmt is not None else label == expected
+        points.append((confidence, right))
+    return points

@@ -69,8 +69,14 @@ def test_curve_json_is_one_document_with_the_recommendation(env: str) -> None:
         "decided",
         "beta",
         "window",
+        "dawid-skene",
     }
     assert len(doc["panels"]) == 6  # five models alone, and mixed
+    fitted = {m["model"]: m for m in doc["reliability"]}  # Dawid–Skene on the draw, no gold
+    assert set(fitted) == set(doc["models"])
+    for m in fitted.values():
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0 < m["votes"] <= 40 * 3
+        assert all(abs(sum(row.values()) - 1.0) < 1e-6 for row in m["confusion"].values())
     with Store(env) as store:
         assert store.get_curve(doc["curve_id"]).result["batch_id"] == doc["batch_id"]
         assert store.get_batch(doc["batch_id"]).total == 40

@@ -117,10 +117,11 @@ def test_each_tab_renders_stored_data(
     assert "halving check: error(5) / error(1)" in texts(at)
     frames = curve.dataframe  # type: ignore[attr-defined]
     early = frames[-1].value
-    assert list(early["rule"]) == ["fixed", "decided", "beta", "window"]
+    assert list(early["rule"]) == ["fixed", "decided", "beta", "window", "dawid-skene"]
 
     disagreement = tab(at, "Disagreement")
-    assert charts(disagreement) == 3  # heatmap, accuracy, reliability
+    assert charts(disagreement) == 4  # heatmap, accuracy, vote share and confidence calibration
+    assert "decisions with gold; calibration error" in texts(at)
     labels = {m.label for m in disagreement.get("metric")}  # type: ignore[attr-defined]
     assert {"Fleiss' kappa", "Effective independent voters", "Calibration error"} <= labels
 

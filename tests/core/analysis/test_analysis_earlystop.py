@@ -10,7 +10,9 @@ from scipy.stats import beta
 
 from core.analysis.curves import Samples
 from core.analysis.earlystop import compare_early_stop, leader_posterior
+from core.analysis.reliability import ReliabilityFit, fit_reliability
 from core.errors import InputError
+from core.sim.scenarios import SCENARIOS
 
 
 @pytest.mark.parametrize("a", range(0, 8))
@@ -118,3 +120,61 @@ def test_early_stop_input_errors() -> None:
         compare_early_stop(samples, gold, ["m"], 0)
     with pytest.raises(InputError, match="gold"):
         compare_early_stop(samples, {}, ["m"], 3)
+
+
+# -- the Dawid–Skene rule ---------------------------------------------------------------------
+
+
+def _scenario(
+    name: str, items: int = 600
+) -> tuple[Samples, dict[str, str], list[str], ReliabilityFit]:
+    """A scenario's answers as samples, its gold, its panel and a no-gold fit of its answers."""
+    scenario = SCENARIOS[name]
+    samples: Samples = {}
+    gold: dict[str, str] = {}
+    for text, replies in scenario.answers(items, seed=0):
+        samples[text] = {m.name: [r.answer] for m, r in zip(scenario.panel, replies, strict=True)}
+        gold[text] = replies[0].gold or ""
+    votes = {
+        item: {m: {a[0]: 1} for m, a in row.items() if a[0] is not None}
+        for item, row in samples.items()
+    }
+    return samples, gold, [m.name for m in scenario.panel], fit_reliability(votes)
+
+
+def test_the_dawid_skene_rule_saves_calls_and_is_more_accurate_on_an_uneven_panel() -> None:
+    samples, gold, panel, fit = _scenario("uneven")
+    report = compare_early_stop(samples, gold, panel, 5, draws=10, reliability=fit)
+    learned, fixed = report.rule("dawid-skene"), report.rule("fixed")
+    assert learned.equal_or_better and learned.accuracy > fixed.accuracy + 0.01
+    assert learned.calls_per_item < report.rule("decided").calls_per_item
+    assert report.best == "dawid-skene"
+
+
+def test_the_dawid_skene_rule_is_no_more_accurate_on_a_homogeneous_panel() -> None:
+    samples, gold, panel, fit = _scenario("homogeneous")
+    report = compare_early_stop(samples, gold, panel, 5, draws=10, reliability=fit)
+    learned, fixed = report.rule("dawid-skene"), report.rule("fixed")
+    assert abs(learned.accuracy - fixed.accuracy) <= 0.01
+    assert learned.calls_per_item < fixed.calls_per_item
+
+
+def test_without_a_fit_there_is_no_dawid_skene_rule() -> None:
+    samples, gold, panel, _ = _scenario("homogeneous", items=50)
+    report = compare_early_stop(samples, gold, panel, 5, draws=5)
+    assert [r.rule for r in report.rules] == ["fixed", "decided", "beta", "window"]
+
+
+def test_a_trusted_model_stops_at_once_and_an_unknown_one_weighs_nothing() -> None:
+    """A fit that trusts model m fully: one vote of m is enough, and it is followed even
+    against the plurality. A panel model the fit never saw moves no posterior."""
+    votes = {f"i{i}": {"m": {"A" if i % 2 else "B": 1}} for i in range(40)}
+    fit = fit_reliability(votes, {item: next(iter(row["m"])) for item, row in votes.items()})
+    samples: Samples = {"x": {"m": ["A", "A", "A"]}, "y": {"m": ["B", "B", "B"]}}
+    gold = {"x": "A", "y": "B"}
+    trusted = compare_early_stop(samples, gold, ["m"], 3, draws=4, reliability=fit)
+    assert trusted.rule("dawid-skene").calls_per_item == 1
+    assert trusted.rule("dawid-skene").accuracy == 1.0
+    unseen: Samples = {"x": {"u": ["A", "A", "A"]}, "y": {"u": ["B", "B", "B"]}}
+    blind = compare_early_stop(unseen, gold, ["u"], 3, draws=4, reliability=fit)
+    assert blind.rule("dawid-skene").calls_per_item == 3  # never confident: runs to N
