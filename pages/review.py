@@ -169,7 +169,7 @@ def claim_controls(store: Store, run_id: str, stage: ReviewStage, who: Identity)
         if right.button("Release", key=f"review_release_{run_id}"):
             store.release_review(run_id, who)
             st.rerun()
-    elif right.button("Claim", key=f"review_claim_{run_id}"):
+    elif len(claims) < stage.owed and right.button("Claim", key=f"review_claim_{run_id}"):
         try:
             store.claim_review(run_id, who)
         except TallyError as err:
@@ -186,6 +186,15 @@ def blind_decisions(stage: ReviewStage) -> None:
             st.text(review.reason)
 
 
+def left_queue(store: Store, run_id: str) -> str:
+    """Who took a run out of the queue while this reviewer had it open."""
+    trail = store.reviews(run_id)
+    if not trail:
+        return "another reviewer resolved it"
+    last = trail[-1]
+    return f"{last.reviewer} resolved it as {last.label!r}; your decision was not written"
+
+
 def queue_section(
     store: Store,
     queue: list[RunResult],
@@ -196,7 +205,9 @@ def queue_section(
     by_id = {r.run_id: r for r in queue}
     last = st.session_state.get(LAST_PICK_KEY)
     if last and last not in by_id and last != just_resolved:
-        st.info(f"Run {ui.md_text(last)} is no longer waiting: another reviewer resolved it.")
+        st.info(
+            f"Run {ui.md_text(last)} is no longer waiting: {ui.md_text(left_queue(store, last))}."
+        )
     st.session_state[LAST_PICK_KEY] = None
     if not queue:
         st.success("Nothing is waiting for review.")

@@ -20,7 +20,8 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +76,12 @@ def _get(url: str) -> str | None:
         return None
 
 
-@pytest.fixture(scope="package")
-def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
-    """``python -m core dashboard`` on free loopback ports; stopped after the browser tests."""
-    tmp = tmp_path_factory.mktemp("dashboard")
+@contextmanager
+def run_dashboard(
+    tmp: Path, extra_env: Mapping[str, str] | None = None, *, host: str = "127.0.0.1"
+) -> Iterator[Dashboard]:
+    """``python -m core dashboard`` on free loopback ports with a throw-away SQLite store and
+    no secrets but ``extra_env``'s (``TALLY_SECRETS``: sign-in), reached at ``host``."""
     port, sim_port = free_port(), free_port()
     database_url = f"sqlite:///{tmp / 'e2e.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
@@ -88,34 +91,29 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         TALLY_DATABASE_URL=database_url,
         TALLY_SIM_TIME_SCALE="0.05",  # read by an in-process sim; the sim server runs at 1.0
         TALLY_TRUST_ENV="0",
+        TALLY_SECRETS=str(tmp / "no-secrets.toml"),  # not the machine's: sign-in off
         NO_PROXY="127.0.0.1,localhost",
         STREAMLIT_BROWSER_GATHER_USAGE_STATS="false",
         # files edited while the tests run must not make Streamlit re-import modules mid-test
         STREAMLIT_SERVER_FILE_WATCHER_TYPE="none",
     )
+    env.update(extra_env or {})
     log = tmp / "dashboard.log"
+    command = [sys.executable, "-m", "core", "dashboard", "--port", str(port)]
+    command += ["--sim-port", str(sim_port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "core",
-                "dashboard",
-                "--port",
-                str(port),
-                "--sim-port",
-                str(sim_port),
-            ],
+            command,
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped together below
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while _get(f"{url}/_stcore/health") != "ok":
+        while _get(f"http://127.0.0.1:{port}/_stcore/health") != "ok":
             if proc.poll() is not None:
                 pytest.fail(f"the dashboard exited early:\n{log.read_text()[-3000:]}")
             if time.monotonic() > deadline:
@@ -130,6 +128,13 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="package")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    """The dashboard as ``make run`` starts it; stopped after the browser tests."""
+    with run_dashboard(tmp_path_factory.mktemp("dashboard")) as started:
+        yield started
 
 
 @pytest.fixture(scope="package")

@@ -164,6 +164,7 @@ def test_the_other_reviewer_sees_the_claim_and_is_told_when_beaten(
     root = signed_in("root@example.com", "Root")
     second = as_user(page_test, "pages/review.py", root).run()
     assert any("claimed by Rv until" in c.value for c in second.caption)
+    assert "review_claim_r-one" not in [b.key for b in second.button]  # no seat is free
     second.selectbox(key="review_label_r-one").select("no regression").run()
     second.text_area(key="review_reason_r-one").input("the footer is optional here").run()
     second.button(key="review_resolve_r-one").click().run()
