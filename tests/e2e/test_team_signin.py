@@ -149,7 +149,9 @@ def test_two_reviewers_share_the_queue_and_a_viewer_cannot_decide(
     resolve(rv)
     expect(rv.get_by_text("Resolved run r-race as")).to_be_visible()
     resolve(rw)
-    expect(rw.get_by_text("Run r-race is no longer waiting: Rv resolved it as 'regression'")).to_be_visible()
+    expect(
+        rw.get_by_text("Run r-race is no longer waiting: Rv resolved it as 'regression'")
+    ).to_be_visible()
     screenshot(rw, "team-review-beaten")
     with Store(team.database_url) as store:
         (row,) = store.reviews("r-race")
