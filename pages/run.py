@@ -54,6 +54,7 @@ NUMBERS: dict[str, Any] = {
     "run.hedge": 0.0,
     "run.min_valid": None,  # the aggregation's default quorum
     "run.expand_k": 2,
+    "run.escalate_below": 0.0,  # 0: only ties and thresholds open the chain
 }
 DEFAULTS: dict[str, Any] = {
     "run.source": PASTE,
@@ -165,6 +166,9 @@ def form_policy() -> Any:
         escalate_to=S.get("run.escalate_model"),
         expand_by=int(val("run.expand_k")),
     )
+    below = float(val("run.escalate_below") or 0.0)
+    if chain and below > 0 and aggregate != Aggregation.FASTEST.value:
+        chain = [f"escalate-below:{below:g}", *chain]
     accept = []
     if aggregate == Aggregation.FASTEST.value:
         if val("run.accept_regex").strip():
@@ -425,6 +429,17 @@ def policy_section(models: list[str]) -> None:
             col.selectbox("Escalate to", models, key="run.escalate_model")
         else:
             col.number_input("Expand by k votes", **number("run.expand_k"), min_value=1, step=1)
+    if chain and aggregate != Aggregation.FASTEST.value:
+        st.number_input(
+            "Also send decisions below this confidence through the chain",
+            **number("run.escalate_below"),
+            min_value=0.0,
+            max_value=0.99,
+            step=0.05,
+            format="%.2f",
+            help="escalate-below: 0 sends only ties and unmet thresholds; 0.8 also sends a 3-2 "
+            "majority (confidence 0.66), not a 4-1 one (0.89).",
+        )
     if not chain and aggregate != Aggregation.FASTEST.value:
         st.caption("No tie-break declared: a tie stays a tie. Pick one before you ship.")
     error_here("policy")

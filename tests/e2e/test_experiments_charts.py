@@ -122,19 +122,22 @@ def test_the_experiments_page_draws_a_curve_and_shows_every_chart(
     # -- disagreement of the draw ---------------------------------------------------------------
     open_tab(page, "Disagreement")
     expect(main.get_by_text("Fleiss' kappa", exact=True)).to_be_visible()
-    expect(charts(page)).to_have_count(3)
+    expect(charts(page)).to_have_count(4)
     save_chart(charts(page).nth(0), "experiments-agreement-heatmap")
     save_chart(charts(page).nth(1), "experiments-accuracy")
     save_chart(charts(page).nth(2), "experiments-reliability")
+    save_chart(charts(page).nth(3), "experiments-decision-confidence")
+    calibrated = re.compile(r"\d+ decisions with gold; calibration error")
+    expect(main.get_by_text(calibrated)).to_be_visible()
     whole_page(page, "experiments-disagreement")
 
     # -- learned reliability of the same draw: Dawid–Skene, confusion matrices, calibration ----
     page.get_by_role("button", name="Fit Dawid–Skene").click()
     expect(main.get_by_text("votes are worth")).to_be_visible(timeout=LONG_MS)
     wait_idle(page, timeout_ms=LONG_MS)
-    expect(charts(page)).to_have_count(3 + 5 + 1)  # a confusion matrix per model, calibration
-    save_chart(charts(page).nth(3), "experiments-confusion")
-    save_chart(charts(page).nth(8), "experiments-confidence-calibration")
+    expect(charts(page)).to_have_count(4 + 5 + 1)  # a confusion matrix per model, calibration
+    save_chart(charts(page).nth(4), "experiments-confusion")
+    save_chart(charts(page).nth(9), "experiments-confidence-calibration")
     whole_page(page, "experiments-learned-reliability")
 
     # -- the throughput wall: the sim demo in its three modes -----------------------------------

@@ -269,6 +269,7 @@ def test_a_small_csv_batch_runs_to_the_end(
     expect(main.get_by_text("Done: 3 runs.")).to_be_visible(timeout=LONG_MS)
     wait_idle(page)
     expect(main.get_by_text("Accuracy vs gold")).to_be_visible()
+    expect(main.get_by_text(re.compile(r"your \d+ votes are worth"))).to_be_visible()
     expect(main.locator('[data-testid="stDataFrame"]').first).to_be_visible()
     whole_page(page, "batch-done")
 

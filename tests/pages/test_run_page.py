@@ -72,6 +72,22 @@ def test_a_vote_lands_and_shows_its_decision(
         assert any("Review queue" in b for b in banners(at))
 
 
+def test_the_chain_can_also_take_low_confidence_decisions(
+    page_test: PageTest, store: Store, rerun_until: RerunUntil
+) -> None:
+    """Five votes never reach 0.99 (5-0 is 0.98): the trigger sends every vote to a human."""
+    at = page_test("pages/run.py").run()
+    at.text_area(key="run.input").set_value("Is the sky blue on a clear day?")
+    at.multiselect(key="run.tie_breaks").set_value(["human"]).run()
+    at.number_input(key="run.escalate_below").set_value(0.99)
+    at.button(key="run.submit").click()
+    rerun_until(at, has_decision)
+    stored = store.get_run(at.session_state["run.run_id"])
+    assert stored.spec.policy.escalate_below == 0.99
+    assert stored.decision.status.value == "needs_review"
+    assert stored.decision.reason.startswith("low confidence: ")
+
+
 @pytest.mark.parametrize(
     ("arrange", "column", "message"),
     [
