@@ -321,6 +321,7 @@ class _Run:
         self.weights = request.spec.panel.weights
         self.started = time.monotonic()
         self.next_slot = request.spec.panel.n  # expand and escalate slots continue the numbering
+        self.stopped_at: float | None = None  # when an early stop or a fastest answer cut the rest
 
     # -- events -------------------------------------------------------------------------
     def emit(self, kind: Any, **kwargs: Any) -> None:
@@ -379,7 +380,14 @@ class _Run:
 
     def result(self, decision: Decision) -> RunResult:
         latency_ms = (time.monotonic() - self.started) * 1000
-        return build_result(self.req, self.calls.values(), decision, latency_ms=latency_ms)
+        return build_result(
+            self.req,
+            self.calls.values(),
+            decision,
+            latency_ms=latency_ms,
+            stopped_at=self.stopped_at,
+            decided_at=time.time(),
+        )
 
     # -- fan-out ------------------------------------------------------------------------
     async def fan_out(self, slots: Sequence[Slot], phase: CallPhase) -> None:
@@ -387,9 +395,14 @@ class _Run:
         policy = self.spec.policy
         fastest = policy.aggregation == Aggregation.FASTEST
         pending: dict[int, float] = {s.index: s.model.weight for s in slots}
+        queued = time.time()
         for slot in slots:
             self.calls[(phase, slot.index)] = CallResult(
-                slot=slot.index, model=slot.model.name, sample=slot.sample, phase=phase
+                slot=slot.index,
+                model=slot.model.name,
+                sample=slot.sample,
+                phase=phase,
+                queued_at=queued,
             )
         won = anyio.Event()
         learned = self.req.posterior is not None  # is_settled reads counts, not a posterior
@@ -401,6 +414,7 @@ class _Run:
                 if fastest:
                     if voting.acceptable(call, policy.accept, self.fmt):
                         won.set()
+                        self.stopped_at = self.stopped_at or time.time()
                         tg.cancel_scope.cancel()
                 elif policy.early_stop and pending and phase == "panel" and not learned:
                     done = [c for c in self.panel_calls() if c.status.final]
@@ -409,6 +423,7 @@ class _Run:
                         self.emit(
                             "tie_break", message=f"early stop: {len(pending)} calls cancelled"
                         )
+                        self.stopped_at = self.stopped_at or time.time()
                         tg.cancel_scope.cancel()
 
             for group in self.request_groups(slots, phase):
@@ -562,6 +577,8 @@ class _Run:
         if len(slots) == 1:
             key = cache_key(spec, request, slots[0].sample, self.fmt, fmt_json=self.fmt_json)
         calls = [self.calls[(phase, s.index)] for s in slots]
+        for call in calls:  # samples drawn together are one request: it goes by its first slot
+            call.request_slot = slots[0].index if len(slots) > 1 else None
         spent = _Bill()  # the attempts that failed, billed to the first slot
         last = Usage()
         limiter = engine.provider_limiter(provider)
@@ -569,8 +586,10 @@ class _Run:
         deadline: float | None = None  # anyio's clock; set when the first attempt starts
 
         def on_retry(attempt: int, err: ProviderError, wait: float) -> None:
+            now = time.time()
             for call in calls:
                 call.retries = attempt
+                call.retry_at.append(now)
                 self.emit(
                     "call_retry", slot=call.slot, call=call, message=f"{err}; retry in {wait:.1f}s"
                 )
@@ -768,6 +787,8 @@ def build_result(
     decision: Decision,
     *,
     latency_ms: float,
+    stopped_at: float | None = None,
+    decided_at: float | None = None,
 ) -> RunResult:
     """The result of a run, however it ended: a decided run and a cancelled one are stored
     alike. Votes are counted over the calls that voted (an escalation's answer settles a tie,
@@ -791,6 +812,8 @@ def build_result(
         batch_id=request.batch_id,
         item_id=request.item_id,
         gold=request.gold,
+        stopped_at=stopped_at,
+        decided_at=decided_at,
     )
 
 

@@ -60,8 +60,11 @@ class CallResult(BaseModel):
     cost_known_usd: float | None = None
     retries: int = 0
     cached: bool = False
-    started_at: float | None = None  # unix seconds
+    queued_at: float | None = None  # unix seconds: when the fan-out asked for the call
+    started_at: float | None = None  # when it held its ceilings and went out
     ended_at: float | None = None
+    retry_at: list[float] = Field(default_factory=list)  # when each retry was decided
+    request_slot: int | None = None  # several samples drawn in one request: its first slot
 
 
 class DecisionStatus(StrEnum):
@@ -166,6 +169,8 @@ class RunResult(BaseModel):
     gold: str | None = None
     created_at: float = Field(default_factory=time.time)
     missing: list[MissingVote] = Field(default_factory=list)  # re-vote: votes it would need
+    stopped_at: float | None = None  # unix seconds: when an early stop or a winner cut the rest
+    decided_at: float | None = None  # when the decision was taken
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -31,6 +31,7 @@ from core.batch import load_resume
 from core.cost import is_simulated
 from core.engine import RUN_CANCELLED, RunRequest, build_result, call_order
 from core.errors import InputError, TallyError
+from core.policy import Policy
 from core.result import (
     CallResult,
     CallStatus,
@@ -41,6 +42,7 @@ from core.result import (
 )
 from core.spec import RunSpec
 from core.store import BatchItem, Store
+from core.whatif import check_no_calls
 
 JobKind = Literal["run", "batch"]
 SlotKey = tuple[str, int]
@@ -284,6 +286,15 @@ class Runner:
         decision = Decision(status=DecisionStatus.FAILED, reason=RUN_CANCELLED)
         latency_ms = (time.time() - progress.started_at) * 1000
         return build_result(request, calls, decision, latency_ms=latency_ms)
+
+    def revote(self, run_ids: Sequence[str], policy: Policy) -> list[RunResult]:
+        """Decide stored runs again under ``policy`` with no new calls, and wait for the
+        decisions (stored answers are counted again: moments, not a job)."""
+        check_no_calls(policy)
+        self._check_open()
+        results = self._portal.call(self.tally.revote, list(run_ids), policy)
+        self._portal.call(self.tally.flush)  # listed in History at once
+        return results
 
     # -- batches -------------------------------------------------------------------------------
 

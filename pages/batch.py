@@ -34,6 +34,7 @@ from core.spec import RunSpec
 from core.store import BatchInfo, BatchItem, RunFilter, Store
 from core.store.export import export_calls, export_runs
 from core.task import Task
+from core.whatif import BatchComparison, Side, compare_batch
 from pages import ui
 
 ui.leave_folder_mode()
@@ -195,6 +196,7 @@ def panel_policy_section(models: list[str]) -> None:
         "Tie-break chain (in the order chosen)",
         list(ui.TIE_BREAKS),
         key="batch.tie_breaks",
+        select_all=False,  # an ordered chain is picked one branch at a time
         format_func=ui.TIE_BREAKS.__getitem__,
     )
     chain = val("batch.tie_breaks")
@@ -528,6 +530,66 @@ def results_view(store: Store, info: BatchInfo) -> None:
             key=f"batch.dl.{what}.{fmt}.{info.batch_id}",
         )
     inspect_run(store, info.batch_id, frame)
+    whatif_batch(store, info)
+
+
+def whatif_batch(store: Store, info: BatchInfo) -> None:
+    """The whole batch decided under another policy with no new calls, beside its own."""
+    if info.status == "running":
+        return
+    key = f"batch.whatif.{info.batch_id}"
+    with st.expander("What if: decide the whole batch under another policy (no new calls)"):
+        policy = ui.policy_form(key, info.spec.policy)
+        if st.button("Decide every run again", key=f"{key}.go", disabled=policy is None):
+            assert policy is not None
+            before = store.batch_results(info.batch_id)
+            try:
+                with st.spinner(f"Counting the stored answers of {len(before)} runs again…"):
+                    after = ui.get_runner().revote([r.run_id for r in before], policy)
+                S[f"{key}.result"] = (
+                    policy.describe(),
+                    compare_batch(before, after, info.spec.task.format),
+                )
+            except TallyError as err:
+                st.error(ui.md_text(err, 300))
+        done = S.get(f"{key}.result")
+        if done is not None:
+            described, comparison = done
+            comparison_view(info.spec.policy.describe(), described, comparison)
+
+
+def comparison_view(own: str, other: str, c: BatchComparison) -> None:
+    statuses = [s.value for s in DecisionStatus]
+    before, after = f"as it ran ({own})", f"under {other}"
+    rows = [
+        {
+            "": status,
+            before: c.before.statuses.get(status, 0),
+            after: c.after.statuses.get(status, 0),
+        }
+        for status in statuses
+        if c.before.statuses.get(status) or c.after.statuses.get(status)
+    ]
+
+    def acc(side: Side) -> str:
+        return "no gold" if side.accuracy is None else f"{side.accuracy:.1%}"
+
+    rows.append(
+        {
+            "": "accuracy vs gold",
+            f"as it ran ({own})": acc(c.before),
+            f"under {other}": acc(c.after),
+        }
+    )
+    frame = pd.DataFrame(rows).astype(str)
+    st.dataframe(frame, hide_index=True, width="stretch")
+    line = f"{c.changed} of {c.runs} runs changed their decision. No new calls were made."
+    if c.missing_votes:
+        line += (
+            f" In {c.missing_votes} runs a call cut before it answered had no vote, and its vote "
+            "could have changed the decision."
+        )
+    st.caption(line)
 
 
 def resume(batch_id: str) -> None:

@@ -9,6 +9,7 @@ runner's loop, so switching page does not stop it; a fragment polls its progress
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import streamlit as st
@@ -23,6 +24,7 @@ from core.result import CallStatus
 from core.runner import RunProgress
 from core.spec import RunSpec
 from core.task import Task
+from core.timeline import timeline
 from pages import ui
 
 ui.leave_folder_mode()
@@ -419,6 +421,7 @@ def policy_section(models: list[str]) -> None:
         "Tie-break chain (in the order chosen)",
         list(ui.TIE_BREAKS),
         key="run.tie_breaks",
+        select_all=False,  # an ordered chain is picked one branch at a time
         format_func=ui.TIE_BREAKS.__getitem__,
     )
     chain = S["run.tie_breaks"]
@@ -456,6 +459,8 @@ def progress_view(progress: RunProgress) -> None:
         landed / max(1, len(calls)),
         text=f"{landed} of {len(calls)} calls landed, {running} running",
     )
+    line = timeline(calls, started_at=progress.started_at, now=time.time())
+    ui.render_timeline(line, key="run.live-timeline")
     ui.render_calls(calls, key="run.live-calls")
 
 

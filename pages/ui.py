@@ -19,15 +19,18 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import cost
+from core.api import build_policy
 from core.auth import AuthSettings, Identity, Role, binding_refusal
 from core.calls import CALL_COLUMNS, FAILED_STATUSES, call_rows
 from core.cost import dollars
 from core.errors import TallyError
 from core.estimate import LARGE_CALLS, LARGE_COST_USD, SpendEstimate
+from core.policy import Aggregation, Policy
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, Outcome, RunResult
 from core.runner import Runner
 from core.spec import RunSpec
 from core.store import RunRow
+from core.timeline import Lane, Timeline, run_timeline
 
 PROSE_WARNING = "Votes on prose are vibes: vote on classifications, structured outputs or yes/no."
 REVIEW_NOTE = "The tie went to the Review queue: a person will pick the final answer."
@@ -475,6 +478,9 @@ def render_result(result: RunResult, *, key: str = "result") -> None:
     cols[2].metric("Calls", len(result.calls))
     cols[3].metric("Slots", result.spec.panel.n)
     render_decision(result.decision, result.votes, result.calls, key=f"{key}-votes")
+    if result.decision.status != DecisionStatus.FAILED or result.decision.outcome is not None:
+        revote_panel(result, key=f"{key}.whatif")
+    render_timeline(run_timeline(result), key=f"{key}-timeline")
     st.subheader("Calls")
     render_calls(result.calls, key=f"{key}-calls")
     with st.expander("Raw replies (plain text)", expanded=False):
@@ -524,3 +530,208 @@ def agreement_heatmap(cells: Iterable[tuple[str, str, float, str]]) -> go.Figure
             hovertemplate="%{y} vs %{x}: %{z:.1%}<extra></extra>",
         )
     )
+
+
+# -- the fan-out timeline ----------------------------------------------------------------------
+
+LANE_STATES = {
+    "queued": "#d9d9d9",
+    CallStatus.RUNNING.value: "#9ecae1",
+    CallStatus.OK.value: STATUS_COLOURS["vote"],
+    CallStatus.INVALID.value: STATUS_COLOURS["invalid"],
+    CallStatus.ERROR.value: STATUS_COLOURS["error"],
+    CallStatus.TIMEOUT.value: STATUS_COLOURS["timeout"],
+    CallStatus.CANCELLED.value: STATUS_COLOURS["cancelled"],
+}
+
+
+def lane_label(lane: Lane) -> str:
+    label = f"{lane.name} · {chart_text(lane.model, 30)}"
+    return label + (f" ×{lane.samples}" if lane.samples > 1 else "")
+
+
+def lane_hover(lane: Lane) -> str:
+    parts = [f"{chart_text(lane.model)}: {lane.status.value}"]
+    if lane.samples > 1:
+        parts.append(f"one request, {lane.samples} samples, the prompt billed once")
+    if lane.tokens_in is not None or lane.tokens_out is not None:
+        parts.append(f"tokens {lane.tokens_in or 0} in / {lane.tokens_out or 0} out")
+    if lane.retries:
+        parts.append(f"{len(lane.retries)} retr{'y' if len(lane.retries) == 1 else 'ies'}")
+    if lane.cached:
+        parts.append("answered from the cache")
+    if lane.answers:
+        parts.append("answer: " + ", ".join(chart_text(a, 20) for a in lane.answers[:8]))
+    return "<br>".join(parts)
+
+
+def timeline_figure(line: Timeline) -> go.Figure:
+    """One lane per request: grey while queued behind the ceilings, coloured by how it ended
+    once it went out (light blue while still running), a diamond at the first token, a cross
+    at each retry; dashed lines where an early stop or a fastest answer cut the rest and where
+    the run decided."""
+    lanes = line.lanes
+    labels = [lane_label(lane) for lane in lanes]
+    end = line.now if line.now is not None else line.decided
+    segments: dict[str, tuple[list[str], list[float], list[float], list[str]]] = {}
+
+    def add(state: str, label: str, start: float, stop: float, hover: str) -> None:
+        ys, bases, widths, hovers = segments.setdefault(state, ([], [], [], []))
+        ys.append(label)
+        bases.append(start)
+        widths.append(max(stop - start, 0.002))
+        hovers.append(hover)
+
+    top = max([end or 0.0] + [t for lane in lanes for t in (lane.ended, lane.started) if t])
+    pairs = list(zip(lanes, labels, strict=True))
+    for lane, label in pairs:
+        hover = lane_hover(lane)
+        stop = lane.ended if lane.ended is not None else (line.now or top)
+        if lane.queued is not None:
+            went = lane.started if lane.started is not None else stop
+            if went > lane.queued:
+                add("queued", label, lane.queued, went, f"queued behind the ceilings<br>{hover}")
+        if lane.started is not None:
+            state = lane.status.value if lane.status.final else CallStatus.RUNNING.value
+            add(state, label, lane.started, stop, hover)
+    fig = go.Figure()
+    for state, (ys, bases, widths, hovers) in segments.items():
+        fig.add_trace(
+            go.Bar(
+                y=ys,
+                x=widths,
+                base=bases,
+                orientation="h",
+                name=state,
+                marker_color=LANE_STATES.get(state, "#8c8c8c"),
+                customdata=hovers,
+                hovertemplate="%{customdata}<br>%{base:.2f}–%{x:.2f} s<extra></extra>",
+            )
+        )
+    marks = [
+        ("first token", "diamond", [(lane.first_token, lb) for lane, lb in pairs]),
+        ("retry", "x", [(t, lb) for lane, lb in pairs for t in lane.retries]),
+    ]
+    for name, symbol, points in marks:
+        points = [(t, lb) for t, lb in points if t is not None]
+        if points:
+            fig.add_trace(
+                go.Scatter(
+                    x=[p[0] for p in points],
+                    y=[p[1] for p in points],
+                    mode="markers",
+                    name=name,
+                    marker={"symbol": symbol, "size": 9, "color": "#222222"},
+                    hovertemplate=f"{name} at %{{x:.2f}} s<extra></extra>",
+                )
+            )
+    for at, words, colour in (
+        (line.stopped, "rest cut", "#e17c05"),
+        (line.decided, "decided", "#2e8540"),
+    ):
+        if at is not None:
+            fig.add_vline(
+                x=at,
+                line_dash="dash",
+                line_color=colour,
+                annotation_text=f"{words} {at:.2f} s",
+                annotation_position="top",
+            )
+    fig.update_layout(
+        barmode="overlay",
+        height=max(180, 34 * len(lanes) + 110),
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        xaxis={"title": "seconds from the start", "rangemode": "tozero"},
+        yaxis={"autorange": "reversed", "type": "category"},
+        legend={"orientation": "h", "y": -0.25},
+        title={"text": "Fan-out timeline: one lane per request", "font": {"size": 14}},
+    )
+    return fig
+
+
+def render_timeline(line: Timeline, *, key: str) -> None:
+    """The fan-out timeline, or a line saying there is nothing to draw yet."""
+    if line.empty:
+        st.caption("No call has gone out yet: the timeline starts with the first one.")
+        return
+    st.plotly_chart(timeline_figure(line), key=key, width="stretch", config=CHART_CONFIG)
+
+
+# -- what if: a re-vote under another policy ---------------------------------------------------
+
+OFFLINE_TIE_BREAKS = {k: v for k, v in TIE_BREAKS.items() if k not in ("escalate", "expand")}
+REVOTE_AGGREGATIONS = [a.value for a in Aggregation]
+
+
+def policy_form(key: str, current: Policy) -> Policy | None:
+    """Another policy, starting from ``current``: aggregation, k, quorum, and an ordered chain
+    of offline tie-breaks. None (with the reason shown) when it cannot be built."""
+    c1, c2, c3 = st.columns(3)
+    aggregate = c1.selectbox(
+        "Aggregation",
+        REVOTE_AGGREGATIONS,
+        index=REVOTE_AGGREGATIONS.index(current.aggregation.value),
+        key=f"{key}.aggregate",
+    )
+    k = None
+    if aggregate == Aggregation.AT_LEAST.value:
+        k = c2.number_input(
+            "k: votes the winner needs", min_value=1, value=current.k or 3, key=f"{key}.k"
+        )
+    min_valid = c3.number_input(
+        "Quorum: minimum valid votes",
+        min_value=0,
+        value=current.quorum.min_valid,
+        placeholder="default",
+        key=f"{key}.min_valid",
+    )
+    chain = st.multiselect(
+        "Tie-break chain (in the order chosen; offline branches only: no new calls)",
+        list(OFFLINE_TIE_BREAKS),
+        default=[b.kind for b in current.tie_breaks if b.kind in OFFLINE_TIE_BREAKS],
+        format_func=OFFLINE_TIE_BREAKS.__getitem__,
+        key=f"{key}.chain",
+        select_all=False,
+    )
+    try:
+        policy = build_policy(
+            aggregate=f"at-least:{int(k)}" if k is not None else aggregate,
+            tie_break=chain,
+            min_valid=None if min_valid is None else int(min_valid),
+            count_invalid=current.quorum.count_invalid,
+            count_errors=current.quorum.count_errors,
+        )
+        return policy.model_copy(update={"accept": current.accept})
+    except TallyError as err:
+        st.error(md_text(err, 300))
+        return None
+
+
+def revote_panel(result: RunResult, *, key: str) -> None:
+    """Decide this run under another policy with no new calls, the two decisions side by side."""
+    with st.expander("What if: decide this run under another policy (no new calls)"):
+        policy = policy_form(key, result.spec.policy)
+        if st.button("Decide again", key=f"{key}.go", disabled=policy is None):
+            assert policy is not None
+            try:
+                (again,) = get_runner().revote([result.run_id], policy)
+                st.session_state[f"{key}.result"] = again
+            except TallyError as err:
+                st.error(md_text(err, 300))
+        again = st.session_state.get(f"{key}.result")
+        if again is None or again.input != result.input:
+            return
+        left, right = st.columns(2)
+        with left:
+            st.markdown(f"**As it ran**: {md_text(result.spec.policy.describe())}")
+            decision_banner(result.decision, result.votes)
+        with right:
+            st.markdown(f"**Under** {md_text(again.spec.policy.describe())}")
+            decision_banner(again.decision, again.votes)
+            if again.missing:
+                slots = ", ".join(f"slot {m.slot}" for m in again.missing)
+                st.caption(
+                    f"Calls cut before they answered ({md_text(slots)}) had no vote, and their "
+                    "votes could have changed this decision."
+                )
+        st.caption(f"No new calls: cost {money(again.cost_usd)}. Stored as run {again.run_id}.")

@@ -112,6 +112,8 @@ class RunRecord(SQLModel, table=True):
     gold: str | None = None
     submitted_by: str | None = Field(default=None, sa_type=Text)
     """Who started a run of their own (a batch's runs: the batch's); NULL before 0009."""
+    stopped_at: float | None = Field(default=None, sa_type=Double)  # early stop or a winner
+    decided_at: float | None = Field(default=None, sa_type=Double)
 
 
 class CallRecord(SQLModel, table=True):
@@ -140,8 +142,11 @@ class CallRecord(SQLModel, table=True):
     cost_known_usd: float | None = Field(default=None, sa_type=Double)
     retries: int = 0
     cached: bool = False
+    queued_at: float | None = Field(default=None, sa_type=Double)
     started_at: float | None = Field(default=None, sa_type=Double)
     ended_at: float | None = Field(default=None, sa_type=Double)
+    retry_at: str = Field(default="[]", sa_type=Text)  # JSON list of unix times
+    request_slot: int | None = None
     cache_key: str | None = Field(default=None, index=True)
 
 
@@ -386,6 +391,8 @@ def start_row(
         "latency_ms": None,
         "gold": gold,
         "submitted_by": submitted_by,
+        "stopped_at": None,
+        "decided_at": None,
     }
 
 
@@ -424,6 +431,8 @@ def finish_row(
         "latency_ms": result.latency_ms,
         "gold": result.gold,
         "submitted_by": None,  # kept from the run's start (the finish upsert merges it)
+        "stopped_at": result.stopped_at,
+        "decided_at": result.decided_at,
     }
 
 
@@ -447,8 +456,11 @@ def call_row(run_id: str, call: CallResult, cache_key: str | None = None) -> dic
         "cost_known_usd": call.cost_known_usd,
         "retries": call.retries,
         "cached": call.cached,
+        "queued_at": call.queued_at,
         "started_at": call.started_at,
         "ended_at": call.ended_at,
+        "retry_at": dumps(call.retry_at),
+        "request_slot": call.request_slot,
         "cache_key": cache_key,
     }
 
@@ -459,6 +471,7 @@ CALL_FIELDS = tuple(CallResult.model_fields)
 def call_from_row(row: Mapping[Any, Any]) -> CallResult:
     data = {k: row[k] for k in CALL_FIELDS}
     data["cached"] = bool(data["cached"])
+    data["retry_at"] = loads(data["retry_at"], [])
     return CallResult.model_validate(data)
 
 
@@ -496,4 +509,6 @@ def result_from_row(row: Mapping[Any, Any], calls: list[CallResult]) -> RunResul
         item_id=row["item_id"],
         gold=row["gold"],
         created_at=row["created_at"],
+        stopped_at=row["stopped_at"],
+        decided_at=row["decided_at"],
     )

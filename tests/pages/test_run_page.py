@@ -62,7 +62,8 @@ def test_a_vote_lands_and_shows_its_decision(
     assert list(calls["slot"])[:5] == [0, 1, 2, 3, 4]
     assert list(calls["model"])[:2] == ["sim:sim-strong", "sim:sim-fast"]
     assert all(state.startswith(("ok", "invalid", "error", "timeout")) for state in calls["state"])
-    assert len(at.get("plotly_chart")) == 1
+    charts = [c.key for c in at.get("plotly_chart")]
+    assert charts == ["run-votes", "run-timeline"]  # the vote, then the fan-out timeline
     raws = [c.value for c in at.code]
     assert all(c.raw in raws for c in stored.calls if c.raw)
     status = stored.decision.status.value
