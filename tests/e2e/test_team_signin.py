@@ -10,6 +10,8 @@ not signed in sees only the sign-in button.
 from __future__ import annotations
 
 import secrets
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -194,3 +196,17 @@ def test_two_reviewers_share_the_queue_and_a_viewer_cannot_decide(
         assert store.list_runs()[1] == 3  # the viewer started nothing
     log = Path(team.log).read_text()
     assert COOKIE_SECRET not in log and CLIENT_SECRET not in log
+
+
+@pytest.mark.parametrize("which", ["dashboard", "team"])
+def test_xsrf_stays_on(request: pytest.FixtureRequest, which: str) -> None:
+    """With sign-in and without: a write without the XSRF token is refused."""
+    started: Dashboard = request.getfixturevalue(which)
+    port = started.url.rsplit(":", 1)[1]
+    upload = urllib.request.Request(
+        f"http://127.0.0.1:{port}/_stcore/upload_file/session/file", data=b"x", method="PUT"
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(upload, timeout=10)
+    assert refused.value.code == 403

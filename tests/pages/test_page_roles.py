@@ -65,7 +65,8 @@ def as_user(page_test: PageTest, page: str, user: dict[str, Any] | None) -> AppT
 
 
 def shown(at: AppTest) -> str:
-    parts = [*at.markdown, *at.caption, *at.code, *at.success, *at.error, *at.info, *at.warning]
+    parts = [*at.markdown, *at.caption, *at.code, *at.text, *at.success, *at.error, *at.info]
+    parts += [*at.warning]
     return "\n".join(str(p.value) for p in parts)
 
 
@@ -184,3 +185,73 @@ def test_no_page_shows_a_key(
         everything = shown(at) + "\n".join(str(e.value) for e in at.dataframe)
         assert key not in everything and "client-secret-for-page-tests" not in everything, page
         assert "cookie-secret-for-page-tests" not in everything, page
+
+
+def blind_run(run_id: str) -> Any:
+    run = waiting_run(run_id, 1000.0)
+    return run.model_copy(
+        update={"decision": run.decision.model_copy(update={"branches": ["human:2"]})}
+    )
+
+
+def decide_on_page(at: AppTest, run_id: str, label: str, reason: str) -> AppTest:
+    at.selectbox(key=f"review_label_{run_id}").select(label).run()
+    at.text_area(key=f"review_reason_{run_id}").input(reason).run()
+    return at.button(key=f"review_resolve_{run_id}").click().run()
+
+
+def captions(at: AppTest) -> str:
+    """Every caption as read, markdown escapes taken out."""
+    return "\n".join(c.value.replace("\\", "") for c in at.caption)
+
+
+def test_a_blind_double_review_on_the_page(page_test: PageTest, store: Store) -> None:
+    """Two reviewers decide without seeing each other's decision; they disagree, so the run
+    waits for an admin, who sees both and resolves it; the agreement counter counts the pair."""
+    store.save_run(blind_run("r-blind"), source="ui")
+    rv = as_user(page_test, "pages/review.py", signed_in("rv@example.com", "Rv")).run()
+    assert "blind double review: 0 of 2 decided" in captions(rv)
+    decide_on_page(rv, "r-blind", "regression", "the footer is gone for good")
+    assert any("Your blind decision on run r\\-blind" in s.value for s in rv.success)
+    assert "review_resolve_r-blind" not in [b.key for b in rv.button]  # not twice
+
+    second = signed_in("root@example.com", "Root")  # an admin may give the second decision
+    other = as_user(page_test, "pages/review.py", second).run()
+    assert "blind double review: 1 of 2 decided" in captions(other)
+    assert "the footer is gone for good" not in shown(other)  # blind: the first is not shown
+    decide_on_page(other, "r-blind", "no regression", "the footer moved to the menu")
+    assert any("differs from the first reviewer" in s.value for s in other.success)
+
+    admin = as_user(page_test, "pages/review.py", second).run()
+    assert "two blind reviewers disagreed: an admin decides" in captions(admin)
+    text = shown(admin)
+    assert "the footer is gone for good" in text and "the footer moved to the menu" in text
+    reviewer_view = as_user(page_test, "pages/review.py", signed_in("rv@example.com", "Rv")).run()
+    assert "review_resolve_r-blind" not in [b.key for b in reviewer_view.button]
+    assert "needs the admin role" in captions(reviewer_view)
+    decide_on_page(admin, "r-blind", "regression", "the footer is required on checkout")
+    assert store.get_run("r-blind").decision.label == "regression"
+    assert [r.stage for r in store.reviews("r-blind")] == ["blind", "blind", "admin"]
+    assert any(m.label == "Blind reviewers agree" and m.value == "0% of 1" for m in admin.metric)
+
+
+def test_the_app_refuses_to_serve_off_loopback_without_sign_in(page_test: PageTest) -> None:
+    """A ``streamlit run`` by hand on another address serves one line, and no page."""
+    from streamlit import config
+
+    before = config.get_option("server.address")
+    config.set_option("server.address", "0.0.0.0")
+    try:
+        at = page_test("app.py").run()
+        assert [e.value for e in at.error] == [
+            "refusing to listen on 0.0.0.0: sign-in is not configured ([auth] in "
+            ".streamlit/secrets.toml), and without it Tally is single-user on 127.0.0.1"
+        ]
+        assert not at.title
+        signed = page_test("app.py")
+        signed.secrets.update(SECRETS)
+        signed.user = {"is_logged_in": False}
+        signed.run()
+        assert not signed.error and [b.label for b in signed.button] == ["Sign in"]
+    finally:
+        config.set_option("server.address", before)
