@@ -280,9 +280,12 @@ def call_cost(call: CallResult, money: Callable[[float | None], str] = dollars) 
     return describe_cost(call.cost_usd, call.cost_known_usd, money=money)
 
 
-def run_cost(run: RunResult | RunRow, money: Callable[[float | None], str] = dollars) -> str:
+def run_cost(
+    run: RunResult | RunRow, money: Callable[[float | None], str] = dollars, *, label: bool = True
+) -> str:
     """A run's cost, live or stored, as :func:`describe_cost` words it (``-`` while a stored
-    run is still running)."""
+    run is still running). ``label=False`` leaves the simulated label to the caller (a metric
+    that names it in its title)."""
     if isinstance(run, RunResult):
         models = run.spec.slot_names
     elif run.status == "running":
@@ -294,7 +297,7 @@ def run_cost(run: RunResult | RunRow, money: Callable[[float | None], str] = dol
         run.cost_known_usd,
         run.cost_unknown_calls,
         money=money,
-        simulated=is_simulated(models),
+        simulated=label and is_simulated(models),
     )
 
 

@@ -102,13 +102,13 @@ def runs_frame(rows: list[RunRow]) -> pd.DataFrame:
         columns=[
             "when",
             "status",
+            "degraded",
             "label",
             "margin",
             "input",
             "task",
             "models",
             "calls",
-            "degraded",
             "cost",
             "latency",
             "source",
@@ -197,7 +197,7 @@ def cost_over_time_chart(store: Store, f: RunFilter, bucket: str) -> None:
     )
     title = f"Cost per {bucket} (UTC)"
     if unknown:
-        title += f": {unknown:,} run{'s' if unknown != 1 else ''} of unknown cost not counted"
+        title += f": {unknown:,} run{'s' if unknown != 1 else ''} of unknown cost, known part only"
     chart(layout(fig, title, yaxis_title="USD", xaxis_type="category"), "hist.cost-time")
 
 
@@ -209,14 +209,17 @@ def cost_by_model_chart(store: Store, f: RunFilter) -> None:
             y=[m.cost_usd for m in by_model],
             customdata=[[m.calls, m.unknown_cost_calls] for m in by_model],
             hovertemplate=(
-                "%{x}<br>$%{y:.6f}<br>%{customdata[0]} calls, "
+                "%{x}<br>$%{y:.6f} known cost<br>%{customdata[0]} calls, "
                 "%{customdata[1]} of unknown cost<extra></extra>"
             ),
             marker_color="#72b7b2",
         )
     )
     unknown = sum(m.unknown_cost_calls for m in by_model)
-    title = "Cost per model" + (f" ({unknown:,} calls of unknown cost)" if unknown else "")
+    plural = "s" if unknown != 1 else ""
+    title = "Cost per model" + (
+        f" ({unknown:,} call{plural} of unknown cost, known part only)" if unknown else ""
+    )
     chart(layout(fig, title, yaxis_title="USD"), "hist.cost-model")
 
 
@@ -289,8 +292,8 @@ def agreement_chart(store: Store, f: RunFilter) -> None:
 def charts(store: Store, f: RunFilter, bucket: str) -> None:
     st.subheader("Charts")
     st.caption(
-        "For the runs the filters select, computed by the database. Unknown prices are "
-        "left out of the sums, never counted as $0."
+        "For the runs the filters select, computed by the database. The sums are what is "
+        "known: a cost that is unknown adds its known part only, never a made-up $0."
     )
     c1, c2 = st.columns(2)
     with c1:

@@ -472,8 +472,11 @@ def render_decision(
 
 def render_result(result: RunResult, *, key: str = "result") -> None:
     """A finished run as the Run page shows it: decision, votes, calls, raw replies."""
-    cols = st.columns(4)
-    cols[0].metric("Cost", run_cost(result))
+    cols = st.columns([2, 1, 1, 1])  # room for "≥ $0.0042 + unknown"
+    simulated = cost.is_simulated(result.spec.slot_names)
+    cols[0].metric(
+        "Cost (simulated)" if simulated else "Cost", cost.run_cost(result, money, label=False)
+    )
     cols[1].metric("Latency", latency(result.latency_ms))
     cols[2].metric("Calls", len(result.calls))
     cols[3].metric("Slots", result.spec.panel.n)

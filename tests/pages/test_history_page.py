@@ -330,7 +330,7 @@ def test_charts_count_ties_whatever_the_tie_break_did(page_test: PageTest, store
     mix = {t["name"]: t["y"] for t in chart_spec(at, "Decision mix")["data"]}
     assert mix == {"decided": [4], "tie": [1]}
     cost = chart_spec(at, "Cost per hour")
-    assert "1 run of unknown cost not counted" in cost["layout"]["title"]["text"]
+    assert "1 run of unknown cost, known part only" in cost["layout"]["title"]["text"]
     assert cost["data"][0]["y"] == [pytest.approx(0.004)]
     heat = chart_spec(at, "Agreement")["data"][0]
     assert heat["x"] == ["sim:sim-fast", "sim:sim-mid"]
