@@ -5,8 +5,10 @@ provider -> httpx2 (a ``MockTransport`` answering from the script) -> genai-pric
 has its own model, so each script is its slot's. What an attempt bills is written here from
 the wire alone, independently of the engine: a 200 reply was billed, priced from its usage
 (cached prompt tokens at the cached rate), or of unknown cost when it reported none; an error
-reply (4xx, 5xx) bills nothing. A call whose attempts include an unknown one has an unknown
-cost with its known part kept; the run's cost is known only when every call's is.
+reply (4xx, 5xx) bills nothing; a reply cut (no finish reason) or without choices was billed
+and is retried, never read as an invalid vote. A call whose attempts include an unknown one
+has an unknown cost with its known part kept; the run's cost is known only when every call's
+is.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ KEY_ENV = "TALLY_TEST_COST_KEY"
 class Attempt:
     """One reply on the wire. ``usage`` is (prompt, completion, cached) or None (unreported)."""
 
-    kind: str  # ok | invalid | no_choices | http_500 | http_400
+    kind: str  # ok | invalid | no_choices | cut | http_500 | http_400
     usage: tuple[int, int, int] | None
 
     @property
@@ -54,10 +56,11 @@ class Attempt:
             status = int(self.kind.removeprefix("http_"))
             return httpx2.Response(status, json={"error": {"message": "scripted"}})
         body: dict[str, Any] = {"id": "x", "object": "chat.completion"}
-        if self.kind != "no_choices":
-            text = "yes" if self.kind == "ok" else "a banana"
+        if self.kind != "no_choices":  # a cut reply: half an answer, no finish reason
+            text = {"ok": "yes", "invalid": "a banana", "cut": "ye"}[self.kind]
             message = {"role": "assistant", "content": text}
-            body["choices"] = [{"index": 0, "message": message, "finish_reason": "stop"}]
+            reason = None if self.kind == "cut" else "stop"
+            body["choices"] = [{"index": 0, "message": message, "finish_reason": reason}]
         if self.usage is not None:
             prompt, completion, cached = self.usage
             body["usage"] = {
@@ -71,7 +74,7 @@ class Attempt:
 usages = st.none() | st.tuples(st.integers(0, 5000), st.integers(0, 500), st.integers(0, 5000)).map(
     lambda u: (u[0], u[1], min(u[2], u[0]))
 )
-retryable = st.builds(Attempt, st.sampled_from(["no_choices", "http_500"]), usages)
+retryable = st.builds(Attempt, st.sampled_from(["no_choices", "cut", "http_500"]), usages)
 final = st.builds(Attempt, st.sampled_from(["ok", "invalid", "http_400"]), usages)
 
 
@@ -171,6 +174,7 @@ def test_a_runs_cost_is_its_attempts_billed_usage_priced_or_unknown(
             assert call.cost_usd == pytest.approx(known, rel=1e-9, abs=1e-12), scripts[model]
         known_total += known
         unknown_calls += unknown
+        # a reply cut or without choices is the transport's failure, retried, never a vote
         last = scripts[model][-1]
         status = {"ok": CallStatus.OK, "invalid": CallStatus.INVALID}.get(last.kind)
         assert call.status == (status or CallStatus.ERROR)
