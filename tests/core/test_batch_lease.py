@@ -29,7 +29,7 @@ LEASE_S = 1.0
 
 @pytest.fixture(scope="module")
 def slow_sim_url() -> Iterator[str]:
-    with serve_in_thread(seed=4, time_scale=0.4) as url:
+    with serve_in_thread(seed=4, time_scale=1.0) as url:  # outlasts a slow resume under load
         yield url
 
 
