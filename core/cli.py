@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 from core.confidence import describe as describe_confidence
 from core.config import MAX_CONCURRENCY, load_settings
 from core.errors import InputError, TallyError
+from core.jobs.cli import jobs_app
 from core.panel import ModelSpec
 from core.result import CallResult, Event, RunResult
 from core.spec import RunSpec
@@ -81,6 +82,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The store: migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(jobs_app, name="jobs")
 
 out = Console()
 err = Console(stderr=True)
@@ -488,14 +490,14 @@ def run(
                 panel = tally.panel(model_specs(model, temperature, seed), n)
                 spec = RunSpec(task=task, panel=panel, policy=policy)
                 if as_json or not out.is_terminal:
-                    return await tally.vote(body, spec, source="cli")
+                    return await vote_job(tally, body, spec)
                 with Live(live.render(), console=out, refresh_per_second=8) as view:
 
                     def on_event(event: Event) -> None:
                         live.on_event(event)
                         view.update(live.render())
 
-                    return await tally.vote(body, spec, source="cli", on_event=on_event)
+                    return await vote_job(tally, body, spec, on_event)
 
         return anyio.run(main)
 
@@ -508,6 +510,35 @@ def run(
         print_decision(result)
     if result.decision.status.value == "failed":
         raise typer.Exit(1)
+
+
+async def vote_job(
+    tally: Any, body: str, spec: RunSpec, on_event: Callable[[Event], None] | None = None
+) -> RunResult:
+    """One vote as a job of this process (listed by ``tally jobs`` while it runs); without
+    the store, the vote alone."""
+    from core.api import new_id
+    from core.engine import RunRequest
+    from core.jobs import JobKind
+    from core.jobs.specs import VoteSpec
+    from core.jobs.work import Hooks, run_here
+
+    if tally.store is None:
+        return await tally.vote(body, spec, source="cli", on_event=on_event)  # type: ignore[no-any-return]
+    run_id = new_id()
+    tally.engine.validate(RunRequest(run_id=run_id, input=body, spec=spec))
+    vote = VoteSpec(run_id=run_id, input=body, spec=spec.to_json(), source="cli")
+    finished = await run_here(
+        tally,
+        JobKind.VOTE,
+        vote.model_dump(),
+        hooks=Hooks(on_event=on_event),
+        total=spec.panel.n,
+        result_ref=run_id,
+    )
+    if finished.value is None:  # cancelled from elsewhere (tally jobs cancel)
+        raise TallyError(f"the vote stopped: {finished.job.error or finished.job.status}")
+    return finished.value  # type: ignore[no-any-return]
 
 
 def calls_table(result: RunResult) -> Table:
@@ -601,11 +632,11 @@ def batch(
                 started = time.monotonic()
                 progress = BatchProgress(len(items), quiet=as_json)
                 with progress:
-                    batch_id = await tally.run_batch(
+                    batch_id = await batch_job(
+                        tally,
                         items,
                         spec,
                         name=file.name if file else "resume",
-                        source="cli",
                         columns={"text": text_column, "gold": gold_column, "id": id_column},
                         on_result=progress.advance,
                         batch_id=batch_id,
@@ -630,6 +661,47 @@ def batch(
         print_summary(summary)
     if summary.get("failed", 0) and summary.get("failed") == summary.get("total"):
         raise typer.Exit(1)
+
+
+async def batch_job(
+    tally: Any,
+    items: list[Any],
+    spec: RunSpec,
+    *,
+    name: str,
+    columns: dict[str, str | None],
+    on_result: Callable[[RunResult], None],
+    batch_id: str | None,
+) -> str:
+    """A batch (new, or ``batch_id`` resumed) as a job of this process: the batch row and its
+    inputs are stored first, then the job runs what is not finished."""
+    from core.jobs import JobKind
+    from core.jobs.specs import BatchSpec
+    from core.jobs.work import Hooks, run_here
+
+    store = tally.store
+    if batch_id is None:
+        batch_id = await anyio.to_thread.run_sync(
+            lambda: store.create_batch(
+                name=name,
+                source="cli",
+                spec=spec,
+                columns=columns,
+                concurrency=tally.engine.concurrency,
+                items=[(i.index, i.item_id, i.text, i.gold) for i in items],
+            )
+        )
+    finished = await run_here(
+        tally,
+        JobKind.BATCH,
+        BatchSpec(batch_id=batch_id).model_dump(),
+        hooks=Hooks(on_result=on_result),
+        total=len(items),
+        result_ref=batch_id,
+    )
+    if finished.job.status == "cancelled":
+        raise TallyError(f"batch {batch_id} was cancelled: resume it with --resume {batch_id}")
+    return str(batch_id)
 
 
 class BatchProgress:

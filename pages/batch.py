@@ -3,9 +3,11 @@
 A file's columns are offered for mapping as soon as it is uploaded (``core.inputs.read_columns``),
 and the file is checked whole before anything is stored (``core.inputs.read_items``): a missing
 column, a broken JSONL line, an empty or non-UTF-8 file is a message beside the widget it
-concerns, and no batch row is written. The batch runs in the background runner, so it keeps
-going when the page is left; a fragment polls its progress. A batch cut off (the server
-stopped, or cancelled) can be resumed: finished runs are skipped, finished calls reused.
+concerns, and no batch row is written. The batch runs as a job of the in-process executor, so
+it keeps going when the page is left; a fragment polls its progress. The address carries the
+batch (``?batch=ID``): a reload or a link opens it, live while it runs, whoever runs it. A
+batch cut off (the server stopped, or cancelled) can be resumed: finished runs are skipped,
+finished calls reused. Pressing Run batch twice for the same batch starts one job.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from core.cost import batch_cost, describe_cost
 from core.errors import InputError, TallyError
 from core.experiments import load_labelled
 from core.inputs import read_columns, read_items
+from core.jobs.inprocess import BatchProgress, InProcessExecutor
 from core.panel import MAX_N, ModelSpec
 from core.policy import Aggregation
 from core.result import DecisionStatus
-from core.runner import BatchProgress, Runner
 from core.spec import RunSpec
 from core.store import BatchInfo, BatchItem, RunFilter, Store
 from core.store.export import export_calls, export_runs
@@ -347,13 +349,17 @@ def submit() -> None:
             errors["submit"] = ui.CONFIRM_FIRST
     if not errors and planned is not None:
         try:
-            S["batch.current"] = ui.get_runner().submit_batch(
+            rows = [(i.index, i.item_id, i.text, i.gold) for i in planned.items]
+            content = {"name": planned.name, "rows": rows, "spec": planned.spec.to_json()}
+            job = ui.get_runner().submit_batch(
                 planned.items,
                 planned.spec,
                 name=planned.name,
                 columns=planned.columns,
                 actor=ui.identity(),
+                active_key=ui.form_key("batch", content),
             )
+            S["batch.current"] = job.result_ref
         except TallyError as err:
             errors["submit"] = str(err)
     S["batch.errors"] = errors
@@ -373,10 +379,6 @@ def preflight() -> None:
 
 
 # -- progress, results, resume -------------------------------------------------------------------
-
-
-def active_ids(runner: Runner) -> set[str]:
-    return {j.job_id for j in runner.jobs() if j.kind == "batch" and not j.finished}
 
 
 def eta(seconds: float | None) -> str:
@@ -420,19 +422,21 @@ def progress_view(progress: BatchProgress) -> None:
 
 @st.fragment(run_every=1)
 def live(batch_id: str) -> None:
-    """Polls the runner while the batch goes on; a full rerun shows the results at the end."""
+    """Polls the batch while it goes on; a full rerun shows the results at the end."""
     runner = ui.get_runner()
-    progress = runner.batch_progress(batch_id)
-    if progress is None or progress.finished:
+    progress, job = runner.batch_view(batch_id)
+    if progress.finished or job is None:
         st.rerun(scope="app")
         return
+    if not runner.runs_here(job.id) and job.owner is not None:
+        st.caption(f"Running in pid {job.owner.pid} on {ui.md_text(job.owner.host)}.")
     progress_view(progress)
     who = ui.identity()
     cancel = st.button(
         "Cancel batch", key=f"batch.cancel.{batch_id}", disabled=not who.has(Role.RUNNER)
     )
     if cancel:
-        runner.cancel(batch_id, actor=who)
+        runner.cancel(job.id, actor=who)
         st.rerun(scope="app")
 
 
@@ -594,7 +598,8 @@ def comparison_view(own: str, other: str, c: BatchComparison) -> None:
 
 def resume(batch_id: str) -> None:
     try:
-        S["batch.current"] = ui.get_runner().resume_batch(batch_id, actor=ui.identity())
+        job = ui.get_runner().resume_batch(batch_id, actor=ui.identity())
+        S["batch.current"] = job.result_ref
         S["batch.resume_error"] = None
     except TallyError as err:
         S["batch.resume_error"] = str(err)
@@ -613,14 +618,13 @@ def quiet_for(store: Store, info: BatchInfo) -> float:
     return max(0.0, time.time() - last)
 
 
-def batches_section(runner: Runner) -> None:
+def batches_section(runner: InProcessExecutor) -> None:
     store = runner.store
     batches = store.list_batches(limit=50)
     st.subheader("Batches")
     if not batches:
         st.caption("No batch yet.")
         return
-    active = active_ids(runner)
     by_id = {b.batch_id: b for b in batches}
     current = S.get("batch.current")
     if current in by_id and S.get("batch.shown_current") != current:
@@ -633,14 +637,15 @@ def batches_section(runner: Runner) -> None:
         key="batch.view",
         format_func=lambda b: batch_label(by_id[b]),
     )
+    ui.follow("batch", batch_id)
     info = by_id[batch_id]
-    if batch_id in active:
+    progress, job = runner.batch_view(batch_id)
+    if job is not None and not job.finished:
         live(batch_id)
         return
-    progress = runner.batch_progress(batch_id)
-    if progress is not None and progress.error:
-        st.error(f"The batch stopped with an error: {progress.error}")
-    orphan = info.status == "running"  # marked running, but not by this dashboard
+    if progress.error:
+        st.error(f"The batch stopped: {progress.error}")
+    orphan = info.status == "running"  # marked running, but by no job in flight
     if orphan and (quiet := quiet_for(store, info)) < BUSY_ELSEWHERE_S:
         st.info(
             f"This batch is marked running and started a run {quiet:.0f} s ago, but not in this "
@@ -687,6 +692,9 @@ def main() -> None:
     except TallyError as err:
         st.error(f"The runner could not start: {err}")
         return
+    linked = st.query_params.get("batch")
+    if linked and S.get("batch.linked") != linked:  # a reload, a link: the address names it
+        S["batch.current"] = S["batch.linked"] = linked
     with st.expander("New batch", expanded=S.get("batch.current") is None):
         st.radio("Inputs", [UPLOAD, BUNDLED], key="batch.source", horizontal=True)
         upload = val("batch.source") == UPLOAD

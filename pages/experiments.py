@@ -1,10 +1,10 @@
 """Experiments: how many votes a set needs, who disagrees with whom, and where throughput stops.
 
-Layout only. The draw behind a curve is an ordinary batch run by the background runner (so it
-keeps going when the page is left); once it is done the page asks ``core.experiments`` to curve
-it and store the result. Sweeps run while the page waits, with a spinner: they are bounded and
-take seconds. Every chart is plotly; every model-derived string in a chart or in markdown goes
-through ``ui.chart_text`` or ``ui.md_text``.
+Layout only. A curve draw and a sweep are jobs of the in-process executor, under the same
+session as every other job: they keep going when the page is left, can be cancelled, and a
+press twice starts one. The curve job draws its batch and then curves and stores it; the page
+polls the job and shows the result when it is done. Every chart is plotly; every model-derived
+string in a chart or in markdown goes through ``ui.chart_text`` or ``ui.md_text``.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ from core.experiments import (
     plan_draw,
     save_ceiling,
 )
+from core.experiments.curve import DEFAULT_MIN_GAIN, why_not_curvable
 from core.experiments.curve import load_report as load_curve
-from core.experiments.curve import why_not_curvable
 from core.experiments.reliability import BatchReliability, batch_reliability
-from core.experiments.sweep import DEMO_MODES, demo_sweep, estimate_sweep, sweep_sync
+from core.experiments.sweep import DEMO_CALLS, DEMO_MODES, estimate_sweep
 from core.experiments.sweep import load_report as load_sweep
-from core.runner import Runner
+from core.jobs import Job
+from core.jobs.inprocess import InProcessExecutor
 from core.sim.models import DEFAULT_PANEL
 from core.store import Store
 from pages import ui
@@ -112,24 +113,20 @@ def submit_curve() -> None:
         estimate = ui.spend_estimate(plan.spec, [i.text for i in plan.items])
         if estimate is not None and not ui.spend_confirmed("exp.draw", estimate):
             raise TallyError(ui.CONFIRM_FIRST)
-        batch_id = runner.submit_batch(
-            plan.items,
-            plan.spec,
-            name=f"curve draw: {plan.set_name}, K={plan.k}",
-            columns={"set": plan.set_name},
+        params = {"set": plan.set_name, "models": plan.models, "k": plan.k, "ns": ns}
+        job = runner.submit_curve(
+            plan,
+            ns,
+            panels=panels,
+            seed=int(S["exp.seed"]),
+            min_gain=DEFAULT_MIN_GAIN,
             actor=ui.identity(),
+            active_key=ui.form_key("curve", {**params, "panels": panels, "items": plan.calls}),
         )
     except TallyError as err:
         S["exp.error"] = str(err)
         return
-    S["exp.pending"] = {
-        "batch_id": batch_id,
-        "ns": ns,
-        "panels": panels,
-        "seed": int(S["exp.seed"]),
-        "set": plan.set_name,
-        "params": {"models": plan.models, "k": plan.k, "items": len(plan.items)},
-    }
+    S["exp.pending"] = job.id
 
 
 def curve_preflight() -> None:
@@ -142,50 +139,38 @@ def curve_preflight() -> None:
     ui.spend_box("exp.draw", ui.spend_estimate(plan.spec, [i.text for i in plan.items]))
 
 
-def finish_curve(store: Store, pending: dict[str, Any]) -> None:
-    try:
-        report = curve_from_batch(
-            store,
-            pending["batch_id"],
-            ns=pending["ns"],
-            panels=pending["panels"],
-            seed=pending["seed"],
-            set_name=pending["set"],
-            params=pending["params"],
-        )
-        S["exp.curve"] = report.curve_id
-    except TallyError as err:
-        S["exp.error"] = f"The draw finished but could not be curved: {err}"
+def job_progress(job: Job, what: str, unit: str) -> None:
+    """A running job's bar: how far it is, and what it does or waits for now."""
+    total = job.total or 0
+    text = f"{what}: {job.done} of {total} {unit}" if total else what
+    if job.note:
+        text += f" · {job.note}"
+    st.progress(job.done / total if total else 0.0, text=text)
 
 
 @st.fragment(run_every=1)
 def pending_curve() -> None:
-    """Polls the draw; when it is done, curves it and shows the result with a full rerun."""
-    pending = S.get("exp.pending")
-    if not pending:
+    """Polls the curve job; when it is done, shows its curve with a full rerun."""
+    job_id = S.get("exp.pending")
+    if not job_id:
         return
     runner = ui.get_runner()
-    progress = runner.batch_progress(pending["batch_id"])
-    if progress is not None and not progress.finished:
-        st.progress(
-            progress.done / max(1, progress.total),
-            text=f"Drawing answers: {progress.done} of {progress.total} items",
-        )
+    job = runner.jobs.get(job_id)
+    if not job.finished:
+        job_progress(job, "Drawing answers", "items")
         who = ui.identity()
         if st.button("Cancel the draw", key="exp.cancel", disabled=not who.has(Role.RUNNER)):
-            runner.cancel(pending["batch_id"], actor=who)
+            runner.cancel(job.id, actor=who)
         return
     S["exp.pending"] = None
-    if progress is None:
-        S["exp.error"] = "The runner restarted during the draw: curve the batch below."
-    elif progress.error or progress.cancelled:
-        S["exp.error"] = f"The draw stopped: {progress.error or 'cancelled'}"
+    if job.status == "done":
+        S["exp.curve"] = job.result_ref
     else:
-        finish_curve(runner.store, pending)
+        S["exp.error"] = f"The draw stopped ({job.status}): {job.error or 'no reason given'}"
     st.rerun(scope="app")
 
 
-def curve_form(runner: Runner) -> None:
+def curve_form(runner: InProcessExecutor) -> None:
     models = ui.available_models(runner)
     if "exp.models" not in S:
         S["exp.models"] = [m for m in SIM_PANEL if m in models]
@@ -480,7 +465,7 @@ def show_curve(store: Store, report: CurveReport) -> None:
     early_stop_section(entry)
 
 
-def curve_tab(runner: Runner) -> None:
+def curve_tab(runner: InProcessExecutor) -> None:
     store = runner.store
     curves = store.list_curves(limit=50)
     pending_curve()
@@ -969,7 +954,7 @@ def verdict_box(verdict: SweepVerdict) -> None:
         st.warning(f"Handbook: {ui.md_text(verdict.warning, 400)}")
 
 
-def sweep_preflight(runner: Runner, model: str | None) -> None:
+def sweep_preflight(runner: InProcessExecutor, model: str | None) -> None:
     """Before a sweep: its planned calls, cost and time, level after level."""
     if not model:
         return
@@ -982,17 +967,18 @@ def sweep_preflight(runner: Runner, model: str | None) -> None:
     ui.spend_box("exp.sweep", estimate)
 
 
-def run_sweep_now(runner: Runner, model: str) -> None:
+def run_sweep_now(runner: InProcessExecutor, model: str) -> None:
     try:
         levels = parse_ints(str(S["exp.levels"]), "Levels")
-        estimate = estimate_sweep(runner.tally, model, levels, int(S["exp.calls"]))
+        calls = int(S["exp.calls"])
+        estimate = estimate_sweep(runner.tally, model, levels, calls)
         if not ui.spend_confirmed("exp.sweep", estimate):
             raise TallyError(ui.CONFIRM_FIRST)
-        with st.spinner(f"Sweeping {model} at {', '.join(map(str, levels))} calls in flight…"):
-            report = sweep_sync(
-                model, levels, calls_per_level=int(S["exp.calls"]), actor=ui.identity()
-            )
-        S["exp.sweep"] = report.sweep_id
+        key = ui.form_key("sweep", {"model": model, "levels": levels, "calls": calls})
+        job = runner.submit_sweep(
+            model=model, levels=levels, calls_per_level=calls, actor=ui.identity(), active_key=key
+        )
+        S["exp.sweep_job"] = job.id
         S["exp.sweep_error"] = None
     except TallyError as err:
         S["exp.sweep_error"] = str(err)
@@ -1000,15 +986,44 @@ def run_sweep_now(runner: Runner, model: str) -> None:
 
 def run_demo_now(mode: str) -> None:
     try:
-        with st.spinner(f"Starting a sim server ({DEMO_TITLES[mode]}) and sweeping it…"):
-            report = demo_sweep(mode, actor=ui.identity())
-        S["exp.sweep"] = report.sweep_id
+        levels = list(DEMO_MODES[mode].levels)
+        key = ui.form_key("sweep", {"demo": mode})
+        job = ui.get_runner().submit_sweep(
+            demo=mode,
+            levels=levels,
+            calls_per_level=DEMO_CALLS,
+            actor=ui.identity(),
+            active_key=key,
+        )
+        S["exp.sweep_job"] = job.id
         S["exp.sweep_error"] = None
     except TallyError as err:
         S["exp.sweep_error"] = str(err)
 
 
-def save_now(runner: Runner, report: SweepReport) -> None:
+@st.fragment(run_every=1)
+def pending_sweep() -> None:
+    """Polls the sweep job; when it is done, shows its sweep with a full rerun."""
+    job_id = S.get("exp.sweep_job")
+    if not job_id:
+        return
+    runner = ui.get_runner()
+    job = runner.jobs.get(job_id)
+    if not job.finished:
+        job_progress(job, "Sweeping", "levels")
+        who = ui.identity()
+        if st.button("Cancel the sweep", key="exp.cancel_sweep", disabled=not who.has(Role.RUNNER)):
+            runner.cancel(job.id, actor=who)
+        return
+    S["exp.sweep_job"] = None
+    if job.status == "done":
+        S["exp.sweep"] = job.result_ref
+    else:
+        S["exp.sweep_error"] = f"The sweep stopped ({job.status}): {job.error or 'no reason'}"
+    st.rerun(scope="app")
+
+
+def save_now(runner: InProcessExecutor, report: SweepReport) -> None:
     try:
         saved = save_ceiling(runner.tally.config, report, actor=ui.identity())
         S["exp.saved"] = (
@@ -1025,7 +1040,7 @@ def is_demo(report: SweepReport) -> bool:
     return report.provider.removeprefix("sim-") in DEMO_MODES
 
 
-def wall_tab(runner: Runner) -> None:
+def wall_tab(runner: InProcessExecutor) -> None:
     store = runner.store
     left, right = st.columns(2)
     with left, st.container(border=True):
@@ -1052,6 +1067,7 @@ def wall_tab(runner: Runner) -> None:
         st.caption("Starts a sim server on loopback in that mode and sweeps it: seconds.")
         if st.button("Run demo sweep", key="exp.run_demo", disabled=not spender):
             run_demo_now(str(S["exp.demo_mode"]))
+    pending_sweep()
     if S.get("exp.sweep_error"):
         st.error(ui.md_text(S["exp.sweep_error"], 400))
     sweeps = store.list_sweeps(limit=50)

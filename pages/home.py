@@ -47,7 +47,7 @@ def main() -> None:
     ties = sum(store.status_counts(RunFilter(ties_only=True)).values())
     cols[1].metric("Runs that tied", f"{ties:,}", help="Whatever the tie-break then did.")
     cols[2].metric("Waiting for review", f"{waiting:,}")
-    active = [j for j in runner.jobs() if not j.finished]
+    active = runner.active()
     cols[3].metric("Running now", len(active))
 
     left, right = st.columns([3, 1])
@@ -74,7 +74,7 @@ def main() -> None:
         if counts:
             st.dataframe(ui.status_counts_frame(counts), hide_index=True, width="stretch")
     for job in active:
-        st.caption(f"running: {ui.md_text(job.title)}")
+        st.caption(ui.md_text(job.describe()))
 
 
 main()

@@ -15,7 +15,7 @@ import streamlit as st
 
 from core.connection import ConnectionResult, test_connection_blocking
 from core.errors import TallyError
-from core.runner import Runner
+from core.jobs.inprocess import InProcessExecutor
 from core.store.db import mask_url
 from pages import ui
 
@@ -60,13 +60,13 @@ def show_result(result: ConnectionResult) -> None:
         st.error(f"Not connected: {ui.md_text(result.error or 'unknown error', 300)}")
 
 
-def test(runner: Runner, provider: str) -> None:
+def test(runner: InProcessExecutor, provider: str) -> None:
     """Button callback: runs in the script thread, before the page is drawn again."""
     results = S.setdefault(RESULTS_KEY, {})
     results[provider] = test_connection_blocking(runner.tally, provider)
 
 
-def connection_section(runner: Runner, rows: list[dict[str, Any]]) -> None:
+def connection_section(runner: InProcessExecutor, rows: list[dict[str, Any]]) -> None:
     st.subheader("Connection test")
     st.caption(
         "Lists each provider's models over the same HTTP client settings a run uses. A "
@@ -90,7 +90,7 @@ def connection_section(runner: Runner, rows: list[dict[str, Any]]) -> None:
                 st.caption("not tested yet")
 
 
-def price_section(runner: Runner, rows: list[dict[str, Any]]) -> None:
+def price_section(runner: InProcessExecutor, rows: list[dict[str, Any]]) -> None:
     st.subheader("Prices in use")
     st.caption(
         "USD per million tokens. From, in order: a [prices] override in tally.toml, the "

@@ -1,9 +1,11 @@
 """Run: one input through one panel under one policy, watched live.
 
 The form keeps its values in session state; pressing Run builds the task, panel and policy with
-``core.api`` and hands them to the background runner, which validates before anything is
-stored. Any problem is shown next to the widget it concerns. The run itself lives in the
-runner's loop, so switching page does not stop it; a fragment polls its progress.
+``core.api`` and submits a vote job to the in-process executor, which validates before anything
+is stored. Any problem is shown next to the widget it concerns. The run lives in the executor's
+loop, so switching page does not stop it; a fragment polls its progress. The address carries
+the run (``?run=ID``): a reload, a second tab or a link from History opens the same view, live
+while it runs, whoever runs it. Pressing Run twice for the same vote starts one job.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from core import datasets
 from core.api import build_policy, build_task, tie_break_chain
 from core.auth import Role
 from core.errors import InputError, TallyError
+from core.jobs import Job
+from core.jobs.inprocess import RunProgress
 from core.panel import MAX_N, ModelSpec, Panel
 from core.policy import Aggregation
 from core.result import CallStatus
-from core.runner import RunProgress
 from core.spec import RunSpec
 from core.task import Task
 from core.timeline import timeline
@@ -240,10 +243,12 @@ def submit() -> None:
             errors["submit"] = ui.CONFIRM_FIRST
     if not errors and spec is not None:
         try:
-            S["run.run_id"] = ui.get_runner().submit_run(
-                val("run.input"), spec, actor=ui.identity()
-            )
-            S["run.ran_input"] = val("run.input")
+            text = val("run.input")
+            key = ui.form_key("vote", {"input": text, "spec": spec.to_json()})
+            job = ui.get_runner().submit_run(text, spec, actor=ui.identity(), active_key=key)
+            S["run.run_id"] = job.result_ref
+            S["run.ran_input"] = text
+            ui.follow("run", job.result_ref)
         except TallyError as err:
             errors["submit"] = str(err)
     S["run.errors"] = errors
@@ -451,7 +456,7 @@ def policy_section(models: list[str]) -> None:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def progress_view(progress: RunProgress) -> None:
+def progress_view(progress: RunProgress, job: Job | None) -> None:
     calls = progress.sorted_calls()
     landed = sum(1 for c in calls if c.status.final)
     running = sum(1 for c in calls if c.status == CallStatus.RUNNING)
@@ -459,6 +464,10 @@ def progress_view(progress: RunProgress) -> None:
         landed / max(1, len(calls)),
         text=f"{landed} of {len(calls)} calls landed, {running} running",
     )
+    if job is not None and not landed and not running:
+        waiting = ui.get_runner().waiting(job)
+        if waiting:
+            st.caption(f"Not started yet: {waiting}.")
     line = timeline(calls, started_at=progress.started_at, now=time.time())
     ui.render_timeline(line, key="run.live-timeline")
     ui.render_calls(calls, key="run.live-calls")
@@ -466,19 +475,20 @@ def progress_view(progress: RunProgress) -> None:
 
 @st.fragment(run_every=0.5)
 def live(run_id: str) -> None:
-    """Polls the runner while the run goes on; a full rerun shows the result once it is done."""
+    """Polls the run while it goes on; a full rerun shows the result once it is done."""
     runner = ui.get_runner()
-    progress = runner.run_progress(run_id)
-    if progress is None or progress.done:
+    view = runner.run_view(run_id)
+    if view is None or view[0].done:
         st.rerun(scope="app")
         return
+    progress, job = view
     st.subheader("Running")
-    progress_view(progress)
+    progress_view(progress, job)
     who = ui.identity()
-    if st.button(
+    if job is not None and st.button(
         "Cancel run", key="run.cancel", type="secondary", disabled=not who.has(Role.RUNNER)
     ):
-        runner.cancel(run_id, actor=who)
+        runner.cancel(job.id, actor=who)
     with st.expander("Events", expanded=False):
         st.code("\n".join(progress.events[-40:]) or "(none yet)", language=None)
 
@@ -498,20 +508,17 @@ def result_view(progress: RunProgress) -> None:
 
 
 def run_view(run_id: str) -> None:
-    runner = ui.get_runner()
-    progress = runner.run_progress(run_id)
-    if progress is None:
-        try:
-            result = runner.store.get_run(run_id)
-        except TallyError as err:
-            st.info(f"Run {run_id}: {err}")
-            return
-        st.subheader("Result")
-        ui.render_result(result, key="run")
-    elif not progress.done:
+    try:
+        view = ui.get_runner().run_view(run_id)
+    except TallyError as err:
+        st.info(f"Run {run_id}: {err}")
+        return
+    if view is None:
+        st.info(f"Run {run_id}: no such run in the store.")
+    elif not view[0].done:
         live(run_id)
     else:
-        result_view(progress)
+        result_view(view[0])
 
 
 def preflight() -> None:
@@ -561,6 +568,9 @@ def main() -> None:
     error_here("submit")
     if S.get("run.errors"):
         st.caption("Nothing was run or stored: fix the fields marked above.")
+    linked = st.query_params.get("run")
+    if linked:  # a reload, a link: the address names the run
+        S["run.run_id"] = linked
     run_id = S.get("run.run_id")
     if run_id:
         st.divider()

@@ -1,4 +1,4 @@
-"""Display pieces the pages share: the runner handle, number formats, and how a run is drawn.
+"""Display pieces the pages share: the executor handle, number formats, and how a run is drawn.
 
 The Run page and History's run detail both call ``render_result`` so a stored run looks exactly
 as it did live. Model output is always shown as inert text: raw replies in ``st.code`` (no
@@ -25,9 +25,10 @@ from core.calls import CALL_COLUMNS, FAILED_STATUSES, call_rows
 from core.cost import dollars
 from core.errors import TallyError
 from core.estimate import LARGE_CALLS, LARGE_COST_USD, SpendEstimate
+from core.jobs.inprocess import InProcessExecutor
+from core.jobs.store import submission_key
 from core.policy import Aggregation, Policy
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, Outcome, RunResult
-from core.runner import Runner
 from core.spec import RunSpec
 from core.store import RunRow
 from core.timeline import Lane, Timeline, run_timeline
@@ -87,9 +88,24 @@ def leave_folder_mode() -> None:
 
 
 @st.cache_resource(show_spinner=False, on_release=lambda runner: runner.close())
-def get_runner() -> Runner:
-    """The one runner of this server process (its loop keeps jobs going across reruns)."""
-    return Runner()
+def get_runner() -> InProcessExecutor:
+    """The one in-process executor of this server process (its loop keeps jobs going across
+    reruns, tabs and reloads)."""
+    return InProcessExecutor()
+
+
+def form_key(kind: str, content: Any) -> str:
+    """The active key of one form submission: pressed twice, or in two tabs, one job."""
+    return submission_key(None, kind, content)
+
+
+def follow(name: str, value: str | None) -> None:
+    """Put the job's run or batch id in the address, so a reload or a shared link opens the
+    same view."""
+    if value is None:
+        st.query_params.pop(name, None)
+    elif st.query_params.get(name) != value:
+        st.query_params[name] = value
 
 
 # -- who is acting ----------------------------------------------------------------------------
@@ -167,7 +183,7 @@ TIE_BREAKS = {
 }
 
 
-def available_models(runner: Runner) -> list[str]:
+def available_models(runner: InProcessExecutor) -> list[str]:
     """Every model the configured providers offer, as provider:model, the simulated ones first
     (they work with no key)."""
     names = [f"{p['name']}:{m}" for p in runner.tally.registry.describe() for m in p["models"]]

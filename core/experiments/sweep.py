@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import numpy as np
@@ -307,19 +306,6 @@ async def sweep_and_store(
         return report
 
 
-def sweep_sync(
-    model: str, levels: Sequence[int] = DEFAULT_LEVELS, *, actor: Identity, **options: Any
-) -> SweepReport:
-    """:func:`sweep_and_store` for callers without an event loop (the dashboard's script),
-    refused before any call unless ``actor`` may spend."""
-    actor.require(Role.RUNNER)
-
-    async def main() -> SweepReport:
-        return await sweep_and_store(model, levels, **options)
-
-    return anyio.run(main)
-
-
 # --------------------------------------------------------------------------- the demo
 
 
@@ -346,10 +332,9 @@ DEMO_MODES: dict[str, DemoMode] = {
 DEMO_CALLS = 8
 
 
-def demo_sweep(
+async def demo_sweep_async(
     mode: str,
     *,
-    actor: Identity,
     levels: Sequence[int] | None = None,
     calls_per_level: int = DEMO_CALLS,
     time_scale: float | None = None,
@@ -378,10 +363,9 @@ def demo_sweep(
         path.write_text(
             f'[providers.{provider}]\nkind = "openai"\nbase_url = "{url}"\n', encoding="utf-8"
         )
-        return sweep_sync(
+        return await sweep_and_store(
             f"{provider}:{model}",
             levels or demo.levels,
-            actor=actor,
             calls_per_level=calls_per_level,
             config=path,
             database_url=database_url,

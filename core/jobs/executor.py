@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from core.auth import Identity
 from core.jobs.model import Job, JobKind, Lane
 from core.jobs.store import JobStore
 
@@ -24,18 +25,19 @@ class Executor(Protocol):
         kind: JobKind,
         spec: Mapping[str, Any],
         *,
-        submitted_by: str | None = None,
+        actor: Identity,
         idempotency_key: str | None = None,
         lane: Lane | None = None,
         priority: int = 0,
         total: int | None = None,
         result_ref: str | None = None,
     ) -> Job:
-        """Write the job and see that it runs; with a key already used, the job it made
-        (started once, never twice). Bad input raises before anything is written."""
+        """Write the job as ``actor``'s and see that it runs; with a key already used, the job
+        it made (started once, never twice). An actor who may not spend, or bad input, raises
+        before anything is written."""
         ...
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, *, actor: Identity) -> Job:
         """Ask the job to stop: a queued one ends at once, a running one at its executor's
         next heartbeat (or at once, when this executor runs it)."""
         ...

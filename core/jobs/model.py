@@ -135,3 +135,18 @@ class Reaped:
     job_id: str
     status: JobStatus
     reason: str
+
+
+def waiting_line(job: Job, ahead: list[Job], now: float | None = None) -> str | None:
+    """What a job that has not started its work waits behind, and for how long, in one line
+    (None when nothing is ahead of it)."""
+    if not ahead:
+        return None
+    at = time.time() if now is None else now
+    since = job.started_at if job.status == JobStatus.RUNNING else job.created_at
+    first = ahead[0]
+    what = f"{first.kind} {first.result_ref or first.id}"
+    if first.total:
+        what += f" ({first.done} of {first.total})"
+    more = f" and {len(ahead) - 1} more" if len(ahead) > 1 else ""
+    return f"waiting {max(0.0, at - (since or at)):.0f} s behind {what}{more}"

@@ -11,6 +11,7 @@ Times are unix seconds; every method takes ``now`` so tests can drive a fake clo
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import time
 import uuid
@@ -42,6 +43,22 @@ MAX_ATTEMPTS = 3
 """Claims a job may have before a dead executor marks it instead of resuming it again."""
 
 _LANE_ORDER = case((job_t.c.lane == Lane.INTERACTIVE.value, 0), else_=1)
+
+ACTIVE = "active:"
+"""The prefix of a key held only while its job is queued or running (see ``submit``)."""
+
+_RELEASED_KEY = case(
+    (job_t.c.idempotency_key.startswith(ACTIVE), job_t.c.idempotency_key + "~" + job_t.c.id),
+    else_=job_t.c.idempotency_key,
+)
+"""A finishing job's key: an active key is set free (suffixed with the job id), others stay."""
+
+
+def submission_key(submitted_by: str | None, kind: JobKind | str, content: Any) -> str:
+    """The active key of a form's submission: who asked for what kind of work with what
+    (any JSON value), so the same press twice, or from a second tab, is one job."""
+    body = dumps([submitted_by or "local", str(kind), content])
+    return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
 def new_job_id() -> str:
@@ -114,6 +131,7 @@ class JobStore:
         priority: int = 0,
         executor: ExecutorName | str = ExecutorName.IN_PROCESS,
         idempotency_key: str | None = None,
+        active_key: str | None = None,
         total: int | None = None,
         result_ref: str | None = None,
         owner: Owner | None = None,
@@ -126,7 +144,16 @@ class JobStore:
         With an ``idempotency_key`` already used, nothing is written and the job that key
         made is returned (whatever its state: the first submission's spec wins); the same key
         for another kind of work is an InputError. Check ``job.held_by(owner)`` to know
-        whether this call is the one that should run it."""
+        whether this call is the one that should run it.
+
+        An ``active_key`` (what a form submits, e.g. a digest of who asked what) is held only
+        while its job is queued or running: the same submission again while the first is in
+        flight (a double click, a second tab) gets the first job; once it has ended, the same
+        submission is a new job."""
+        if active_key is not None:
+            if idempotency_key is not None:
+                raise InputError("give an idempotency key or an active key, not both")
+            idempotency_key = ACTIVE + active_key
         kind = _parse(JobKind, kind, "job kind")
         lane = DEFAULT_LANE[kind] if lane is None else _parse(Lane, lane, "lane")
         executor = _parse(ExecutorName, executor, "executor")
@@ -311,6 +338,7 @@ class JobStore:
             "lease_until": None,
             "error": error,
             "note": None,
+            "idempotency_key": _RELEASED_KEY,
         }
         if result_ref is not None:
             values["result_ref"] = result_ref
@@ -339,6 +367,7 @@ class JobStore:
                     cancel_requested=True,
                     finished_at=at,
                     error="cancelled before it started",
+                    idempotency_key=_RELEASED_KEY,
                 )
             )
             conn.execute(
@@ -353,6 +382,13 @@ class JobStore:
     def get(self, job_id: str) -> Job:
         with self.store._read() as conn:
             return job_from_row(self._need(conn, job_id))
+
+    def by_key(self, idempotency_key: str) -> Job | None:
+        """The job an idempotency key names (an active key: ``ACTIVE`` + it), if any."""
+        q = select(job_t).where(job_t.c.idempotency_key == idempotency_key)
+        with self.store._read() as conn:
+            r = conn.execute(q).mappings().first()
+        return None if r is None else job_from_row(r)
 
     def for_ref(self, result_ref: str) -> Job | None:
         """The newest job that made (or is making) a run, batch, sweep or curve."""
@@ -450,6 +486,7 @@ class JobStore:
                     "error": reason,
                     "note": None,
                     "finished_at": at,
+                    "idempotency_key": _RELEASED_KEY,
                 }
                 status = JobStatus.INTERRUPTED
             values.update(lease_token=None, lease_until=None)

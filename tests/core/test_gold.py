@@ -18,8 +18,8 @@ from core.cli import app
 from core.errors import InputError
 from core.experiments.curve import read_draws
 from core.formats import JsonFormat, LabelFormat, NumberFormat, YesNoFormat, parse_format
+from core.jobs.inprocess import InProcessExecutor
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
-from core.runner import Runner
 from core.spec import RunSpec
 from core.store import BatchItem, Store
 from core.task import Task
@@ -249,7 +249,7 @@ def test_the_library_refuses_unreadable_gold_and_stores_nothing(sim_env: str) ->
 
 
 def test_the_dashboard_runner_refuses_unreadable_gold_and_stores_nothing(sim_env: str) -> None:
-    with Runner(database_url=sim_env) as runner:
+    with InProcessExecutor(database_url=sim_env) as runner:
         with pytest.raises(InputError, match=r"^row 2 \(two\): gold 'no idea'"):
             runner.submit_batch(
                 BAD_ITEMS,

@@ -169,7 +169,13 @@ def test_a_curve_drawn_from_the_page(
     at.button(key="exp.draw").click().run()
     assert not at.exception
     rerun_until(at, lambda a: "exp.curve" in a.session_state and bool(a.session_state["exp.curve"]))
+    # one press, one job: the draw and its curve are that job's work
+    from core.jobs import JobStore
+
+    (job,) = JobStore(store).list_jobs()
+    assert (job.kind, job.status, job.done, job.total) == ("curve", "done", 10, 10)
     curves = store.list_curves()
+    assert job.result_ref == curves[0].id
     assert len(curves) == 1 and curves[0].result["items"] == 10
     assert store.get_batch(curves[0].result["batch_id"]).status == "done"
     assert charts(tab(at, "Error vs N")) == 2
@@ -190,15 +196,23 @@ def test_bad_input_is_shown_beside_the_form_and_nothing_is_drawn(
 
 
 def test_the_demo_sweep_shows_a_serialising_downstream(
-    page_test: Callable[[str], AppTest], store: Store
+    page_test: Callable[[str], AppTest], store: Store, rerun_until: Rerun
 ) -> None:
+    """The sweep is a background job: the page polls it and shows it when it is done."""
+    from core.jobs import JobStore
+
     at = page_test(PAGE)
     at.default_timeout = 60
     at.run()
     at.radio(key="exp.demo_mode").set_value("capacity-1")
     at.button(key="exp.run_demo").click().run()
     assert not at.exception
+    (job,) = JobStore(store).list_jobs()
+    assert job.kind == "sweep" and job.spec["demo"] == "capacity-1"
+    rerun_until(at, lambda a: JobStore(store).get(job.id).finished)
+    at.run()  # the page's poll after the job ended shows its sweep
     sweeps = store.list_sweeps()
+    assert JobStore(store).get(job.id).result_ref == sweeps[0].id == at.session_state["exp.sweep"]
     assert [s.name for s in sweeps] == ["sim-capacity-1:sim-fast"]
     assert sweeps[0].result["verdict"]["shape"] == "serialises"
     assert "serves one request at a time" in texts(at)

@@ -30,7 +30,7 @@ def errors_in(at: AppTest, column: int) -> list[str]:
 
 
 def nothing_stored(store: Store) -> bool:
-    return store.list_runs()[1] == 0 and ui.get_runner().jobs() == []
+    return store.list_runs()[1] == 0 and ui.get_runner().jobs.list_jobs() == []
 
 
 def test_the_form_renders_with_the_handbook_default(page_test: PageTest) -> None:

@@ -279,3 +279,26 @@ def test_bad_values_are_refused_and_store_nothing(jobs: JobStore) -> None:
     with pytest.raises(InputError, match="unknown executor 'cloud'"):
         jobs.submit(JobKind.VOTE, {}, executor="cloud")
     assert jobs.list_jobs() == []
+
+
+def test_an_active_key_holds_only_while_its_job_is_in_flight(jobs: JobStore) -> None:
+    """A form's submission: pressed again while it runs, the same job; after it ended, anew."""
+    mine = Owner.here()
+    first = jobs.submit(JobKind.VOTE, {}, active_key="ana:vote:abc", owner=mine)
+    again = jobs.submit(JobKind.VOTE, {}, active_key="ana:vote:abc", owner=Owner.here())
+    assert again.id == first.id and not again.held_by(Owner.here())
+    assert jobs.finish(first.id, mine.token, JobStatus.DONE)
+    second = jobs.submit(JobKind.VOTE, {}, active_key="ana:vote:abc")
+    assert second.id != first.id
+    # cancelled before it started, or reaped: the key is free again as well
+    jobs.request_cancel(second.id)
+    third = jobs.submit(JobKind.VOTE, {}, active_key="ana:vote:abc", owner=other(), now=0.0)
+    assert third.id not in (first.id, second.id)
+    jobs.reap(now=1e6)
+    assert jobs.submit(JobKind.VOTE, {}, active_key="ana:vote:abc").id != third.id
+    # a lasting key stays taken after its job ended
+    kept = jobs.submit(JobKind.VOTE, {}, idempotency_key="cli-1", owner=mine)
+    jobs.finish(kept.id, mine.token, JobStatus.DONE)
+    assert jobs.submit(JobKind.VOTE, {}, idempotency_key="cli-1").id == kept.id
+    with pytest.raises(InputError, match="not both"):
+        jobs.submit(JobKind.VOTE, {}, idempotency_key="x", active_key="y")
