@@ -109,7 +109,7 @@ def test_a_viewer_cannot_spend_even_by_clicking_a_disabled_button(
     crafted.proto.disabled = False  # a hand-made websocket message ignores the disabled flag
     crafted.click().run()
     assert not at.exception
-    assert store.list_runs()[1] == 0 and ui.get_runner().jobs() == []  # the runner refuses
+    assert store.list_runs()[1] == 0 and ui.get_runner().jobs.list_jobs() == []  # refused
 
     batch = as_user(page_test, "pages/batch.py", signed_in("vi@example.com", "Vi")).run()
     assert batch.button(key="batch.submit").disabled
