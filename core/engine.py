@@ -24,7 +24,7 @@ from core import voting
 from core.analysis.sweeps import AIMD
 from core.cost import PriceBook, cost_total
 from core.errors import PolicyError, ProviderError
-from core.formats import AnswerFormat
+from core.formats import AnswerFormat, Parsed
 from core.limits import GLOBAL, Limits, LocalLimits
 from core.pacing import Pacer, ThrottleWindow
 from core.panel import ModelSpec, Slot
@@ -276,15 +276,27 @@ def cache_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def read_reply(call: CallResult, raw: str, fmt: AnswerFormat) -> None:
+def read_reply(
+    call: CallResult, raw: str, fmt: AnswerFormat, read: dict[str, Parsed] | None = None
+) -> None:
     """Set ``call``'s reply and what ``fmt`` reads in it: ``ok`` with the vote, or ``invalid``
-    with the reason."""
-    parsed = fmt.parse(raw)
+    with the reason. ``read`` remembers the replies already read with ``fmt`` (a run's votes
+    mostly say the same thing, and reading one is pure)."""
+    parsed = read.get(raw) if read is not None else None
+    if parsed is None:
+        parsed = fmt.parse(raw)
+        if read is not None and len(raw) <= _REMEMBERED_REPLY:
+            read[raw] = parsed  # frozen, its value a string: safe to share
     call.raw = raw
     if parsed.ok:
         call.status, call.answer, call.error = CallStatus.OK, parsed.value, None
     else:
         call.status, call.answer, call.error = CallStatus.INVALID, None, parsed.error
+
+
+_REMEMBERED_REPLY = 200
+"""Replies up to this long are remembered per run once read (labels, numbers, yes/no): longer
+ones are seldom repeated word for word."""
 
 
 def reread(call: CallResult, fmt: AnswerFormat) -> CallResult:
@@ -313,6 +325,7 @@ class _Run:
         self.spec = request.spec
         self.fmt: AnswerFormat = request.spec.task.format
         self.fmt_json = self.fmt.model_dump(mode="json")
+        self.read: dict[str, Parsed] = {}  # replies read with this run's format
         self.messages = request.spec.task.render(request.input)
         self.schema = self.fmt.response_schema()
         self.on_event = on_event
@@ -689,7 +702,7 @@ class _Run:
         return min(len(calls), len(completions))
 
     def fill(self, call: CallResult, completion: Completion) -> None:
-        read_reply(call, completion.text, self.fmt)
+        read_reply(call, completion.text, self.fmt, self.read)
 
     def stamp(self, call: CallResult, bill: _Bill, usage: Usage, t0: float) -> None:
         """A call's end: its latency and what its attempts consumed and cost."""

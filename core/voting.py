@@ -150,7 +150,14 @@ def _weight(weights: Mapping[str, float] | None, model: str) -> Fraction:
 def _exact(weight: float, what: str) -> Fraction:
     if not math.isfinite(weight) or weight < 0:
         raise PolicyError(f"weight of {what} must be a number >= 0, got {weight}")
-    return Fraction(repr(float(weight)))
+    return _fraction(float(weight))
+
+
+@lru_cache(maxsize=256)
+def _fraction(weight: float) -> Fraction:
+    """The exact value of a weight as written (0.1 is 1/10): panels reuse a few weights, and
+    every vote of every run counts with one."""
+    return Fraction(repr(weight))
 
 
 # -- counting -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The engine's limiter hold: a free token taken at once, waiters served in order and never
-passed, a token given back when its holder is cancelled; and the collector's tuning."""
+"""What the engine saves on every call, kept correct: the limiter hold (a free token taken at
+once, waiters served in order and never passed, a token given back when its holder is
+cancelled), the collector's tuning, and a run's memory of replies already read."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from core.engine import GC_YOUNG_THRESHOLD, Hold, tune_gc
+from core.engine import GC_YOUNG_THRESHOLD, Hold, read_reply, tune_gc
+from core.formats import parse_format
+from core.result import CallResult, CallStatus
 
 pytestmark = pytest.mark.anyio
 
@@ -78,3 +81,21 @@ def test_gc_tuned_once_and_never_over_a_chosen_threshold(monkeypatch: pytest.Mon
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def call(slot: int) -> CallResult:
+    return CallResult(slot=slot, model="sim:sim-strong", sample=0, phase="panel")
+
+
+def test_a_run_reads_a_repeated_reply_once_and_each_call_gets_its_own_verdict() -> None:
+    fmt = parse_format({"kind": "label", "labels": ["regression", "no regression"]})
+    read: dict[str, object] = {}
+    first, second, third = call(0), call(1), call(2)
+    read_reply(first, "Regression.", fmt, read)  # type: ignore[arg-type]
+    read_reply(second, "Regression.", fmt, read)  # type: ignore[arg-type]
+    read_reply(third, "maybe", fmt, read)  # type: ignore[arg-type]
+    assert (first.status, first.answer) == (second.status, second.answer)
+    assert first.answer == "regression" and first.status == CallStatus.OK
+    assert third.status == CallStatus.INVALID and third.error
+    assert set(read) == {"Regression.", "maybe"}
+    assert first.raw == second.raw == "Regression."
