@@ -456,6 +456,7 @@ class Tally:
                     item_id=item.item_id,
                     item_index=item.index,
                     gold=item.gold,
+                    bulk=True,
                 )
                 result = await self.engine.run(request, on_event=on_event, prior=prior)
                 if on_result is not None:

@@ -14,6 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,20 @@ class RunRequest:
     # (a learned re-vote, docs/decisions.md row 16)
     posterior: Mapping[str, float] | None = None
     submitted_by: str | None = None  # who started it (``core.auth.Identity.to_json``)
+    bulk: bool = False  # a batch's run: kept off the ceilings' reserve (``interactive_reserve``)
+
+
+def interactive_reserve(ceiling: int) -> int:
+    """Slots of a ceiling bulk work (a batch, a curve draw) may never take, so a vote started
+    while a 5,000-item batch runs starts a call at once instead of queueing behind it: one in
+    eight, at least one, none for a ceiling of one. Beyond the reserve, waiting calls are
+    served in arrival order, and a vote's calls arrive before the batch's next ones (those
+    wait at the bulk gate first), so every slot freed goes to the vote until it is under way."""
+    return 0 if ceiling < 2 else max(1, ceiling // 8)
+
+
+def bulk_gate(ceiling: int) -> anyio.CapacityLimiter:
+    return anyio.CapacityLimiter(max(1, ceiling - interactive_reserve(ceiling)))
 
 
 class AdaptiveLimiter:
@@ -106,6 +121,7 @@ class AdaptiveLimiter:
         self.ceiling = max(1, ceiling)
         self.aimd = AIMD(self.ceiling, maximum=self.ceiling)
         self.limiter = anyio.CapacityLimiter(self.ceiling)
+        self.bulk = bulk_gate(self.ceiling)  # what bulk calls may hold of it
         self.window = ThrottleWindow(clock)
         self.pacer = pacer or Pacer(self.ceiling, clock=clock)
         self._restore: int | None = None  # the ceiling before a window's cut
@@ -118,6 +134,7 @@ class AdaptiveLimiter:
         if new == self.limit:
             return None
         self.limiter.total_tokens = new
+        self.bulk.total_tokens = max(1, new - interactive_reserve(self.ceiling))
         return new
 
     def on_throttle(self, retry_after: float | None = None) -> int | None:
@@ -181,12 +198,14 @@ class Engine:
     recorder: Recorder = field(default_factory=Recorder)
     limits: Limits = field(default_factory=LocalLimits)  # shared by workers: core.limits
     _global: anyio.CapacityLimiter = field(init=False)
+    _bulk: anyio.CapacityLimiter = field(init=False)  # bulk calls' share of the global ceiling
     _providers: dict[str, AdaptiveLimiter] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise PolicyError(f"concurrency must be at least 1, got {self.concurrency}")
         self._global = anyio.CapacityLimiter(self.concurrency)
+        self._bulk = bulk_gate(self.concurrency)
         tune_gc()
 
     def price(self, model: str, usage: Usage) -> float | None:
@@ -595,6 +614,7 @@ class _Run:
         spent = _Bill()  # the attempts that failed, billed to the first slot
         last = Usage()
         limiter = engine.provider_limiter(provider)
+        bulk = self.req.bulk
         t0 = time.monotonic()
         deadline: float | None = None  # anyio's clock; set when the first attempt starts
 
@@ -619,6 +639,8 @@ class _Run:
             scope = anyio.CancelScope(deadline=math.inf if deadline is None else deadline)
             with scope:
                 async with (
+                    Hold(limiter.bulk) if bulk else nullcontext(),
+                    Hold(engine._bulk) if bulk else nullcontext(),
                     Hold(limiter.limiter),
                     engine.limits.slot(provider.name, provider.max_concurrency),
                     Hold(engine._global),
