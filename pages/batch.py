@@ -544,12 +544,14 @@ def whatif_batch(store: Store, info: BatchInfo) -> None:
     key = f"batch.whatif.{info.batch_id}"
     with st.expander("What if: decide the whole batch under another policy (no new calls)"):
         policy = ui.policy_form(key, info.spec.policy)
-        if st.button("Decide every run again", key=f"{key}.go", disabled=policy is None):
+        who = ui.identity()
+        off = policy is None or not who.has(Role.RUNNER)
+        if st.button("Decide every run again", key=f"{key}.go", disabled=off):
             assert policy is not None
             before = store.batch_results(info.batch_id)
             try:
                 with st.spinner(f"Counting the stored answers of {len(before)} runs again…"):
-                    after = ui.get_runner().revote([r.run_id for r in before], policy)
+                    after = ui.get_runner().revote([r.run_id for r in before], policy, actor=who)
                 S[f"{key}.result"] = (
                     policy.describe(),
                     compare_batch(before, after, info.spec.task.format),

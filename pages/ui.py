@@ -730,10 +730,12 @@ def revote_panel(result: RunResult, *, key: str) -> None:
     """Decide this run under another policy with no new calls, the two decisions side by side."""
     with st.expander("What if: decide this run under another policy (no new calls)"):
         policy = policy_form(key, result.spec.policy)
-        if st.button("Decide again", key=f"{key}.go", disabled=policy is None):
+        who = identity()
+        runner = who.has(Role.RUNNER)
+        if st.button("Decide again", key=f"{key}.go", disabled=policy is None or not runner):
             assert policy is not None
             try:
-                (again,) = get_runner().revote([result.run_id], policy)
+                (again,) = get_runner().revote([result.run_id], policy, actor=who)
                 st.session_state[f"{key}.result"] = again
             except TallyError as err:
                 st.error(md_text(err, 300))

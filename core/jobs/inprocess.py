@@ -450,9 +450,11 @@ class InProcessExecutor:
             total=len(run_ids),
         )
 
-    def revote(self, run_ids: Sequence[str], policy: Policy) -> list[RunResult]:
+    def revote(self, run_ids: Sequence[str], policy: Policy, *, actor: Identity) -> list[RunResult]:
         """Decide stored runs again under ``policy`` with no new calls, and wait for the
-        decisions (stored answers are counted again: moments, not a job)."""
+        decisions (stored answers are counted again: moments, not a job). The new runs are
+        stored, and may enter the review queue, so it is a runner's, like any run."""
+        actor.require(Role.RUNNER)
         check_no_calls(policy)
         self._check_open()
         results = self._portal.call(self.tally.revote, list(run_ids), policy)

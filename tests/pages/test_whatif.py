@@ -9,7 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.api import build_policy
-from core.errors import InputError
+from core.auth import LOCAL, Identity, Role
+from core.errors import ForbiddenError, InputError
 from core.store import Store
 from pages import ui
 
@@ -57,7 +58,16 @@ def test_no_tie_break_chain_offers_select_all(page_test: PageTest) -> None:
 def test_a_re_vote_that_would_call_models_is_refused(store: Store) -> None:
     policy = build_policy(tie_break=["escalate:sim:sim-strong"])
     with pytest.raises(InputError, match="no new calls"):
-        ui.get_runner().revote(["anything"], policy)
+        ui.get_runner().revote(["anything"], policy, actor=LOCAL)
+
+
+def test_only_a_runner_decides_again(store: Store) -> None:
+    """A re-vote stores new runs (a human tie-break would queue them for review): a viewer's
+    is refused before anything is counted."""
+    viewer = Identity("https://idp.test", "s-vi", None, "Vi", frozenset({Role.VIEWER}), True)
+    with pytest.raises(ForbiddenError, match="Vi may not spend"):
+        ui.get_runner().revote(["anything"], build_policy(), actor=viewer)
+    assert store.list_runs()[1] == 0
 
 
 def test_a_whole_batch_decided_again_side_by_side(
