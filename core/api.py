@@ -29,7 +29,7 @@ from core.formats import parse_format
 from core.http import build_client
 from core.limits import SharedLimits
 from core.panel import ModelSpec, Panel, Slot
-from core.policy import Acceptance, Policy, Quorum, TieBreak, split_trigger
+from core.policy import TRIGGER, Acceptance, Policy, Quorum, TieBreak, split_trigger
 from core.providers.registry import SIM_PROVIDER, Registry, build_registry, sim_served
 from core.result import CallResult, CallStatus, MissingVote, RunResult
 from core.retry import RetryPolicy
@@ -160,10 +160,15 @@ def build_policy(
 
 
 def tie_break_chain(
-    kinds: Iterable[str], *, escalate_to: str | None = None, expand_by: int = 2
+    kinds: Iterable[str],
+    *,
+    escalate_to: str | None = None,
+    expand_by: int = 2,
+    escalate_below: float | None = None,
 ) -> list[str]:
     """The chain a form describes, for ``build_policy``: the kinds in the order chosen, with
-    the model ``escalate`` asks and the votes ``expand`` draws, which the form asks apart."""
+    the model ``escalate`` asks and the votes ``expand`` draws, which the form asks apart, and
+    the ``escalate-below`` trigger when a confidence above 0 is chosen (only with a chain)."""
     chain = []
     for kind in kinds:
         if kind == "escalate":
@@ -172,6 +177,8 @@ def tie_break_chain(
             chain.append(f"expand:{expand_by}")
         else:
             chain.append(kind)
+    if chain and escalate_below:
+        chain.insert(0, f"{TRIGGER}:{escalate_below:g}")
     return chain
 
 

@@ -12,10 +12,15 @@ The rules are the table of docs/decisions.md; ``decide`` applies its rows in ord
 6. A tie: leaders with equal counts (or weights). Ties are reported, never broken by list order.
 7. JSON answers are voted field by field under the same rules (an answer lacking a field votes
    ``MISSING`` there); the decided answer is the object of the field winners.
+8. Every decided vote carries its confidence (``core.confidence``: the winner's Beta posterior
+   against the runner-up; a JSON answer its weakest field's). With the chain's trigger
+   ``escalate-below:C`` a decided vote below C is open too (``low_confidence``).
+9. A learned re-vote passes the fit's posterior: its winner decides, and is the confidence.
 
-A tie, a threshold not met and no convergence are *open*: the declared tie-break chain takes
-each up the same way (``apply_offline_branch``, ``escalated``, and the engine for the branches
-that need calls). Without a chain none of them is decided.
+A tie, a threshold not met, no convergence and a low confidence are *open*: the declared
+tie-break chain takes each up the same way (``apply_offline_branch``, ``escalated``, and the
+engine for the branches that need calls). Without a chain none of them is decided (a low
+confidence needs one: ``check_policy``).
 
 Cancelled calls never count: they are the calls an early stop or a fastest win cut short.
 Weights are summed as exact fractions of their decimal form, so 0.1 + 0.2 ties with 0.3 and
@@ -605,6 +610,10 @@ def degradation(calls: Sequence[CallResult], policy: Policy) -> Degraded | None:
     )
 
 
+POSTERIOR_TIE = 1e-9
+"""Posteriors closer than this are equal: no winner (as in core.analysis.reliability)."""
+
+
 def _posterior_race(count: _Count, posterior: Mapping[str, float]) -> _Race:
     """A learned re-vote: the label the fit's posterior puts highest, with that probability
     as its confidence; two labels at the same posterior are a tie (docs/decisions.md)."""
@@ -635,10 +644,6 @@ def _posterior_race(count: _Count, posterior: Mapping[str, float]) -> _Race:
         tied=order,
         confidence=best,
     )
-
-
-POSTERIOR_TIE = 1e-9
-"""Posteriors closer than this are equal: no winner (as in core.analysis.reliability)."""
 
 
 def _trigger(decision: Decision, policy: Policy) -> Decision:

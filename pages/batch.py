@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "batch.k": 3,
     "batch.tie_breaks": [],
     "batch.expand_k": 2,
+    "batch.escalate_below": 0.0,  # 0: only ties and thresholds open the chain
     "batch.early_stop": False,
     "batch.name": "",
     "batch.errors": {},
@@ -207,6 +208,8 @@ def panel_policy_section(models: list[str]) -> None:
         st.selectbox("Escalate to", models, key="batch.escalate_model")
     if "expand" in chain:
         st.number_input("Expand by k votes", key="batch.expand_k", min_value=1, step=1)
+    if chain:
+        st.number_input(**ui.ESCALATE_BELOW, key="batch.escalate_below")
     st.checkbox(
         "Early stop",
         key="batch.early_stop",
@@ -323,6 +326,7 @@ def form_batch() -> tuple[Planned | None, dict[str, str]]:
             val("batch.tie_breaks"),
             escalate_to=S.get("batch.escalate_model"),
             expand_by=int(val("batch.expand_k")),
+            escalate_below=val("batch.escalate_below"),
         )
         policy = build_policy(
             aggregate=aggregate, tie_break=chain, early_stop=bool(val("batch.early_stop"))

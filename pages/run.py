@@ -166,14 +166,13 @@ def form_policy() -> Any:
     aggregate = val("run.aggregate")
     if aggregate == Aggregation.AT_LEAST.value:
         aggregate = f"at-least:{int(val('run.k'))}"
+    fastest = aggregate == Aggregation.FASTEST.value  # no vote: no confidence to trigger on
     chain = tie_break_chain(
         val("run.tie_breaks"),
         escalate_to=S.get("run.escalate_model"),
         expand_by=int(val("run.expand_k")),
+        escalate_below=None if fastest else val("run.escalate_below"),
     )
-    below = float(val("run.escalate_below") or 0.0)
-    if chain and below > 0 and aggregate != Aggregation.FASTEST.value:
-        chain = [f"escalate-below:{below:g}", *chain]
     accept = []
     if aggregate == Aggregation.FASTEST.value:
         if val("run.accept_regex").strip():
@@ -438,16 +437,7 @@ def policy_section(models: list[str]) -> None:
         else:
             col.number_input("Expand by k votes", **number("run.expand_k"), min_value=1, step=1)
     if chain and aggregate != Aggregation.FASTEST.value:
-        st.number_input(
-            "Also send decisions below this confidence through the chain",
-            **number("run.escalate_below"),
-            min_value=0.0,
-            max_value=0.99,
-            step=0.05,
-            format="%.2f",
-            help="escalate-below: 0 sends only ties and unmet thresholds; 0.8 also sends a 3-2 "
-            "majority (confidence 0.66), not a 4-1 one (0.89).",
-        )
+        st.number_input(**ui.ESCALATE_BELOW, **number("run.escalate_below"))
     if not chain and aggregate != Aggregation.FASTEST.value:
         st.caption("No tie-break declared: a tie stays a tie. Pick one before you ship.")
     error_here("policy")

@@ -403,6 +403,18 @@ def vote_chart(
     return fig
 
 
+ESCALATE_BELOW: dict[str, Any] = {
+    "label": "Also send decisions below this confidence through the chain",
+    "min_value": 0.0,
+    "max_value": 0.99,
+    "step": 0.05,
+    "format": "%.2f",
+    "help": "escalate-below: 0 sends only ties and unmet thresholds; 0.8 also sends a 3-2 "
+    "majority (confidence 0.66), not a 4-1 one (0.89).",
+}
+"""The Run and Batch forms' number input for the chain's trigger."""
+
+
 def open_words(decision: Decision, tied: str) -> str:
     """What left the vote open for the tie-break chain, in the banner's words."""
     if decision.outcome == Outcome.THRESHOLD_NOT_MET:

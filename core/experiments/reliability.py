@@ -6,9 +6,10 @@ labels; the batch's gold is one too only with ``clamp_gold`` (a batch labelled i
 fully labelled set, clamping gold would score the fit on its own answer key, so by default gold
 only scores it (majority against the learned ways, and the calibration of the confidence).
 
-A learned re-vote decides every run by weighted majority under the weights the fit learned (each
-model's log-odds of its estimated accuracy), through the same engine, quorum and tie-break chain
-as any re-vote; the winner's posterior is the run's confidence.
+A learned re-vote decides every run by the fit's posterior (docs/decisions.md, row 16), through
+the same engine, quorum and tie-break chain as any re-vote; the winner's posterior is the run's
+confidence. Its spec records the weights the fit learned (each model's log-odds of its estimated
+accuracy): a weighted majority under them is the one-coin decision.
 """
 
 from __future__ import annotations
@@ -152,9 +153,9 @@ def batch_reliability(
 
 
 def learned_spec(spec: RunSpec, weights: Mapping[str, float], policy: Policy | None) -> RunSpec:
-    """``spec`` decided by weighted majority under learned weights: every model of the panel
-    weighs its learned weight (``MIN_WEIGHT`` at least, and for a model the fit never saw);
-    quorum, early stop and tie-break chain come from ``policy`` (default: the run's own)."""
+    """``spec`` as a learned re-vote records it: weighted majority, every model of the panel at
+    its learned weight (``MIN_WEIGHT`` at least, and for a model the fit never saw); quorum,
+    early stop and tie-break chain come from ``policy`` (default: the run's own)."""
     base = policy or spec.policy
     models = tuple(
         m.model_copy(update={"weight": round(max(weights.get(m.name, 0.0), MIN_WEIGHT), 6)})

@@ -156,3 +156,24 @@ def test_a_new_batch_with_dawid_skene_runs_majority_fits_and_decides_again(
     assert first.aggregation == "majority"  # the first pass
     assert again.policy.aggregation == "weighted"  # the second, under learned weights
     assert {m.name for m in again.panel.models} == {"sim:sim-strong", "sim:sim-fast", "sim:sim-mid"}
+
+
+def test_each_decisions_confidence_is_calibrated_against_gold(stored: tuple[str, str]) -> None:
+    """The Disagreement report bins every stored decision's confidence with how often its
+    label was the gold; a higher confidence bin is right more often on the uneven panel."""
+    from core.experiments.disagreement import analyse_batch
+
+    db, bid = stored
+    with Store(db) as store:
+        report = analyse_batch(store, bid)
+        runs = {r.run_id: r for r in store.batch_results(bid)}
+    assert report.confidence_items == sum(r.decision.confidence is not None for r in runs.values())
+    assert report.confidence_items > ITEMS // 2
+    filled = [b for b in report.confidence_calibration if b.count]
+    assert sum(b.count for b in filled) == report.confidence_items
+    for b in filled:
+        assert b.mean_confidence is not None and b.lower <= b.mean_confidence <= b.upper
+    assert report.confidence_error is not None and 0.0 <= report.confidence_error <= 1.0
+    low, high = filled[0], filled[-1]
+    assert high.accuracy is not None and low.accuracy is not None
+    assert high.accuracy > low.accuracy

@@ -212,6 +212,26 @@ def test_a_bundled_set_as_a_ready_made_batch(
     assert batch_summary(store, info.batch_id)["with_gold"] == 4
 
 
+def test_a_batch_sends_low_confidence_decisions_through_its_chain_and_says_what_votes_are_worth(
+    page_test: Callable[[str], AppTest], store: Store, rerun_until: Rerun
+) -> None:
+    at = upload(open_page(page_test), "good.csv", GOOD_CSV)
+    fast_panel(at)
+    at.multiselect(key="batch.tie_breaks").set_value(["abstain"]).run()
+    at.number_input(key="batch.escalate_below").set_value(0.99).run()  # 3 votes never reach it
+    at.button(key="batch.submit").click().run()
+    assert not errors(at), errors(at)
+    (info,) = store.list_batches()
+    assert info.spec.policy.escalate_below == 0.99
+    assert [str(b) for b in info.spec.policy.tie_breaks] == ["abstain"]
+    at = rerun_until(at, lambda a: any(s.value.startswith("Done: 3 runs") for s in a.success))
+    rows = store.batch_runs(info.batch_id)
+    assert {r.status for r in rows} == {"failed"}
+    assert any(r.branches == ["abstain"] for r in rows)  # a decided vote, sent on, abstained
+    sentence = batch_summary(store, info.batch_id)["effective_voters"]["sentence"]
+    assert sentence in [c.value.replace("\\", "") for c in at.caption]  # markdown escapes
+
+
 def test_an_interrupted_batch_is_offered_for_resume_and_finishes(
     page_test: Callable[[str], AppTest], store: Store, rerun_until: Rerun
 ) -> None:
