@@ -48,6 +48,7 @@ _RUN_COLUMNS: list[tuple[str, str, str]] = [
     ("status", "status", "str"),
     ("label", "label", "str"),
     ("margin", "margin", "float"),
+    ("confidence", "confidence", "float"),
     ("reason", "reason", "str"),
     ("branches", "branches_json", "json"),
     ("tied", "tied_json", "json"),

@@ -46,7 +46,10 @@ def seed(store: Store, make_call: MakeCall, make_result: MakeResult) -> None:
                 cost_usd=None,
             ),
         ]
-        decision = Decision(status=DecisionStatus.DECIDED, label="yes", margin=None)
+        confidence = 0.75 if i == 1 else None  # one vote of two valid calls: leader 1, rival 0
+        decision = Decision(
+            status=DecisionStatus.DECIDED, label="yes", margin=None, confidence=confidence
+        )
         r = make_result(
             f"r{i}",
             calls,
@@ -103,6 +106,7 @@ def test_jsonl_nests_structured_values(
     assert lines[0]["cost_usd"] is None
     assert lines[0]["panel"] == Panel.build(["sim:a", "sim:b"]).model_dump(mode="json")
     assert lines[0]["task"]["name"] == "classify" and lines[0]["fields"] is None
+    assert [x["confidence"] for x in lines] == [None, 0.75]
 
     out = io.BytesIO()  # a binary buffer gets UTF-8 text
     assert export_calls(store, out, "jsonl", RunFilter(batch_id="B")) == 4
@@ -124,6 +128,7 @@ def test_parquet_is_readable_with_types(
     assert df["cost_usd"].isna().tolist() == [True] + [False] * (len(HOSTILE) - 1)
     assert str(table.schema.field("n_calls").type) == "int64"
     assert str(table.schema.field("margin").type) == "double"  # all null, still typed
+    assert str(table.schema.field("confidence").type) == "double"
 
     calls_path = tmp_path / "calls.parquet"
     assert export_calls(store, calls_path, "parquet", RunFilter(model="nobody")) == 0
