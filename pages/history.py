@@ -8,6 +8,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -332,6 +333,11 @@ def details(store: Store, rows: list[RunRow]) -> None:
         f"Run {run_id} · {ui.md_text(row.source)} · {ui.when(row.created_at)}"
         + (f" · batch {ui.md_text(row.batch_id)}" if row.batch_id else "")
     )
+    # the Run and Batch pages re-attach from the id in the address
+    where = f"[Open on the Run page](/run?run={quote(run_id, safe='')})"
+    if row.batch_id:
+        where += f" · [Open its batch](/batch?batch={quote(row.batch_id, safe='')})"
+    st.markdown(where)
     if row.status == "running":
         st.info("This run has not finished (or was cut off): the calls recorded so far.")
         ui.render_calls(store.run_calls(run_id), key="hist.running-calls")
