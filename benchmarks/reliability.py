@@ -9,6 +9,9 @@ Dawid–Skene. Scores are on gold with 95% Wilson intervals; every way uses the 
 fits see no gold; the "with reviews" row clamps gold on a random 10% of the items, as reviewers'
 resolutions would be, and scores the other 90%.
 
+Under each batch: how well the confidence is calibrated on gold, the votes' Beta posterior that
+every decision stores against the Dawid–Skene posterior.
+
 Part 2, early stop: on each of those batches, the stopping rules of
 ``core.analysis.earlystop`` replayed on the stored answers in random orders (fixed N, decided,
 Beta, window, and the Dawid–Skene rule weighing each vote by a no-gold fit of the same
@@ -38,14 +41,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TALLY_SIM_TIME_SCALE", "0")
 
+from core.analysis.calibration import expected_calibration_error  # noqa: E402
 from core.analysis.curves import Samples  # noqa: E402
 from core.analysis.earlystop import EarlyStopReport, compare_early_stop  # noqa: E402
 from core.analysis.reliability import (  # noqa: E402
     AggregateScore,
+    calibration_points,
     compare_aggregates,
     fit_reliability,
 )
 from core.experiments.curve import gold_of, load_labelled  # noqa: E402
+from core.experiments.disagreement import confidence_points  # noqa: E402
 from core.experiments.reliability import store_scenario  # noqa: E402
 from core.policy import Policy  # noqa: E402
 from core.sim.models import DEFAULT_PANEL  # noqa: E402
@@ -85,6 +91,26 @@ def scores_of(store: Store, bid: str, normalise: bool) -> dict[str, list[Aggrega
         "no gold": compare_aggregates(answers.votes, gold, calls=answers.calls),
         "with reviews": compare_aggregates(answers.votes, rest, known=reviews, calls=answers.calls),
     }
+
+
+def calibration_of(store: Store, bid: str, normalise: bool) -> str:
+    """Expected calibration error on gold of each run's stored confidence (the votes' Beta
+    posterior) and of the Dawid–Skene posterior of a no-gold fit, with their mean."""
+    answers = store.batch_answers(bid)
+    fmt = store.get_batch(bid).spec.task.format
+    gold = dict(answers.gold)
+    if normalise:
+        gold = {run_id: gold_of(fmt, label) for run_id, label in gold.items()}
+    beta = confidence_points(store.batch_results(bid), gold, fmt)
+    fitted = calibration_points(fit_reliability(answers.votes), gold)
+    parts = [
+        f"{name} mean {sum(c for c, _ in points) / len(points):.3f}, "
+        f"right {sum(r for _, r in points) / len(points):.1%}, "
+        f"calibration error {expected_calibration_error(points):.1%}"
+        for name, points in (("Beta", beta), ("Dawid–Skene", fitted))
+        if points
+    ]
+    return "  confidence on gold: " + "; ".join(parts)
 
 
 def print_scores(title: str, rows: Mapping[str, list[AggregateScore]]) -> None:
@@ -187,6 +213,7 @@ def main() -> None:
                     f"bundled set {name}: default sim panel, batch ran in {took:.1f} s",
                     scores_of(store, bid, normalise=True),
                 )
+                print(calibration_of(store, bid, True))
                 print_early_stop(f"bundled set {name}", early_stop_of(store, bid, True))
             for scenario in SCENARIOS.values():
                 bid = store_scenario(store, scenario, args.items, args.seed)
@@ -196,6 +223,7 @@ def main() -> None:
                     f"{args.items} items",
                     scores_of(store, bid, normalise=False),
                 )
+                print(calibration_of(store, bid, False))
                 print_early_stop(f"scenario {scenario.name}", early_stop_of(store, bid, False))
 
             print(f"\ntiming: {args.big} items x 5 models of the uneven scenario")

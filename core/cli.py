@@ -762,6 +762,12 @@ def print_summary(summary: dict[str, Any]) -> None:
             value = batch_cost(summary, money)
         if key == "effective_voters":
             value = value["sentence"]
+        if key == "learned":  # a second pass by the fitted posterior: what it changed
+            value = (
+                f"{value['method']}: {value['changed']} decisions changed, accuracy "
+                f"{fmt_rate(value['accuracy'])}, mean confidence "
+                + ("-" if value["mean_confidence"] is None else f"{value['mean_confidence']:.2f}")
+            )
         table.add_row(key, str(value))
     out.print(table)
 

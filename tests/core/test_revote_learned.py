@@ -156,6 +156,15 @@ def test_a_new_batch_with_dawid_skene_runs_majority_fits_and_decides_again(
     assert first.aggregation == "majority"  # the first pass
     assert again.policy.aggregation == "weighted"  # the second, under learned weights
     assert {m.name for m in again.panel.models} == {"sim:sim-strong", "sim:sim-fast", "sim:sim-mid"}
+    shown = cli(
+        "batch", str(small), "--gold-column", "label", "--labels", "regression,no regression",
+        *models,
+        "--aggregate", "dawid-skene", "--database-url", f"sqlite:///{tmp_path / 'b.db'}",
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.stdout.split())  # the table wraps its cells
+    assert "your 3 votes are worth" in text
+    assert "dawid-skene:" in text and "decisions changed, accuracy" in text
 
 
 def test_each_decisions_confidence_is_calibrated_against_gold(stored: tuple[str, str]) -> None:
