@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from core.cost import call_cost, dollars
+from core.cost import call_cost_text, dollars
 from core.result import CallResult, CallStatus
 
 FAILED_STATUSES = (CallStatus.INVALID, CallStatus.ERROR, CallStatus.TIMEOUT, CallStatus.CANCELLED)
@@ -100,7 +100,7 @@ def call_rows(
             tokens_out=call.tokens_out,
             tokens_cached=call.tokens_cached,
             cost_usd=call.cost_usd,
-            cost=call_cost(call, money) if call.status.final else "-",
+            cost=call_cost_text(call, money) if call.status.final else "-",
             retries=call.retries,
         )
         for call in calls

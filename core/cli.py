@@ -361,7 +361,7 @@ class LiveCalls:
             self.notes.append(event.message)
 
     def render(self) -> Table:
-        from core.cost import call_cost, is_simulated
+        from core.cost import call_cost_text, is_simulated
 
         table = Table(title="calls", expand=False)
         table.add_column("slot", no_wrap=True)
@@ -384,7 +384,7 @@ class LiveCalls:
                 + (f" ({call.tokens_cached} cached)" if call.tokens_cached else "")
                 if call.tokens_in is not None
                 else "",
-                call_cost(call, money) if call.status.final else "",
+                call_cost_text(call, money) if call.status.final else "",
                 str(call.retries),
             )
         for note in self.notes[-3:]:
@@ -397,7 +397,7 @@ def money(value: float | None) -> str:
 
 
 def print_decision(result: RunResult) -> None:
-    from core.cost import run_cost
+    from core.cost import run_cost_text
 
     d = result.decision
     votes = ", ".join(f"{k}: {v}" for k, v in result.votes.items()) or "no valid votes"
@@ -421,7 +421,7 @@ def print_decision(result: RunResult) -> None:
         out.print(Text(f"DEGRADED: {d.degraded.why}", style="bold yellow"))
     out.print(
         Text(
-            f"cost {run_cost(result, money)}  latency {result.latency_ms:.0f} ms  "
+            f"cost {run_cost_text(result, money)}  latency {result.latency_ms:.0f} ms  "
             f"run {result.run_id}"
         )
     )
@@ -752,14 +752,14 @@ class BatchProgress:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    from core.cost import batch_cost
+    from core.cost import batch_cost_text
 
     table = Table(title=f"batch {summary.get('batch_id')}", show_header=False)
     for key, value in summary.items():
         if key in ("cost_known_usd", "unknown_cost_runs", "simulated_cost"):
             continue  # read in the cost line
         if key == "cost_usd":
-            value = batch_cost(summary, money)
+            value = batch_cost_text(summary, money)
         if key == "effective_voters":
             value = value["sentence"]
         if key == "learned":  # a second pass by the fitted posterior: what it changed

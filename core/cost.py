@@ -274,13 +274,13 @@ def describe_cost(
     return text + SIMULATED if simulated else text
 
 
-def call_cost(call: CallResult, money: Callable[[float | None], str] = dollars) -> str:
+def call_cost_text(call: CallResult, money: Callable[[float | None], str] = dollars) -> str:
     """One call's cost as :func:`describe_cost` words it. A call table labels its cost column
     simulated once (:func:`is_simulated` over its calls), not every cell."""
     return describe_cost(call.cost_usd, call.cost_known_usd, money=money)
 
 
-def run_cost(
+def run_cost_text(
     run: RunResult | RunRow, money: Callable[[float | None], str] = dollars, *, label: bool = True
 ) -> str:
     """A run's cost, live or stored, as :func:`describe_cost` words it (``-`` while a stored
@@ -301,7 +301,9 @@ def run_cost(
     )
 
 
-def batch_cost(summary: Mapping[str, Any], money: Callable[[float | None], str] = dollars) -> str:
+def batch_cost_text(
+    summary: Mapping[str, Any], money: Callable[[float | None], str] = dollars
+) -> str:
     """A batch's cost from its counts (:meth:`Store.batch_counts`, ``simulated_cost`` from
     :func:`core.batch.batch_summary`) as :func:`describe_cost` words it."""
     return describe_cost(

@@ -24,7 +24,7 @@ from core import datasets
 from core.api import build_policy, build_task, tie_break_chain
 from core.auth import Role
 from core.batch import batch_summary, judged_runs
-from core.cost import batch_cost, describe_cost
+from core.cost import batch_cost_text, describe_cost
 from core.errors import InputError, TallyError
 from core.experiments import load_labelled
 from core.inputs import read_columns, read_items
@@ -512,7 +512,7 @@ def results_view(store: Store, info: BatchInfo) -> None:
         "no gold" if accuracy is None else f"{accuracy:.1%}",
         help=None if accuracy is None else f"{counts['correct']} of {counts['with_gold']} rows",
     )
-    cols[4].metric("Cost", batch_cost(counts, ui.money))
+    cols[4].metric("Cost", batch_cost_text(counts, ui.money))
     degraded = f" · {counts['degraded']} degraded" if counts["degraded"] else ""
     st.caption(f"Outcomes: {counts_line(counts)} · {counts['calls']} calls{degraded}")
     voters = counts.get("effective_voters") or {}

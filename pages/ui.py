@@ -249,7 +249,7 @@ money = dollars
 
 def run_cost(run: RunResult | RunRow) -> str:
     """A run's cost as every view words it: ``≥ $x + unknown`` when part is unknown."""
-    return cost.run_cost(run, money)
+    return cost.run_cost_text(run, money)
 
 
 def degraded_mark(row: RunRow) -> str:
@@ -503,7 +503,7 @@ def render_result(result: RunResult, *, key: str = "result") -> None:
     cols = st.columns([2, 1, 1, 1])  # room for "≥ $0.0042 + unknown"
     simulated = cost.is_simulated(result.spec.slot_names)
     cols[0].metric(
-        "Cost (simulated)" if simulated else "Cost", cost.run_cost(result, money, label=False)
+        "Cost (simulated)" if simulated else "Cost", cost.run_cost_text(result, money, label=False)
     )
     cols[1].metric("Latency", latency(result.latency_ms))
     cols[2].metric("Calls", len(result.calls))

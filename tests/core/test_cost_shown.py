@@ -14,7 +14,14 @@ from typer.testing import CliRunner
 
 from core.calls import CALL_COLUMNS, call_rows
 from core.cli import app
-from core.cost import batch_cost, call_cost, describe_cost, dollars, is_simulated, run_cost
+from core.cost import (
+    batch_cost_text,
+    call_cost_text,
+    describe_cost,
+    dollars,
+    is_simulated,
+    run_cost_text,
+)
 from core.result import CallResult, CallStatus
 from core.store import Store
 
@@ -64,7 +71,7 @@ def test_the_call_table_words_each_cost_and_shows_the_cached_tokens() -> None:
     assert [r.tokens_cached for r in rows] == [64, None, None, None]
     assert [r.tokens for r in rows] == ["100 / 3", "100 / ?", "100 / 3", "-"]
     assert "cached" in CALL_COLUMNS and CALL_COLUMNS.index("cached") < CALL_COLUMNS.index("cost")
-    assert call_cost(calls[1], lambda v: f"{v:.3f}") == "≥ 0.001 + unknown"
+    assert call_cost_text(calls[1], lambda v: f"{v:.3f}") == "≥ 0.001 + unknown"
 
 
 def invoke(tmp_path: Path, *args: str, config_text: str = CONFIG) -> Any:
@@ -111,11 +118,13 @@ def test_cli_batch_and_revote_word_the_cost_alike(tmp_path: Path) -> None:
 
     known = json.loads(invoke(tmp_path, *args, "--json").stdout)
     assert known["cost_usd"] == pytest.approx(known["cost_known_usd"]) and known["cost_usd"] > 0
-    assert batch_cost(known).endswith(" (simulated)") and "unknown" not in batch_cost(known)
+    assert batch_cost_text(known).endswith(" (simulated)") and "unknown" not in batch_cost_text(
+        known
+    )
 
     store = Store(f"sqlite:///{tmp_path / 't.db'}")
     run_id = store.batch_runs(doc["batch_id"])[0].run_id
-    assert run_cost(store.get_run(run_id)).endswith("+ unknown (simulated)")
+    assert run_cost_text(store.get_run(run_id)).endswith("+ unknown (simulated)")
     # a re-vote makes no request: it pays nothing, neither the known part again nor "unknown"
     again = json.loads(invoke(tmp_path, "revote", run_id, "--json").stdout)
     assert (again["cost_usd"], again["cost_known_usd"], again["cost_unknown_calls"]) == (0, 0, 0)
@@ -136,21 +145,21 @@ def test_exports_carry_the_known_part_the_unknown_and_the_cached_tokens(tmp_path
     assert calls[0]["cost_known_usd"] == calls[0]["cost_usd"] > 0
 
 
-def test_run_cost_of_a_stored_run_that_is_still_running_is_a_dash(tmp_path: Path) -> None:
+def test_the_cost_of_a_stored_run_that_is_still_running_is_a_dash(tmp_path: Path) -> None:
     from core.store.queries import RunRow
 
     row = RunRow(
         *("r", 0.0, None, "cli", "running", None, None, [], [], None, ["sim:a"], "x", 0),
         *(None, None, None, None, None, None),
     )
-    assert run_cost(row) == "-"
+    assert run_cost_text(row) == "-"
     finished = RunRow(
         *("r", 0.0, 1.0, "cli", "decided", "a", 1.0, [], [], None, ["local:a"], "x", 2),
         *(None, None, None, None, None, None),
         cost_known_usd=0.25,
         cost_unknown_calls=1,
     )
-    assert run_cost(finished) == "≥ $0.25 + unknown" and dollars(None) == "unknown"
+    assert run_cost_text(finished) == "≥ $0.25 + unknown" and dollars(None) == "unknown"
 
 
 # -- degraded decisions, as the CLI shows them ---------------------------------------------------

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from core import datasets
 from core.api import build_policy, build_task
 from core.batch import batch_summary
-from core.cost import batch_cost
+from core.cost import batch_cost_text
 from core.formats import parse_format
 from core.panel import Panel
 from core.spec import RunSpec
@@ -169,7 +169,7 @@ def test_a_small_upload_runs_to_the_end_with_accuracy_and_downloads(
     accuracy = next(m.value for m in at.metric if m.label == "Accuracy vs gold")
     assert accuracy == f"{counts['accuracy']:.1%}"
     cost = next(m.value for m in at.metric if m.label == "Cost")
-    assert cost == batch_cost(counts) and cost.endswith(" (simulated)")  # the sim's prices
+    assert cost == batch_cost_text(counts) and cost.endswith(" (simulated)")  # the sim's prices
     table = at.dataframe[0].value
     assert list(table["item"]) == ["a1", "a2", "a3"]
     assert table["input"][2] == '=HYPERLINK("http://127.0.0.1:9")'  # shown as text, as given
