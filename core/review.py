@@ -10,7 +10,7 @@ the audit trail is for. Everything here is pure: the store writes the decision.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from core.store.reviews import (
     ReviewClaim,
     ReviewRow,
     ReviewStage,
+    format_labels,
     plurality,
     reason_problem,
     same_person,
@@ -59,18 +60,6 @@ class ReviewCase:
     plurality: str | None  # the panel's single most-voted label, if there is one
     branches: tuple[str, ...] = field(default_factory=tuple)
     reason: str = ""
-
-
-def format_labels(task: Mapping[str, Any]) -> list[str]:
-    """The labels a run's answer format allows: its closed set, ``yes``/``no``, or none
-    (numbers, JSON and text have no closed set, so only the candidates can be picked)."""
-    fmt = task.get("format") or {}
-    kind = fmt.get("kind")
-    if kind == "label":
-        return [str(label) for label in fmt.get("labels", ())]
-    if kind == "yesno":
-        return ["yes", "no"]
-    return []
 
 
 def candidate_groups(result: RunResult) -> list[CandidateGroup]:

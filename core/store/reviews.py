@@ -146,16 +146,21 @@ def review_stage(branches: Sequence[str], reviews: Iterable[ReviewRow]) -> Revie
     return ReviewStage("blind", 2 - len(blind), Role.REVIEWER, blind)
 
 
-def allowed_labels(task: Mapping[str, Any], votes: Mapping[str, int]) -> list[str]:
-    """The candidates, then the format's closed set (label or yes/no); numbers, JSON and text
-    have none, so only a candidate may be picked."""
+def format_labels(task: Mapping[str, Any]) -> list[str]:
+    """The labels a run's answer format allows: its closed set, ``yes``/``no``, or none
+    (numbers, JSON and text have no closed set, so only the candidates can be picked)."""
     fmt = task.get("format") or {}
-    closed: list[str] = []
-    if fmt.get("kind") == "label":
-        closed = [str(label) for label in fmt.get("labels", ())]
-    elif fmt.get("kind") == "yesno":
-        closed = ["yes", "no"]
-    return list(dict.fromkeys([*votes, *closed]))
+    kind = fmt.get("kind")
+    if kind == "label":
+        return [str(label) for label in fmt.get("labels", ())]
+    if kind == "yesno":
+        return ["yes", "no"]
+    return []
+
+
+def allowed_labels(task: Mapping[str, Any], votes: Mapping[str, int]) -> list[str]:
+    """What a reviewer may pick: the candidates, then the format's other labels."""
+    return list(dict.fromkeys([*votes, *format_labels(task)]))
 
 
 def plurality(votes: Mapping[str, int]) -> str | None:

@@ -5,17 +5,21 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
+from typer.testing import CliRunner
 
 from core.auth import ANONYMOUS, Identity, Role, local_identity
+from core.cli import app
 from core.errors import ConflictError, ForbiddenError, InputError, NotFoundError, NotSignedInError
 from core.result import CallResult, Decision, DecisionStatus, RunResult
 from core.store import Store
@@ -318,3 +322,21 @@ def test_the_audit_trail_is_append_only_in_the_database(
     export_reviews(store, out, "csv")
     header = out.getvalue().splitlines()[0]
     assert header.startswith("review_id,run_id,created_at,stage,seat,reviewer,reviewer_issuer")
+
+
+def test_tally_export_reviews_writes_the_trail_with_formulas_escaped(
+    store: Store, store_url: str, make_call: MakeCall, make_result: MakeResult, tmp_path: Path
+) -> None:
+    """``tally export reviews`` writes every review with who, when, what and why; a reason a
+    spreadsheet would run as a formula is written as text."""
+    store.save_run(waiting("w", make_call, make_result), source="ui")
+    hostile = '=HYPERLINK("http://x.invalid", "the footer") is gone'
+    store.decide_review("w", ANA, label="yes", reason=hostile)
+    out = tmp_path / "reviews.csv"
+    result = CliRunner().invoke(app, ["export", "reviews", str(out), "--database-url", store_url])
+    assert result.exit_code == 0, result.output
+    (row,) = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert (row["run_id"], row["reviewer"], row["label"]) == ("w", "Ana", "yes")
+    assert (row["reviewer_issuer"], row["reviewer_subject"]) == ("https://idp.test", "sub-ana")
+    assert row["reviewer_email"] == "ana@example.com" and row["stage"] == "single"
+    assert row["reason"] == "'" + " ".join(hostile.split())
