@@ -434,6 +434,8 @@ def live(batch_id: str) -> None:
         return
     if not runner.runs_here(job.id) and job.owner is not None:
         st.caption(f"Running in pid {job.owner.pid} on {ui.md_text(job.owner.host)}.")
+    if job.note:  # e.g. resumed after the dashboard running it stopped
+        st.caption(ui.md_text(job.note, 300))
     progress_view(progress)
     who = ui.identity()
     cancel = st.button(

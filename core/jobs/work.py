@@ -272,7 +272,7 @@ async def run_stored_batch(run: JobRun, batch_id: str) -> None:
     items, spec = await anyio.to_thread.run_sync(load_resume, store, batch_id)
     counts = await anyio.to_thread.run_sync(store.batch_counts, batch_id)
     done = int(counts["done"])
-    await run.progress(done=done, total=int(counts["total"]), note="")
+    await run.progress(done=done, total=int(counts["total"]))
     info = await anyio.to_thread.run_sync(store.get_batch, batch_id)
 
     def on_result(result: RunResult) -> None:

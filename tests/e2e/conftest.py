@@ -65,6 +65,7 @@ class Dashboard:
     database_url: str
     sim_url: str
     log: Path
+    pid: int  # the process group of the dashboard and its sim server
 
 
 def _get(url: str) -> str | None:
@@ -119,7 +120,7 @@ def run_dashboard(
             if time.monotonic() > deadline:
                 pytest.fail(f"the dashboard did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.25)
-        yield Dashboard(url, database_url, f"http://127.0.0.1:{sim_port}/v1", log)
+        yield Dashboard(url, database_url, f"http://127.0.0.1:{sim_port}/v1", log, proc.pid)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
