@@ -20,7 +20,9 @@ from oidc_provider_mock import User, run_server_in_thread
 from playwright.sync_api import Browser, Page, expect
 
 from core.store import Store
-from tests.e2e.conftest import Dashboard, leaves_loopback, run_dashboard, screenshot
+from tests.e2e.conftest import Dashboard, leaves_loopback, run_dashboard
+from tests.e2e.conftest import screenshot as whole_page
+from tests.e2e.conftest import wait_idle as settled
 from tests.e2e.test_review_batch import choose, click, type_into, wait_idle
 from tests.pages.test_review_page import waiting_run
 
@@ -96,6 +98,12 @@ def person(browser: Browser) -> Iterator[Callable[[], Page]]:
         for context in contexts:
             context.close()
     assert not outside, f"requests left loopback: {sorted(set(outside))[:5]}"
+
+
+def screenshot(page: Page, name: str) -> None:
+    """The page once every element has been drawn (code blocks load late)."""
+    settled(page)
+    whole_page(page, name)
 
 
 def sign_in(page: Page, team: Dashboard, sub: str) -> None:
