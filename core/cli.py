@@ -578,8 +578,16 @@ def batch(
     config: ConfigOpt = None,
     database_url: DbOpt = None,
     as_json: JsonOpt = False,
+    queue: Annotated[
+        bool,
+        typer.Option("--queue", help="Queue it for `tally worker`s and print the job id."),
+    ] = False,
+    part_size: Annotated[
+        int, typer.Option("--part-size", min=1, help="With --queue: items per queued part.")
+    ] = 20,
 ) -> None:
-    """Run every row of FILE through the panel (or finish an interrupted batch with --resume)."""
+    """Run every row of FILE through the panel (or finish an interrupted batch with --resume);
+    with --queue, store it and leave it to the team's workers."""
     from core.analysis.reliability import METHODS
     from core.api import Tally
     from core.batch import batch_summary, load_resume
@@ -629,6 +637,22 @@ def batch(
                     batch_id = None
                 # before the progress bar shows
                 tally.check_batch(items, spec, new=batch_id is None)
+                if queue:
+                    from core.jobs.queue import queue_batch
+
+                    job = await anyio.to_thread.run_sync(
+                        lambda: queue_batch(
+                            tally.store,  # type: ignore[arg-type]
+                            list(items),
+                            spec,
+                            name=file.name if file else "resume",
+                            columns={"text": text_column, "gold": gold_column, "id": id_column},
+                            concurrency=tally.engine.concurrency,
+                            batch_id=batch_id,
+                            part_items=part_size,
+                        )
+                    )
+                    return {"job_id": job.id, "batch_id": job.result_ref, "queued": True}
                 started = time.monotonic()
                 progress = BatchProgress(len(items), quiet=as_json)
                 with progress:
@@ -655,6 +679,13 @@ def batch(
         return anyio.run(main)
 
     summary = guarded(go)
+    if summary.get("queued"):
+        del summary["queued"]
+        if as_json:
+            emit_json(summary)
+        else:
+            out.print(summary["job_id"], highlight=False)
+        return
     if as_json:
         emit_json(summary)
     else:
@@ -1272,6 +1303,57 @@ def sim_server(
             on_listen=lambda url: err.print(f"sim server on {url}"),
             rate_limits=limits,
         )
+
+    guarded(go)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Parts of batches run at once.")
+    ] = 2,
+    config: ConfigOpt = None,
+    database_url: DbOpt = None,
+) -> None:
+    """Run the team's queued batches (PostgreSQL store), with the ceilings and the pace every
+    worker shares, until SIGINT or SIGTERM (in-flight parts finish first)."""
+    import os
+    import signal
+
+    from core.api import Tally
+    from core.jobs.queue import queue_dsn, work
+    from core.store import Store
+
+    def go() -> None:
+        queue_dsn(Store(database_url or load_settings().database_url))  # PostgreSQL, or say so
+
+        async def main() -> None:
+            async with Tally.open(
+                config=config, database_url=database_url, shared_limits=True
+            ) as tally:
+                stop = anyio.Event()
+
+                async def on_signal() -> None:
+                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        async for _ in signals:
+                            err.print("worker: stopping once its parts are done")
+                            stop.set()
+                            return
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(on_signal)
+                    await work(
+                        tally,
+                        concurrency=concurrency,
+                        stop=stop,
+                        on_ready=lambda: err.print(f"worker ready (pid {os.getpid()})"),
+                        on_part=lambda p: err.print(
+                            f"part {p.start}-{p.stop} of batch {p.batch_id}", highlight=False
+                        ),
+                    )
+                    tg.cancel_scope.cancel()
+
+        anyio.run(main)
 
     guarded(go)
 

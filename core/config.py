@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     batch_lease_s: float = Field(default=30.0, gt=0)
     """How long a batch stays claimed by its process without a heartbeat: a resume elsewhere
     is refused while the lease lasts (the heartbeat renews it every third of this)."""
+    queue_heartbeat_s: float = Field(default=10.0, gt=0)
+    """How old a queue worker's heartbeat on a part of a batch may get before another worker
+    takes the part over (it beats every half of this)."""
     shared_limits: bool = False
     """Keep the global and per-provider ceilings and the rate-limit pace in the PostgreSQL
     store, shared by every process that has this on (``core.limits``): what a dashboard runs

@@ -386,6 +386,11 @@ class Store:
         with self._read() as conn:
             return queries.calls_of(conn, [run_id], final_only=True)[run_id]
 
+    def runs_finished_calls(self, run_ids: Sequence[str]) -> dict[str, list[CallResult]]:
+        """``finished_calls`` of some runs in one query (a part of a batch, resumed)."""
+        with self._read() as conn:
+            return queries.calls_of(conn, list(run_ids), final_only=True)
+
     def batch_finished_calls(self, batch_id: str) -> dict[str, list[CallResult]]:
         """``finished_calls`` for every run of a batch in one query, keyed by run id (runs
         without any are absent): a resumed batch reads this once instead of once per item."""
@@ -714,15 +719,17 @@ class Store:
         )
         return owner, row["lease_until"]
 
-    def batch_items(self, batch_id: str) -> list[BatchItem]:
-        """The inputs of a batch in item order."""
+    def batch_items(self, batch_id: str, indexes: range | None = None) -> list[BatchItem]:
+        """The inputs of a batch in item order (only those of ``indexes``, a part's range)."""
+        q = select(batch_item_t).where(batch_item_t.c.batch_id == batch_id)
+        if indexes is not None:
+            q = q.where(
+                batch_item_t.c.item_index >= indexes.start,
+                batch_item_t.c.item_index < indexes.stop,
+            )
         with self._read() as conn:
             self._need_batch(conn, batch_id)
-            rows = conn.execute(
-                select(batch_item_t)
-                .where(batch_item_t.c.batch_id == batch_id)
-                .order_by(batch_item_t.c.item_index)
-            ).mappings()
+            rows = conn.execute(q.order_by(batch_item_t.c.item_index)).mappings()
             return [
                 BatchItem(
                     index=r["item_index"], item_id=r["item_id"], text=r["input"], gold=r["gold"]

@@ -36,7 +36,7 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     with Store(empty_url) as store:
         assert store.revision() is None
         store.upgrade()
-        assert store.revision() == head_revision() == "0010"
+        assert store.revision() == head_revision() == "0011"
         assert diffs(store, metadata) == []
         tables = set(inspect(store.engine).get_table_names())
         assert {"batch", "batch_item", "run", "call", "review", "sweep", "curve", "job"} <= tables
