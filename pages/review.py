@@ -303,7 +303,7 @@ def flash_words(flash: dict[str, str]) -> str:
 
 def main() -> None:
     who = ui.page_identity()
-    signed_in = ui.auth_settings().enabled
+    signed_in = who.signed_in  # then no name is typed: the decision is the identity's
     st.title("Review")
     st.caption(
         "Ties the policy sent to a person. Pick the final label and say why: the decision is "

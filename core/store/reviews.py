@@ -76,9 +76,6 @@ class ReviewClaim:
     def held_by(self, who: Identity) -> bool:
         return (self.issuer, self.subject) == (who.issuer, who.subject)
 
-    def live(self, now: float) -> bool:
-        return self.expires_at > now
-
     def describe(self) -> str:
         until = datetime.fromtimestamp(self.expires_at).astimezone().strftime("%H:%M")
         return f"claimed by {self.name} until {until}"
