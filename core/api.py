@@ -306,7 +306,8 @@ class Tally:
         called unless ``expand`` is set, which calls just them; when their votes could change
         the decision, ``result.missing`` names them. ``respec`` turns each run's spec into the
         one to decide by (learned weights, for one); ``posteriors`` (by run id, label ->
-        probability) decides a run by a fitted posterior instead of its count."""
+        probability) decides a run by a fitted posterior instead of its count, and its new
+        spec's policy keeps that posterior (a re-vote under its own policy decides alike)."""
         store = self._need_store()
         results = []
         for run_id in run_ids:
@@ -314,6 +315,10 @@ class Tally:
             spec = old.spec if policy is None else old.spec.model_copy(update={"policy": policy})
             if respec is not None:
                 spec = respec(spec)
+            if posteriors is not None:  # the spec keeps it: a re-vote under it decides alike
+                learned = posteriors.get(run_id)
+                policy_of = {"posterior": None if learned is None else dict(learned)}
+                spec = spec.model_copy(update={"policy": spec.policy.model_copy(update=policy_of)})
             stored = {(c.phase, c.slot): c for c in old.calls if c.phase == "panel"}
             done = reusable_calls(stored.values())
             missing = [s for s in spec.panel.slots() if ("panel", s.index) not in done]
@@ -336,7 +341,6 @@ class Tally:
                 batch_id=None,
                 item_id=old.item_id,
                 gold=old.gold,
-                posterior=None if posteriors is None else posteriors.get(run_id),
             )
             result = await self.engine.run(request, prior=prior)
             if not expand and missing:

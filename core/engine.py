@@ -80,9 +80,6 @@ class RunRequest:
     gold: str | None = None
     cache: bool | None = None  # None: on for temperature 0, off otherwise
     stream: bool | None = None  # None: the provider's own setting
-    # label -> probability from a fitted reliability model: decides instead of the count
-    # (a learned re-vote, docs/decisions.md row 16)
-    posterior: Mapping[str, float] | None = None
     submitted_by: str | None = None  # who started it (``core.auth.Identity.to_json``)
     bulk: bool = False  # a batch's run: kept off the ceilings' reserve (``interactive_reserve``)
 
@@ -407,7 +404,7 @@ class _Run:
             self.fmt,
             self.weights,
             panel=self.spec.panel.n,
-            posterior=self.req.posterior,
+            posterior=self.spec.policy.posterior,
         )
 
     def result(self, decision: Decision) -> RunResult:
@@ -437,7 +434,7 @@ class _Run:
                 queued_at=queued,
             )
         won = anyio.Event()
-        learned = self.req.posterior is not None  # is_settled reads counts, not a posterior
+        learned = self.spec.policy.posterior is not None  # is_settled reads counts, not a posterior
 
         async with anyio.create_task_group() as tg:
 

@@ -190,6 +190,10 @@ class Policy(BaseModel):
     accept: Acceptance | None = None
     hedge_delay_s: float = 0.0  # fastest: start slot i after i * delay unless an answer came
     escalate_below: float | None = None  # a decided vote below this confidence is open too
+    # a learned re-vote's fitted posterior of this run (label -> probability): it decides
+    # instead of the count (docs/decisions.md row 16), so a re-vote under the run's own
+    # policy decides as the learned re-vote did
+    posterior: dict[str, float] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Policy:
@@ -201,6 +205,11 @@ class Policy(BaseModel):
             raise PolicyError("minimum valid votes cannot be negative")
         if self.escalate_below is not None:
             check_trigger(self.escalate_below)
+        if self.posterior is not None:
+            if self.aggregation == Aggregation.FASTEST:
+                raise PolicyError("a learned posterior decides a vote: not fastest-acceptable")
+            if not self.posterior or not all(0.0 <= p <= 1.0 for p in self.posterior.values()):
+                raise PolicyError("a learned posterior needs labels with probabilities in [0, 1]")
         return self
 
     @staticmethod
@@ -225,4 +234,5 @@ class Policy(BaseModel):
         parts = [str(t) for t in self.tie_breaks]
         if self.escalate_below is not None:
             parts.insert(0, f"{TRIGGER}:{self.escalate_below:g}")
-        return f"{agg}; tie-break {','.join(parts) or 'none'}"
+        learned = " by the learned posterior" if self.posterior is not None else ""
+        return f"{agg}{learned}; tie-break {','.join(parts) or 'none'}"

@@ -186,3 +186,31 @@ def test_each_decisions_confidence_is_calibrated_against_gold(stored: tuple[str,
     low, high = filled[0], filled[-1]
     assert high.accuracy is not None and low.accuracy is not None
     assert high.accuracy > low.accuracy
+
+
+def test_re_voting_a_learned_run_under_its_own_spec_gives_its_own_decision(
+    stored: tuple[str, str],
+) -> None:
+    import anyio
+
+    from core.api import Tally
+
+    db, bid = stored
+
+    async def go() -> tuple[list[Any], list[Any]]:
+        async with Tally.open(database_url=db) as tally:
+            learned = await tally.revote_learned(bid, method="dawid-skene")
+            again = await tally.revote([r.run_id for r in learned.runs])
+            return learned.runs, again
+
+    first, again = anyio.run(go)
+    assert len(again) == ITEMS
+    for before, after in zip(first, again, strict=True):
+        assert before.spec.policy.posterior is not None
+        assert after.spec == before.spec  # the posterior is part of what ran
+        assert (after.decision.status, after.decision.label) == (
+            before.decision.status,
+            before.decision.label,
+        )
+        assert after.decision.confidence == before.decision.confidence
+        assert after.decision.reason == before.decision.reason
