@@ -1154,7 +1154,7 @@ def print_curve(report: Any) -> None:
         )
     out.print(
         Text(
-            f"draw cost {money(report.cost_usd)}; curve {report.curve_id}, "
+            f"draw cost {report.cost_text(money)}; curve {report.curve_id}, "
             f"draw batch {report.batch_id}"
         )
     )
@@ -1253,7 +1253,8 @@ def sweep(
         )
     elif save_ceiling:
         out.print(Text("no ceiling found, so nothing was saved: sweep higher levels"))
-    out.print(Text(f"sweep {report.sweep_id}: {report.calls} calls, cost {money(report.cost_usd)}"))
+    cost = report.cost_text(money)
+    out.print(Text(f"sweep {report.sweep_id}: {report.calls} calls, cost {cost}"))
 
 
 @app.command("sim-server")

@@ -457,7 +457,7 @@ def show_curve(store: Store, report: CurveReport) -> None:
     st.caption(ui.md_text(halving_sentence(rec), 300))
     st.caption(
         f"N=1 is {ui.md_text(entry.one_call)}. {report.items} items, K={report.k}, "
-        f"draw cost {ui.money(report.cost_usd)}."
+        f"draw cost {report.cost_text(ui.money)}."
     )
     st.plotly_chart(curve_figure(entry), width="stretch", key="exp.curve_chart")
     st.plotly_chart(panels_figure(report), width="stretch", key="exp.panels_chart")
@@ -1097,7 +1097,7 @@ def wall_tab(runner: InProcessExecutor) -> None:
         number(verdict.latency_slope),
         help="log-log slope of p50 against concurrency: 1 is proportional",
     )
-    cols[3].metric("Calls", report.calls, help=f"cost {ui.money(report.cost_usd)}")
+    cols[3].metric("Calls", report.calls, help=f"cost {report.cost_text(ui.money)}")
     verdict_box(verdict)
     st.plotly_chart(sweep_figure(report), width="stretch", key="exp.sweep_chart")
     if is_demo(report):

@@ -35,6 +35,7 @@ from core.analysis import (
 )
 from core.analysis.reliability import ModelReliability, ReliabilityFit, fit_reliability
 from core.api import Tally, build_task
+from core.cost import describe_cost, dollars, is_simulated
 from core.datasets import list_sets, load_set
 from core.errors import InputError, TallyError
 from core.formats import AnswerFormat, parse_format
@@ -240,6 +241,8 @@ class Draws:
     latencies: dict[str, list[float]]
     cost_usd: float | None
     skipped: int
+    cost_known_usd: float = 0.0  # the known part of a cost that is partly unknown
+    cost_unknown_runs: int = 0
 
     def k(self) -> int:
         """The fewest answers any item has from any model."""
@@ -279,9 +282,12 @@ def read_draws(
     models: dict[str, None] = {}
     skipped = 0
     total: float | None = 0.0
+    known_usd, unknown_runs = 0.0, 0
     for run in results:
+        known_usd += run.cost_known_usd if run.cost_usd is None else run.cost_usd
         if run.cost_usd is None:
             total = None
+            unknown_runs += 1
         elif total is not None:
             total += run.cost_usd
         if not run.gold:
@@ -331,6 +337,8 @@ def read_draws(
         latencies={m: list(v) for m, v in latencies.items()},
         cost_usd=total,
         skipped=skipped,
+        cost_known_usd=known_usd,
+        cost_unknown_runs=unknown_runs,
     )
 
 
@@ -378,6 +386,19 @@ class CurveReport(BaseModel):
     # accuracy; its weights drive the early-stop "dawid-skene" rule. Empty in curves stored
     # before it was measured.
     reliability: list[ModelReliability] = Field(default_factory=list)
+    # the known part of a draw cost that is partly unknown (absent in older stored curves)
+    cost_known_usd: float | None = None
+    cost_unknown_runs: int = 0
+
+    def cost_text(self, money: Callable[[float | None], str] = dollars) -> str:
+        """The draw's cost as every cost reads (:func:`core.cost.describe_cost`)."""
+        return describe_cost(
+            self.cost_usd,
+            self.cost_known_usd,
+            self.cost_unknown_runs,
+            money=money,
+            simulated=is_simulated(self.models),
+        )
 
     def panel(self, name: str | None = None) -> PanelCurve:
         """The named panel, or the headline one."""
@@ -579,6 +600,8 @@ def analyse_draws(
         seed=seed,
         min_gain=min_gain,
         cost_usd=draws.cost_usd,
+        cost_known_usd=draws.cost_known_usd,
+        cost_unknown_runs=draws.cost_unknown_runs,
         cost_per_call=draws.cost_per_call,
         panels=entries,
         headline=headline,

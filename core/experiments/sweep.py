@@ -27,8 +27,9 @@ from core.analysis import SweepPoint, SweepVerdict, analyse_sweep
 from core.api import Tally
 from core.auth import LOCAL, Identity, Role
 from core.config import ProviderConfig, TallyConfig, save_provider_concurrency
+from core.cost import cost_total, describe_cost, dollars, is_simulated
 from core.datasets import load_set
-from core.engine import Engine, RunRequest, run_cost
+from core.engine import Engine, RunRequest
 from core.errors import InputError, TallyError
 from core.estimate import SpendEstimate, combine
 from core.formats import parse_format
@@ -75,6 +76,19 @@ class SweepReport(BaseModel):
     elapsed_s: float
     verdict: SweepVerdict
     saved: SavedCeiling | None = None
+    # the known part of a cost that is partly unknown (absent in older stored sweeps)
+    cost_known_usd: float | None = None
+    cost_unknown_calls: int = 0
+
+    def cost_text(self, money: Callable[[float | None], str] = dollars) -> str:
+        """The sweep's cost as every cost reads (:func:`core.cost.describe_cost`)."""
+        return describe_cost(
+            self.cost_usd,
+            self.cost_known_usd,
+            self.cost_unknown_calls,
+            money=money,
+            simulated=is_simulated([self.model]),
+        )
 
 
 def check_levels(levels: Sequence[int]) -> list[int]:
@@ -253,13 +267,16 @@ async def run_sweep(
     if not any(p.ok for p in points):
         first = next((c.error for c in every if c.error), "no reply")
         raise TallyError(f"sweep of {spec.name} failed: no call got a reply ({first})")
+    spent = cost_total(every)
     return SweepReport(
         model=spec.name,
         provider=spec.provider,
         levels=wanted,
         calls_per_level=calls_per_level,
         calls=len(every),
-        cost_usd=run_cost(every),
+        cost_usd=spent.usd,
+        cost_known_usd=spent.known_usd,
+        cost_unknown_calls=spent.unknown_calls,
         elapsed_s=time.monotonic() - started,
         verdict=analyse_sweep(points),
     )

@@ -29,6 +29,7 @@ from core.experiments import (
     run_curve,
 )
 from core.experiments.curve import MIXED, load_report, pick_items
+from core.experiments.sweep import SweepReport
 from core.result import CallResult, CallStatus, Decision, DecisionStatus, RunResult
 from core.sim.models import DEFAULT_PANEL
 from core.spec import RunSpec
@@ -223,7 +224,9 @@ def call(
     )
 
 
-def run(item: str, gold: str | None, calls: list[CallResult], cost: float | None) -> RunResult:
+def run(
+    item: str, gold: str | None, calls: list[CallResult], cost: float | None, known: float = 0.0
+) -> RunResult:
     return RunResult(
         run_id=f"run-{item}",
         input=item,
@@ -232,6 +235,7 @@ def run(item: str, gold: str | None, calls: list[CallResult], cost: float | None
         votes={},
         calls=calls,
         cost_usd=cost,
+        cost_known_usd=known,
         latency_ms=1.0,
         item_id=item,
         gold=gold,
@@ -251,6 +255,7 @@ def test_read_draws_keeps_failed_calls_as_no_vote_and_unknown_prices_unknown() -
                 call("p:m2", 1, CallStatus.ERROR, None),
             ],
             None,
+            0.2,
         ),
         run("b", "no", [call("p:m2", 0, ok, "no", tokens_in=5, cost_usd=0.4)], 0.4),
         run("c", None, [call("p:m1", 0, ok, "no")], 0.0),
@@ -263,7 +268,23 @@ def test_read_draws_keeps_failed_calls_as_no_vote_and_unknown_prices_unknown() -
     assert draws.cost_per_call == {"p:m1": None, "p:m2": pytest.approx(0.3)}
     assert draws.latencies == {"p:m2": [10.0], "p:m1": [30.0]}
     assert draws.cost_usd is None
+    # the known part stays: the partly unknown run's and the known runs'
+    assert (draws.cost_known_usd, draws.cost_unknown_runs) == (pytest.approx(0.6), 1)
     assert draws.k() == 2
+
+
+def test_a_draw_and_a_sweep_with_a_partly_unknown_cost_read_at_least_x_plus_unknown() -> None:
+    results = [
+        run("a", "yes", [call("p:m", 0, CallStatus.OK, "yes", tokens_in=5)], None, 0.25),
+        run("b", "yes", [call("p:m", 0, CallStatus.OK, "yes", tokens_in=5)], 0.5),
+    ]
+    report = analyse_draws(read_draws(results), set_name="s", batch_id="b", ns=[1])
+    assert report.cost_text() == "≥ $0.75 + unknown"
+    assert report.model_copy(update={"cost_known_usd": None}).cost_text() == "unknown"
+    sweep = SweepReport.model_construct(  # only what its cost reads from
+        model="sim:sim-mid", cost_usd=None, cost_known_usd=0.5, cost_unknown_calls=1
+    )
+    assert sweep.cost_text() == "≥ $0.50 + unknown (simulated)"
 
 
 def test_a_draw_without_a_single_vote_is_a_failure_not_a_curve() -> None:
