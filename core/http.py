@@ -198,36 +198,15 @@ def open_reply(
     direct = client.direct if isinstance(client, HttpClient) else None
     if direct is not None and not url.startswith(SIM_HOST):
         return direct.post(url, body, headers, timeout)
-    return _HttpxReply(client, url, body, headers, timeout)
+    # the path of MockTransport tests, the sim mount and proxies
+    return client.stream("POST", url, json=body, headers=headers, timeout=timeout)
 
 
 class _ReplyContext(Protocol):
     async def __aenter__(self) -> Reply: ...
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
-
-
-class _HttpxReply:
-    """``client.stream(...)``: the path of MockTransport tests, the sim mount and proxies."""
-
-    def __init__(
-        self,
-        client: httpx2.AsyncClient,
-        url: str,
-        body: Any,
-        headers: Mapping[str, str],
-        timeout: httpx2.Timeout,
-    ) -> None:
-        self._stream = client.stream("POST", url, json=body, headers=headers, timeout=timeout)
-
-    async def __aenter__(self) -> Reply:
-        return await self._stream.__aenter__()
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._stream.__aexit__(kind, exc, tb)
+    ) -> bool | None: ...
 
 
 class DirectSession:
