@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from core.errors import InputError, StoreError, TallyError
-from core.jobs.model import ExecutorName, Job, JobKind, JobStatus, Lane
+from core.jobs.model import Beat, ExecutorName, Job, JobKind, JobStatus, Lane
 from core.jobs.store import JobStore
 from core.spec import RunSpec
 from core.store import BatchItem, Store
@@ -229,15 +229,10 @@ async def run_part(tally: Tally, part: Part, lease_s: float) -> None:
     def sync(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         return anyio.to_thread.run_sync(lambda: fn(*args, **kw))
 
-    job: Job = await sync(jobs.get, part.job_id)
-    if job.status == JobStatus.QUEUED:
-        claimed = await sync(jobs.claim, job.id, owner, lease_s)
-        if claimed is not None:  # this part starts the job (its other parts find it running)
-            await sync(store.claim_batch, part.batch_id, owner, lease_s)
-        job = claimed or await sync(jobs.get, job.id)
-    if job.finished or not job.held_by(owner):
+    held = await _hold(store, jobs, part, owner, lease_s)
+    if held is None:  # finished, or cancelled while queued
         return
-    if job.cancel_requested:
+    if held.cancel_requested:
         await _end(tally, jobs, part, owner, JobStatus.CANCELLED)
         return
     spec = (await sync(store.get_batch, part.batch_id)).spec
@@ -292,12 +287,36 @@ async def run_part(tally: Tally, part: Part, lease_s: float) -> None:
         await tally.flush()
     if stop == CANCELLED:
         await _end(tally, jobs, part, owner, JobStatus.CANCELLED)
-    elif stop is None:
+    elif stop is None and await _hold(store, jobs, part, owner, lease_s) is not None:
         info = await sync(store.get_batch, part.batch_id)
         runs = len(await sync(store.runs_done, part.batch_id))
         await sync(jobs.progress, part.job_id, owner.token, done=runs)
         if runs >= info.total:
             await _end(tally, jobs, part, owner, JobStatus.DONE)
+
+
+async def _hold(
+    store: Store, jobs: JobStore, part: Part, owner: Owner, lease_s: float
+) -> Beat | None:
+    """Hold the job under the queue's shared claim and renew its lease (and the batch's):
+    claimed by this part when it is queued (its first part, or once reaped after every
+    worker of it was gone), else renewed. None when it is finished: nothing to run."""
+
+    def sync(fn: Callable[..., Any], *args: Any) -> Any:
+        return anyio.to_thread.run_sync(lambda: fn(*args))
+
+    job: Job = await sync(jobs.get, part.job_id)
+    if job.status == JobStatus.QUEUED:
+        claimed = await sync(jobs.claim, job.id, owner, lease_s)
+        if claimed is not None:  # this part (re)starts the job: its other parts renew it
+            await sync(store.claim_batch, part.batch_id, owner, lease_s)
+            return Beat(held=True, cancel_requested=claimed.cancel_requested)
+        job = await sync(jobs.get, job.id)
+    if job.finished or not job.held_by(owner):
+        return None
+    beat: Beat = await sync(jobs.heartbeat, job.id, owner.token, lease_s)
+    await sync(store.renew_lease, part.batch_id, owner.token, lease_s)
+    return beat if beat.held else None
 
 
 async def _end(tally: Tally, jobs: JobStore, part: Part, owner: Owner, status: JobStatus) -> None:

@@ -247,3 +247,61 @@ def test_the_queue_refuses_a_sqlite_store(tmp_path: Path) -> None:
 
     with Store(f"sqlite:///{tmp_path}/x.db") as store, pytest.raises(InputError, match="Postgre"):
         QueueExecutor(store)
+
+
+def test_a_resume_elsewhere_is_refused_while_workers_hold_the_batch(tmp_path: Path) -> None:
+    """The queue's shared claim lives by its lease only (its host is no host), so a
+    ``tally batch --resume`` is refused until the workers' lease runs out."""
+    from core.errors import BusyError
+    from core.jobs.queue import queue_owner
+    from core.store.lease import Owner
+    from tests.specs import spec
+
+    with Store(f"sqlite:///{tmp_path}/x.db") as store:
+        store.upgrade()
+        batch_id = store.create_batch(
+            name="b", source="queue", spec=spec(), concurrency=4, items=[(0, None, "x", None)]
+        )
+        store.claim_batch(batch_id, queue_owner("j"), 30.0)
+        with pytest.raises(BusyError, match="queue workers"):
+            store.claim_batch(batch_id, Owner.here(), 30.0)
+        store.claim_batch(batch_id, Owner.here(), 30.0, now=time.time() + 60)  # lease over
+
+
+@pytest.mark.anyio
+async def test_a_job_reaped_while_a_part_runs_is_claimed_again_and_finished(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose lease ran out mid-part (its workers busy, not dead) is queued again by the
+    reaper; the part that ends afterwards claims it back and finishes it, instead of leaving a
+    complete batch queued for ever."""
+    import anyio
+
+    from core.api import Tally
+    from core.jobs.queue import queue_batch, run_part
+    from core.jobs.store import JobStore
+    from core.store import BatchItem
+    from tests.specs import spec
+
+    monkeypatch.setenv("TALLY_SIM_TIME_SCALE", "0")
+    monkeypatch.delenv("TALLY_SIM_URL", raising=False)
+    async with Tally.open(database_url=pg_url) as tally:
+        store = tally.store
+        assert store is not None
+        items = [BatchItem(index=i, item_id=None, text=f"item {i}", gold=None) for i in range(3)]
+        run_spec = spec(["sim:sim-mid"], 3)
+        job = queue_batch(store, items, run_spec, name="b", columns={}, concurrency=4, part_items=3)
+        jobs = JobStore(store)
+        engine_run, reaped = tally.engine.run, []
+
+        async def run_then_reap(*args: Any, **kw: Any) -> Any:
+            if not reaped:  # as if the lease had run out while this part started its runs
+                reaped.extend(await anyio.to_thread.run_sync(lambda: jobs.reap(now=1e12)))
+            return await engine_run(*args, **kw)
+
+        monkeypatch.setattr(tally.engine, "run", run_then_reap)
+        assert job.result_ref is not None
+        await run_part(tally, Part(job.id, job.result_ref, 0, 3), lease_s=30.0)
+        assert [r.status for r in reaped] == ["queued"]
+        ended = jobs.get(job.id)
+    assert ended.status == "done" and ended.done == 3
