@@ -461,6 +461,10 @@ def show_curve(store: Store, report: CurveReport) -> None:
     )
     st.plotly_chart(curve_figure(entry), width="stretch", key="exp.curve_chart")
     st.plotly_chart(panels_figure(report), width="stretch", key="exp.panels_chart")
+    if report.reliability:
+        st.markdown("**Learned reliability** (Dawid–Skene on the draw's answers, no gold)")
+        models_frame(report.reliability, key="exp.curve.models")
+        confusion_grid(report.reliability, key="exp.curve.confusion")
     harm_section(store, report, entry)
     early_stop_section(entry)
 
@@ -735,6 +739,26 @@ def confusion_figure(model: ModelReliability) -> go.Figure:
     return fig
 
 
+def models_frame(
+    models: list[ModelReliability], weights: dict[str, float] | None = None, *, key: str
+) -> None:
+    """Each model's fitted votes and estimated accuracy (and weight, where one was learned)."""
+    rows = [
+        {"model": m.model, "votes": m.votes, "estimated accuracy": pct(m.accuracy)}
+        | ({"weight": number(weights[m.model])} if weights is not None else {})
+        for m in models
+    ]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=key)
+
+
+def confusion_grid(models: list[ModelReliability], *, key: str) -> None:
+    """Every model's confusion matrix, three to a row."""
+    cols = st.columns(min(3, len(models)))
+    for i, model in enumerate(models):
+        with cols[i % len(cols)]:
+            st.plotly_chart(confusion_figure(model), width="stretch", key=f"{key}.{i}")
+
+
 def learned_section(store: Store, batch_id: str) -> None:
     """Dawid–Skene on the batch's stored answers: who to trust, and whether it pays."""
     st.markdown("**Learned reliability** (Dawid–Skene on the stored answers, no gold needed)")
@@ -748,26 +772,8 @@ def learned_section(store: Store, batch_id: str) -> None:
             st.error(ui.md_text(str(err), 300))
             return
         st.caption(ui.md_text(report.sentence(), 300))
-        st.dataframe(
-            pd.DataFrame(
-                [
-                    {
-                        "model": m.model,
-                        "votes": m.votes,
-                        "estimated accuracy": pct(m.accuracy),
-                        "weight": number(report.weights[m.model]),
-                    }
-                    for m in report.models
-                ]
-            ),
-            hide_index=True,
-            width="stretch",
-            key="exp.learned.models",
-        )
-        cols = st.columns(min(3, len(report.models)))
-        for i, model in enumerate(report.models):
-            with cols[i % len(cols)]:
-                st.plotly_chart(confusion_figure(model), width="stretch", key=f"exp.confusion.{i}")
+        models_frame(report.models, report.weights, key="exp.learned.models")
+        confusion_grid(report.models, key="exp.confusion")
         if report.scores:
             st.dataframe(
                 pd.DataFrame(

@@ -109,7 +109,8 @@ def test_the_experiments_page_draws_a_curve_and_shows_every_chart(
     expect(main.get_by_text("Removed vs one call")).to_be_visible()
     halving = main.locator('[data-testid="stMetric"]').filter(has_text="Halving check")
     expect(halving.locator('[data-testid="stMetricValue"]')).to_have_text(re.compile(r"^\d\.\d\d$"))
-    expect(charts(page)).to_have_count(2)
+    expect(charts(page)).to_have_count(2 + 5)  # curve, panels, a confusion matrix per model
+    expect(main.get_by_text("Dawid–Skene on the draw's answers")).to_be_visible()
     save_chart(charts(page).nth(0), "experiments-curve")
     save_chart(charts(page).nth(1), "experiments-panels")
     whole_page(page, "experiments-error-vs-n")

@@ -114,7 +114,12 @@ def test_each_tab_renders_stored_data(
     head = report.panel()
     assert metrics["Recommended N"] == str(head.recommendation.n)
     assert metrics["Halving check"] == f"{head.recommendation.halving_check:.2f}"
-    assert charts(curve) == 2  # the curve with cost and latency, and every panel
+    # the curve with cost and latency, every panel, and each model's confusion matrix
+    assert charts(curve) == 2 + len(report.models)
+    fitted = next(f.value for f in curve.dataframe if "estimated accuracy" in f.value)  # type: ignore[attr-defined]
+    assert list(fitted["model"]) == [m.model for m in report.reliability]
+    assert list(fitted["estimated accuracy"]) == [f"{m.accuracy:.1%}" for m in report.reliability]
+    assert "**Learned reliability** (Dawid–Skene on the draw's answers, no gold)" in texts(at)
     assert "halving check: error(5) / error(1)" in texts(at)
     frames = curve.dataframe  # type: ignore[attr-defined]
     early = frames[-1].value
