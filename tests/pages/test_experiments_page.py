@@ -184,7 +184,8 @@ def test_a_curve_drawn_from_the_page(
     assert job.result_ref == curves[0].id
     assert len(curves) == 1 and curves[0].result["items"] == 10
     assert store.get_batch(curves[0].result["batch_id"]).status == "done"
-    assert charts(tab(at, "Error vs N")) == 2
+    models = len(curves[0].result["models"])  # a confusion matrix each, beside the two curves
+    assert charts(tab(at, "Error vs N")) == 2 + models
 
 
 def test_bad_input_is_shown_beside_the_form_and_nothing_is_drawn(
