@@ -42,7 +42,7 @@ from core.engine import RUN_CANCELLED, RunRequest, build_result, call_order
 from core.errors import InputError, StoreError, TallyError
 from core.jobs.model import ExecutorName, Job, JobKind, JobStatus, Lane, waiting_line
 from core.jobs.specs import BatchSpec, CurveSpec, RevoteSpec, SweepSpec, VoteSpec, parse_spec
-from core.jobs.store import RESUMABLE, JobStore
+from core.jobs.store import ACTIVE, RESUMABLE, JobStore
 from core.jobs.work import STOPPED, Hooks, JobRun, execute, one_line
 from core.policy import Policy
 from core.result import (
@@ -234,8 +234,6 @@ class InProcessExecutor:
     def existing(self, idempotency_key: str | None, active_key: str | None) -> Job | None:
         """The job a key already names (in flight, for an active key), if any: a form
         pressed twice attaches to it before anything new is written."""
-        from core.jobs.store import ACTIVE
-
         key = idempotency_key or (ACTIVE + active_key if active_key else None)
         return None if key is None else self.jobs.by_key(key)
 
