@@ -404,7 +404,6 @@ class _Run:
             self.fmt,
             self.weights,
             panel=self.spec.panel.n,
-            posterior=self.spec.policy.posterior,
         )
 
     def result(self, decision: Decision) -> RunResult:

@@ -625,7 +625,8 @@ def _posterior_race(count: _Count, posterior: Mapping[str, float]) -> _Race:
         raise PolicyError("a posterior needs at least one label")
     top, best = ranked[0]
     second = ranked[1][1] if len(ranked) > 1 else 0.0
-    order = [label for label, _ in ranked]
+    # a low confidence's candidates: every answer that got a vote, the likeliest first
+    order = sorted(counts, key=lambda label: (-posterior.get(label, 0.0), -counts[label]))
     if best - second <= POSTERIOR_TIE:
         leaders = [label for label, p in ranked if best - p <= POSTERIOR_TIE]
         return _Race(
@@ -669,13 +670,13 @@ def decide(
     weights: Mapping[str, float] | None = None,
     *,
     panel: int | None = None,
-    posterior: Mapping[str, float] | None = None,
 ) -> Decision:
     """The decision the calls alone give, before any tie-break. ``weights`` maps a call's
     model name to its weight (default 1.0) and only matters for a weighted vote. ``panel``
-    is N for the quorum, by default the calls of the panel phase. ``posterior`` (label ->
-    probability, from a fitted reliability model) decides instead of the count, the quorum
-    and the chain alike."""
+    is N for the quorum, by default the calls of the panel phase. A policy's ``posterior``
+    (label -> probability, from a fitted reliability model) decides instead of the count;
+    the quorum and the chain stay."""
+    posterior = policy.posterior
     n = panel_size(calls) if panel is None else panel
     need, rule = quorum_need(policy, n)
     if policy.aggregation == Aggregation.FASTEST:

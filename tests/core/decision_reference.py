@@ -183,6 +183,8 @@ def vote(
         return replace(base, outcome="no_quorum", status="failed", reason_starts="no valid vote")
     if len(valid) < need:
         return replace(base, outcome="no_quorum", status="failed", reason_starts="no quorum")
+    if policy.posterior is not None:  # row 16
+        return _learned(base, [c.answer for c in valid if c.answer is not None], policy)
     invalid = sum(c.status.value == "invalid" for c in calls)
     failed = sum(c.status.value in ("error", "timeout") for c in calls)
     counted_d = (
@@ -213,6 +215,29 @@ def _whole(base: Ref, votes: Sequence[tuple[str, Fraction]], counted: int, polic
         ),
         policy,
     )
+
+
+def _learned(base: Ref, answers: Sequence[str], policy: Policy) -> Ref:
+    """Row 16: the label with the highest fitted posterior decides, with it as the confidence;
+    two labels at the same posterior are a tie. Then row 15, whose candidates are the answers
+    that got a vote."""
+    posterior = policy.posterior or {}
+    best = max(posterior.values())
+    leaders = frozenset(label for label, p in posterior.items() if p == best)
+    if len(leaders) > 1:
+        return replace(
+            base, outcome="tie", status="tie", candidates=leaders, reason_starts="tie between"
+        )
+    (label,) = leaders
+    decided = replace(
+        base,
+        outcome="decided",
+        status="decided",
+        label=label,
+        candidates=frozenset(answers),
+        confidence=best,
+    )
+    return _trigger(decided, policy)
 
 
 def _trigger(ref: Ref, policy: Policy) -> Ref:

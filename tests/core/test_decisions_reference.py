@@ -192,6 +192,36 @@ def test_voting_follows_the_table(
     check_properties(real, vote, policy.tie_breaks)
 
 
+LEARNED = FORMATS["label"]
+POSTERIOR_VALUES = (0.05, 0.1, 0.25, 0.4, 0.6, 0.9)  # a few values: ties come up
+
+
+@st.composite
+def learned_policies(draw: st.DrawFn) -> Policy:
+    """A learned re-vote's policy: any counting aggregation, a fitted posterior of the run."""
+    base = draw(policies(offline_chains).filter(lambda p: p.aggregation != Aggregation.FASTEST))
+    labels = draw(st.lists(st.sampled_from(LEARNED[1]), min_size=1, max_size=4, unique=True))
+    posterior = {label: draw(st.sampled_from(POSTERIOR_VALUES)) for label in labels}
+    return base.model_copy(update={"posterior": posterior})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(LEARNED[1] + FAILURES), st.sampled_from(sorted(WEIGHTS))),
+                min_size=1, max_size=8), learned_policies())  # fmt: skip
+def test_a_learned_re_vote_follows_row_16(outcomes: list[tuple[str, str]], policy: Policy) -> None:
+    fmt = LEARNED[0]
+    calls = make_calls(outcomes)
+    n = len(calls)
+    if ref.refused(policy, fmt, n):
+        with pytest.raises(PolicyError):
+            check_policy(policy, fmt, panel=n)
+        return
+    vote = decide(calls, policy, fmt, WEIGHTS)
+    real = offline_chain(vote, policy.tie_breaks, fmt)
+    agree(real, ref.run(calls, policy, fmt, WEIGHTS))
+    check_properties(real, vote, policy.tie_breaks)
+
+
 # -- the engine's chain, expand and escalate included ---------------------------------------------
 
 
