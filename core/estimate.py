@@ -264,3 +264,10 @@ def combine(parts: Sequence[SpendEstimate]) -> SpendEstimate:
         ceiling=max(p.ceiling for p in parts) if parts else first.ceiling,
         slow_models=slow,
     )
+
+
+def time_left(started_at: float | None, done: int, total: int, now: float) -> float | None:
+    """Seconds a job still needs at the pace it has kept so far; None before its first unit."""
+    if started_at is None or done <= 0 or now <= started_at:
+        return None
+    return max(0, total - done) * (now - started_at) / done

@@ -9,6 +9,7 @@ string in a chart or in markdown goes through ``ui.chart_text`` or ``ui.md_text`
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pandas as pd
@@ -19,6 +20,7 @@ from core import datasets
 from core.analysis import Bin, ModelReliability, SweepVerdict
 from core.auth import Role
 from core.errors import TallyError
+from core.estimate import duration, time_left
 from core.experiments import (
     DEFAULT_CALLS,
     DEFAULT_LEVELS,
@@ -145,6 +147,9 @@ def job_progress(job: Job, what: str, unit: str) -> None:
     text = f"{what}: {job.done} of {total} {unit}" if total else what
     if job.note:
         text += f" · {job.note}"
+    if total:
+        left = time_left(job.started_at, job.done, total, time.time())
+        text += " · time left: estimating" if left is None else f" · about {duration(left)} left"
     st.progress(job.done / total if total else 0.0, text=text)
 
 
@@ -480,7 +485,8 @@ def curve_tab(runner: InProcessExecutor) -> None:
     with st.expander("Curve a stored batch", expanded=False):
         batch_form(store)
     if not curves:
-        st.info("No curve yet: draw one above.")
+        if not S.get("exp.pending"):  # while a draw goes on, its progress says what happens
+            st.info("No curve yet: draw one above.")
         return
     by_id = {c.id: c for c in curves}
     ui.keep_choice("exp.curve", by_id)

@@ -76,6 +76,11 @@ def filters(store: Store) -> tuple[RunFilter, str]:
         text=text.strip() or None,
     )
     bucket = "hour" if seconds is not None and seconds <= 2 * 86400 else "day"
+    shown = (span, f.model, f.task_name, f.statuses, f.ties_only, f.batch_id, min_cost, max_cost)
+    shown += (f.text,)
+    if S.get("hist.filters") != shown:  # other runs now: start from their first page
+        S["hist.filters"] = shown
+        S["hist.page"] = 1
     return f, bucket
 
 
@@ -119,7 +124,7 @@ def runs_frame(rows: list[RunRow]) -> pd.DataFrame:
     )
 
 
-def table(store: Store, f: RunFilter) -> list[RunRow]:
+def table(store: Store, f: RunFilter) -> tuple[list[RunRow], int]:
     c1, c2 = st.columns([1, 5])
     number = max(1, int(S.get("hist.page") or 1))
     rows, total = store.list_runs(f, offset=(number - 1) * PAGE_SIZE, limit=PAGE_SIZE)
@@ -158,7 +163,7 @@ def table(store: Store, f: RunFilter) -> list[RunRow]:
             "run id": st.column_config.TextColumn("run id", width="small"),
         },
     )
-    return rows
+    return rows, total
 
 
 def bucket_label(bucket: float, size: str) -> str:
@@ -181,8 +186,16 @@ def chart(fig: go.Figure, key: str) -> None:
     st.plotly_chart(fig, width="stretch", key=key, config=ui.CHART_CONFIG)
 
 
+def nothing(what: str) -> None:
+    """An empty chart says so, instead of drawing bare axes."""
+    st.caption(f"{what}: nothing to draw for these runs yet.")
+
+
 def cost_over_time_chart(store: Store, f: RunFilter, bucket: str) -> None:
     points = store.cost_over_time(f, bucket)
+    if not points:
+        nothing(f"Cost per {bucket}")
+        return
     unknown = sum(p.unknown_cost_runs for p in points)
     fig = go.Figure(
         go.Bar(
@@ -204,6 +217,9 @@ def cost_over_time_chart(store: Store, f: RunFilter, bucket: str) -> None:
 
 def cost_by_model_chart(store: Store, f: RunFilter) -> None:
     by_model = store.cost_by_model(f)
+    if not by_model:
+        nothing("Cost per model")
+        return
     fig = go.Figure(
         go.Bar(
             x=[ui.chart_text(m.model) for m in by_model],
@@ -226,6 +242,9 @@ def cost_by_model_chart(store: Store, f: RunFilter) -> None:
 
 def latency_chart(store: Store, f: RunFilter) -> None:
     samples = store.latency_sample_by_model(f, LATENCY_SAMPLE)
+    if not samples:
+        nothing("Latency per model (ok calls)")
+        return
     fig = go.Figure()
     for model, values in samples.items():
         fig.add_trace(go.Box(y=values, name=ui.chart_text(model), boxpoints=False))
@@ -290,8 +309,11 @@ def agreement_chart(store: Store, f: RunFilter) -> None:
     chart(layout(fig, title, height=max(300, 90 + 45 * len(fig.data[0].y))), "hist.agreement")
 
 
-def charts(store: Store, f: RunFilter, bucket: str) -> None:
+def charts(store: Store, f: RunFilter, bucket: str, total: int) -> None:
     st.subheader("Charts")
+    if not total:
+        st.info("No runs match these filters, so there is nothing to chart.")
+        return
     st.caption(
         "For the runs the filters select, computed by the database. The sums are what is "
         "known: a cost that is unknown adds its known part only, never a made-up $0."
@@ -304,9 +326,15 @@ def charts(store: Store, f: RunFilter, bucket: str) -> None:
     mix_fig, tie_fig = decision_charts(store, f, bucket)
     c1, c2 = st.columns(2)
     with c1:
-        chart(mix_fig, "hist.mix")
+        if mix_fig.data:
+            chart(mix_fig, "hist.mix")
+        else:
+            nothing(f"Decision mix per {bucket}")
     with c2:
-        chart(tie_fig, "hist.tie-rate")
+        if mix_fig.data:
+            chart(tie_fig, "hist.tie-rate")
+        else:
+            nothing("Tie rate")
     c1, c2 = st.columns(2)
     with c1:
         latency_chart(store, f)
@@ -343,6 +371,16 @@ def details(store: Store, rows: list[RunRow]) -> None:
         ui.render_calls(store.run_calls(run_id), key="hist.running-calls")
         return
     ui.render_result(store.get_run(run_id), key="hist.detail")
+    reviews = store.reviews(run_id)
+    if reviews:
+        st.markdown("**Resolved by a reviewer**")
+        for review in reviews:
+            st.caption(
+                f"{ui.md_text(review.reviewer)} chose {ui.md_text(review.label)} on "
+                f"{ui.when(review.created_at)} (the panel had left it "
+                f"{review.previous_status.replace('_', ' ')}): "
+                f"{ui.md_text(review.reason, 300)}"
+            )
 
 
 def main() -> None:
@@ -351,9 +389,9 @@ def main() -> None:
     try:
         store = ui.get_runner().store
         f, bucket = filters(store)
-        rows = table(store, f)
+        rows, total = table(store, f)
         details(store, rows)
-        charts(store, f, bucket)
+        charts(store, f, bucket, total)
     except TallyError as err:
         st.error(str(err))
 

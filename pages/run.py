@@ -484,8 +484,6 @@ def live(run_id: str) -> None:
 
 
 def result_view(progress: RunProgress) -> None:
-    if progress.cancelled:
-        st.warning("Cancelled. Calls already made stay recorded, with what they cost so far.")
     if progress.error:
         st.error(f"The run failed: {progress.error}")
     if progress.result is not None:

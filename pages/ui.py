@@ -23,6 +23,7 @@ from core.api import build_policy
 from core.auth import AuthSettings, Identity, Role, binding_refusal
 from core.calls import CALL_COLUMNS, FAILED_STATUSES, call_rows
 from core.cost import dollars
+from core.engine import RUN_CANCELLED
 from core.errors import TallyError
 from core.estimate import LARGE_CALLS, LARGE_COST_USD, SpendEstimate
 from core.jobs.inprocess import InProcessExecutor
@@ -360,16 +361,24 @@ def render_raw(calls: Sequence[CallResult]) -> None:
 
 
 def vote_bars(
-    votes: Mapping[str, int], calls: Sequence[CallResult], winner: str | None
+    votes: Mapping[str, int],
+    calls: Sequence[CallResult],
+    winner: str | None,
+    *,
+    cut: bool = False,
 ) -> list[tuple[str, int, str]]:
     """(label, count, colour) per bar: every vote, then invalid and failed calls by status,
-    so a run where most calls failed never looks like a clean win."""
+    so a run where most calls failed never looks like a clean win. With ``cut``, cancelled
+    calls were cut by the policy once the outcome was known (an early stop, a fastest answer):
+    they are not failures and get no bar, or they would dwarf the votes."""
     bars = [
         (chart_text(label), count, STATUS_COLOURS["winner" if label == winner else "vote"])
         for label, count in votes.items()
     ]
     voting = [c for c in calls if c.phase != "escalate"]
     for status in FAILED_STATUSES:
+        if cut and status == CallStatus.CANCELLED:
+            continue
         n = sum(1 for c in voting if c.status == status)
         if n:
             bars.append((f"[{status.value}]", n, STATUS_COLOURS[status.value]))
@@ -377,9 +386,11 @@ def vote_bars(
 
 
 def vote_chart(
-    votes: Mapping[str, int], calls: Sequence[CallResult], winner: str | None
+    votes: Mapping[str, int], calls: Sequence[CallResult], decision: Decision
 ) -> go.Figure:
-    bars = vote_bars(votes, calls, winner)
+    cut = decision.reason != RUN_CANCELLED
+    bars = vote_bars(votes, calls, decision.label, cut=cut)
+    n_cut = sum(1 for c in calls if c.status == CallStatus.CANCELLED) if cut else 0
     fig = go.Figure(
         go.Bar(
             x=[b[0] for b in bars],
@@ -398,7 +409,11 @@ def vote_chart(
         yaxis={"title": "calls", "dtick": 1 if top <= 10 else None, "range": [0, top * 1.25]},
         xaxis={"type": "category"},
         showlegend=False,
-        title={"text": "Votes (invalid and failed calls in brackets)", "font": {"size": 14}},
+        title={
+            "text": "Votes (invalid and failed calls in brackets)"
+            + (f"; {n_cut} calls cut once the outcome was known" if n_cut else ""),
+            "font": {"size": 14},
+        },
     )
     return fig
 
@@ -463,8 +478,16 @@ def decision_banner(decision: Decision, votes: Mapping[str, int]) -> None:
             f"**NO CONVERGENCE**: every vote differs. {PROSE_WARNING}"
             + (f" Branches taken: {branches}." if branches else "")
         )
+    elif decision.reason == RUN_CANCELLED:
+        st.info(
+            "Cancelled: you stopped this run. The calls already made stay recorded, with "
+            "what they cost so far.",
+            icon=":material/cancel:",
+        )
     else:
         st.error(f"**FAILED**: {md_text(decision.reason, 300)}")
+    if decision.reason == RUN_CANCELLED:
+        return
     if decision.reason and status != DecisionStatus.FAILED:
         st.caption(md_text(decision.reason, 300))
     if decision.quorum is not None:
@@ -494,7 +517,7 @@ def render_decision(
             hide_index=True,
         )
     st.plotly_chart(
-        vote_chart(votes, calls, decision.label), key=key, width="stretch", config=CHART_CONFIG
+        vote_chart(votes, calls, decision), key=key, width="stretch", config=CHART_CONFIG
     )
 
 
@@ -576,6 +599,10 @@ LANE_STATES = {
 }
 
 
+QUEUED_SHOWN_S = 0.005
+"""A wait behind the ceilings shorter than this is not drawn (it would be a sliver)."""
+
+
 def lane_label(lane: Lane) -> str:
     label = f"{lane.name} · {chart_text(lane.model, 30)}"
     return label + (f" ×{lane.samples}" if lane.samples > 1 else "")
@@ -620,7 +647,7 @@ def timeline_figure(line: Timeline) -> go.Figure:
         stop = lane.ended if lane.ended is not None else (line.now or top)
         if lane.queued is not None:
             went = lane.started if lane.started is not None else stop
-            if went > lane.queued:
+            if went - lane.queued >= QUEUED_SHOWN_S:
                 add("queued", label, lane.queued, went, f"queued behind the ceilings<br>{hover}")
         if lane.started is not None:
             state = lane.status.value if lane.status.final else CallStatus.RUNNING.value
@@ -670,12 +697,15 @@ def timeline_figure(line: Timeline) -> go.Figure:
             )
     fig.update_layout(
         barmode="overlay",
-        height=max(180, 34 * len(lanes) + 110),
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        xaxis={"title": "seconds from the start", "rangemode": "tozero"},
+        height=max(200, 34 * len(lanes) + 130),
+        margin={"l": 10, "r": 10, "t": 50, "b": 50},
+        xaxis={"rangemode": "tozero", "ticksuffix": " s"},
         yaxis={"autorange": "reversed", "type": "category"},
-        legend={"orientation": "h", "y": -0.25},
-        title={"text": "Fan-out timeline: one lane per request", "font": {"size": 14}},
+        legend={"orientation": "h", "y": -0.12, "yanchor": "top"},
+        title={
+            "text": "Fan-out timeline: one lane per request, seconds from the start",
+            "font": {"size": 14},
+        },
     )
     return fig
 
@@ -699,7 +729,7 @@ def policy_form(key: str, current: Policy) -> Policy | None:
     of offline tie-breaks. None (with the reason shown) when it cannot be built."""
     c1, c2, c3 = st.columns(3)
     aggregate = c1.selectbox(
-        "Aggregation",
+        "Decide by",
         REVOTE_AGGREGATIONS,
         index=REVOTE_AGGREGATIONS.index(current.aggregation.value),
         key=f"{key}.aggregate",

@@ -181,8 +181,14 @@ def test_cancel_a_running_vote(
     rerun_until(at, lambda a: any("running" in s for s in a.dataframe[0].value["state"]))
     assert at.button(key="run.cancel")
     at.button(key="run.cancel").click()
-    rerun_until(at, lambda a: any("Cancelled" in w.value for w in a.warning))
-    assert any("FAILED" in e.value for e in at.error)
+    rerun_until(at, lambda a: any("Cancelled" in i.value for i in a.info))
+    # a user's cancel is one neutral message: no red FAILED, no second warning
+    assert [i.value for i in at.info if "Cancelled" in i.value] == [
+        "Cancelled: you stopped this run. The calls already made stay recorded, with what "
+        "they cost so far."
+    ]
+    assert not any("FAILED" in e.value for e in at.error)
+    assert not any("Cancelled" in w.value for w in at.warning)
     stored = store.get_run(at.session_state["run.run_id"])
     assert stored.decision.status.value == "failed"
     assert {c.status.value for c in stored.calls} == {"cancelled"}
