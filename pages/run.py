@@ -18,7 +18,7 @@ import streamlit as st
 
 from core import datasets
 from core.api import build_policy, build_task, tie_break_chain
-from core.auth import Role
+from core.auth import Identity, Role
 from core.errors import InputError, TallyError
 from core.jobs import Job
 from core.jobs.inprocess import RunProgress
@@ -281,9 +281,20 @@ def pick_set() -> None:
     apply_item()
 
 
+TASK_KEYS = ("run.input", "run.format", "run.labels", "run.synonyms", "run.conservative")
+TASK_KEYS += ("run.schema", "run.template")
+
+
 def pick_source() -> None:
+    """A bundled item fills the input and its task; going back to pasting starts from a blank
+    input and the default task, not the last item's."""
     if S["run.source"] == BUNDLED:
         apply_item()
+        return
+    for key in TASK_KEYS:
+        default = DEFAULTS[key]
+        S[key] = type(default)(default) if isinstance(default, list) else default
+    S.pop("run.gold", None)
 
 
 # -- the form ------------------------------------------------------------------------------------
@@ -536,6 +547,31 @@ def main() -> None:
     except TallyError as err:
         st.error(f"The runner could not start: {err}")
         return
+    linked = st.query_params.get("run")
+    if linked:  # a reload, a link: the address names the run
+        S["run.run_id"] = linked
+    run_id = S.get("run.run_id")
+    if run_id:  # the run first: it stays in view while it lands, the form folds below
+        st.caption(f"Run {run_id}")
+        ran = S.get("run.ran_input")
+        if ran is not None and ran != val("run.input"):
+            st.warning(
+                "The input has changed since this run: the result below is for the input it "
+                "ran on. Press Run for the new one."
+            )
+        run_view(run_id)
+        st.divider()
+    if run_id:
+        form = st.expander(
+            "Change the input, task, panel or policy", expanded=bool(S.get("run.errors"))
+        )
+    else:
+        form = st.container()
+    with form:
+        form_view(models, who)
+
+
+def form_view(models: list[str], who: Identity) -> None:
     left, right = st.columns(2, gap="large")
     with left:
         with st.container(border=True):
@@ -556,14 +592,6 @@ def main() -> None:
     error_here("submit")
     if S.get("run.errors"):
         st.caption("Nothing was run or stored: fix the fields marked above.")
-    linked = st.query_params.get("run")
-    if linked:  # a reload, a link: the address names the run
-        S["run.run_id"] = linked
-    run_id = S.get("run.run_id")
-    if run_id:
-        st.divider()
-        st.caption(f"Run {run_id}")
-        run_view(run_id)
 
 
 main()
