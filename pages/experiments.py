@@ -38,7 +38,12 @@ from core.experiments import (
     plan_draw,
     save_ceiling,
 )
-from core.experiments.curve import DEFAULT_MIN_GAIN, why_not_curvable
+from core.experiments.curve import (
+    DEFAULT_MIN_GAIN,
+    halving_verdict_line,
+    why_not_curvable,
+    why_not_five,
+)
 from core.experiments.curve import load_report as load_curve
 from core.experiments.reliability import BatchReliability, batch_reliability
 from core.experiments.sweep import DEMO_CALLS, DEMO_MODES, estimate_sweep
@@ -458,6 +463,13 @@ def show_curve(store: Store, report: CurveReport) -> None:
         help="Mean pairwise correlation of the slots' errors: what keeps the vote from the "
         "independent-voters curve.",
     )
+    verdict = halving_verdict_line(rec)
+    if verdict is not None:
+        shown = {"holds": st.success, "does not hold": st.warning, "cannot tell": st.info}
+        shown[rec.halving_verdict or "cannot tell"](ui.md_text(verdict, 500))
+    why = why_not_five(rec, entry.curve)
+    if why is not None:
+        st.markdown(ui.md_text(why, 500))
     st.caption(ui.md_text(rec.reason, 400))
     st.caption(ui.md_text(halving_sentence(rec), 300))
     st.caption(

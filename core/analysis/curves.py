@@ -84,10 +84,31 @@ class Curve(BaseModel):
     model_errors: dict[str, float]
     rho: float | None  # mean pairwise correlation of error indicators between slots
     points: list[CurvePoint]
+    # error(5) / error(1) with its paired bootstrap interval (None: N=1 or 5 not drawn)
+    halving_ci: tuple[float, float] | None = None
 
     def point(self, n: int) -> CurvePoint | None:
         """The point for ``n`` votes, if the curve has it."""
         return next((p for p in self.points if p.n == n), None)
+
+
+HalvingVerdict = Literal["holds", "does not hold", "cannot tell"]
+
+ROUGHLY_HALF = 0.6
+"""The handbook's "drops error rate by roughly half" read as error(5) / error(1) at most 0.6:
+the check holds when the whole interval is at or below it, does not hold when the whole
+interval is above it, and cannot be told from this many items when the interval spans it."""
+
+
+def halving_verdict(ci: tuple[float, float] | None) -> HalvingVerdict | None:
+    if ci is None:
+        return None
+    low, high = ci
+    if high <= ROUGHLY_HALF:
+        return "holds"
+    if low > ROUGHLY_HALF:
+        return "does not hold"
+    return "cannot tell"
 
 
 class Recommendation(BaseModel):
@@ -105,6 +126,8 @@ class Recommendation(BaseModel):
     removed: float | None
     halving_check: float | None
     halves: bool | None
+    halving_ci: tuple[float, float] | None = None  # the check's interval, paired bootstrap
+    halving_verdict: HalvingVerdict | None = None
     min_gain: float
     still_improving: bool
     reason: str
@@ -536,6 +559,14 @@ def majority_error_curve(
     alpha = 1.0 - confidence
     low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0], axis=0)
 
+    halving_ci = None
+    if 1 in column and 5 in column:  # the same resamples for both: the ratio's own interval
+        ones, fives = means[:, column[1]], means[:, column[5]]
+        kept = ones > 0
+        if kept.any():
+            ratio = fives[kept] / ones[kept]
+            lo, hi = np.quantile(ratio, [alpha / 2.0, 1.0 - alpha / 2.0])
+            halving_ci = (float(lo), float(hi))
     model_errors = {m: float(e.mean()) for m, e in per_model.items()}
     rho = mean_phi(_slot_errors(encoded, models))
     points: list[CurvePoint] = []
@@ -568,6 +599,7 @@ def majority_error_curve(
         model_errors=model_errors,
         rho=rho,
         points=points,
+        halving_ci=halving_ci,
     )
 
 
@@ -629,6 +661,8 @@ def recommend(curve: Curve, *, min_gain: float = 0.1) -> Recommendation:
         removed=removed,
         halving_check=halving,
         halves=None if halving is None else halving <= 0.5,
+        halving_ci=curve.halving_ci if halving is not None else None,
+        halving_verdict=halving_verdict(curve.halving_ci) if halving is not None else None,
         min_gain=min_gain,
         still_improving=still_improving,
         reason=reason,

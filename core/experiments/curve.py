@@ -33,6 +33,7 @@ from core.analysis import (
     majority_error_curve,
     recommend,
 )
+from core.analysis.curves import ROUGHLY_HALF
 from core.analysis.reliability import ModelReliability, ReliabilityFit, fit_reliability
 from core.api import Tally, build_task
 from core.cost import describe_cost, dollars, is_simulated
@@ -532,7 +533,14 @@ def _mixed_curve(
         **options,
     )
     points = [*one.points, *curve.points] if 1 in ns else curve.points
-    return curve.model_copy(update={"points": points})
+    five = curve.point(5)
+    halving_ci = None
+    if 1 in ns and five is not None and one.points[0].ci_low > 0:
+        # N=1 is measured apart from the vote here, so no paired resample exists: the widest
+        # ratio the two errors' own intervals allow, which errs towards "cannot tell"
+        single = one.points[0]
+        halving_ci = (five.ci_low / single.ci_high, five.ci_high / single.ci_low)
+    return curve.model_copy(update={"points": points, "halving_ci": halving_ci})
 
 
 def analyse_draws(
@@ -720,7 +728,8 @@ async def run_curve(
 
 
 def halving_sentence(rec: Recommendation) -> str:
-    """The handbook's check in one line, the number first so the reader judges "about half"."""
+    """The handbook's check in one line, the number first so the reader judges "about half",
+    then the verdict its interval allows on this many items."""
     if rec.halving_check is None:
         return "halving check: needs N=1 and N=5 on the curve"
     removed = 1.0 - rec.halving_check
@@ -729,7 +738,54 @@ def halving_sentence(rec: Recommendation) -> str:
         if removed >= 0
         else f"adds {-removed:.0%} to the one-call error"
     )
-    return (
+    line = (
         f"halving check: error(5) / error(1) = {rec.halving_check:.2f}; majority of 5 {effect} "
         "(the handbook reports about half)"
+    )
+    if rec.halving_ci is not None:
+        low, high = rec.halving_ci
+        line += f"; interval {low:.2f} to {high:.2f}"
+    return line
+
+
+VERDICT_WORDS = {
+    "holds": "HOLDS on your data: majority of five at least roughly halves the one-call error",
+    "does not hold": "DOES NOT HOLD on your data: majority of five removes clearly less than "
+    "half of the one-call error",
+    "cannot tell": "CANNOT TELL with this many items: the interval spans both answers; draw "
+    "more items to decide",
+}
+
+
+def halving_verdict_line(rec: Recommendation) -> str | None:
+    """The handbook's claim judged on the user's data, with its interval, in words."""
+    if rec.halving_verdict is None or rec.halving_ci is None or rec.halving_check is None:
+        return None
+    low, high = rec.halving_ci
+    return (
+        f"The handbook's check {VERDICT_WORDS[rec.halving_verdict]} (error(5) / error(1) = "
+        f"{rec.halving_check:.2f}, interval {low:.2f} to {high:.2f}; roughly half means at "
+        f"most {ROUGHLY_HALF:.1f})."
+    )
+
+
+def why_not_five(rec: Recommendation, curve: Curve) -> str | None:
+    """Why the recommended N differs from the handbook's five, or None when it is five."""
+    if rec.n == 5:
+        return None
+    if rec.n < 5:
+        return (
+            f"Why {rec.n} and not the handbook's five: on your data the votes after "
+            f"{rec.n} add little ({rec.reason.partition(': ')[2] or rec.reason}); the extra "
+            "calls would cost more than they remove."
+        )
+    correlated = (
+        f" The models' errors are correlated (ρ = {curve.rho:.2f}), so each vote is worth "
+        "less than an independent one and more are needed."
+        if curve.rho is not None and curve.rho > 0.05
+        else ""
+    )
+    return (
+        f"Why {rec.n} and not the handbook's five: the error still falls past five on your "
+        f"data ({rec.reason}).{correlated}"
     )

@@ -121,6 +121,12 @@ def test_each_tab_renders_stored_data(
     assert list(fitted["estimated accuracy"]) == [f"{m.accuracy:.1%}" for m in report.reliability]
     assert "**Learned reliability** (Dawid–Skene on the draw's answers, no gold)" in texts(at)
     assert "halving check: error(5) / error(1)" in texts(at)
+    verdicts = [
+        b.value.replace("\\", "")
+        for b in (*at.success, *at.warning, *at.info)
+        if "handbook" in b.value
+    ]
+    assert any(v.startswith("The handbook's check ") and "interval" in v for v in verdicts)
     frames = curve.dataframe  # type: ignore[attr-defined]
     early = frames[-1].value
     assert list(early["rule"]) == ["fixed", "decided", "beta", "window", "dawid-skene"]
