@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from core import datasets
 from core.analysis import Bin, ModelReliability, SweepVerdict
@@ -250,10 +251,21 @@ def batch_form(store: Store) -> None:
 
 
 def curve_figure(entry: PanelCurve) -> go.Figure:
-    """Error with its interval, the independent-voters prediction, and cost and latency."""
+    """One quantity per axis, the three sharing N: error with its interval and the
+    independent-voters prediction on top, then cost per 1,000 items, then the vote's latency."""
     points = entry.curve.points
     ns = [p.n for p in points]
-    fig = go.Figure()
+    costs = [p.cost_per_item for p in points]
+    latencies = [p.latency_ms for p in points]
+    rows = [
+        "error",
+        *(["cost per 1,000 items"] if all(c is not None for c in costs) else []),
+        *(["latency of the vote"] if all(v is not None for v in latencies) else []),
+    ]
+    heights = [0.56] + [0.44 / max(1, len(rows) - 1)] * (len(rows) - 1)
+    fig = make_subplots(
+        rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.07, row_heights=heights
+    )
     fig.add_trace(
         go.Scatter(
             x=ns + ns[::-1],
@@ -264,7 +276,9 @@ def curve_figure(entry: PanelCurve) -> go.Figure:
             line={"width": 0},
             hoverinfo="skip",
             name=f"{entry.curve.confidence:.0%} interval",
-        )
+        ),
+        row=1,
+        col=1,
     )
     fig.add_trace(
         go.Scatter(
@@ -274,7 +288,9 @@ def curve_figure(entry: PanelCurve) -> go.Figure:
             line={"color": BLUE, "width": 3},
             name="measured error",
             hovertemplate="N=%{x}: %{y:.1%}<extra>measured</extra>",
-        )
+        ),
+        row=1,
+        col=1,
     )
     fig.add_trace(
         go.Scatter(
@@ -284,74 +300,57 @@ def curve_figure(entry: PanelCurve) -> go.Figure:
             line={"color": GREY, "dash": "dash"},
             name="independent voters (Condorcet)",
             hovertemplate="N=%{x}: %{y:.1%}<extra>independent</extra>",
-        )
+        ),
+        row=1,
+        col=1,
     )
-    costs = [p.cost_per_item for p in points]
-    if all(c is not None for c in costs):
+    if "cost per 1,000 items" in rows:
         fig.add_trace(
             go.Scatter(
                 x=ns,
                 y=[1000 * c for c in costs if c is not None],
                 mode="lines+markers",
-                line={"color": ORANGE, "dash": "dot"},
+                line={"color": ORANGE},
                 marker={"symbol": "diamond"},
                 name="cost per 1,000 items ($)",
-                yaxis="y2",
                 hovertemplate="N=%{x}: $%{y:.3f} per 1,000 items<extra>cost</extra>",
-            )
+            ),
+            row=rows.index("cost per 1,000 items") + 1,
+            col=1,
         )
-    latencies = [p.latency_ms for p in points]
-    if all(v is not None for v in latencies):
+    if "latency of the vote" in rows:
         fig.add_trace(
             go.Scatter(
                 x=ns,
                 y=latencies,
                 mode="lines+markers",
-                line={"color": GREEN, "dash": "dot"},
+                line={"color": GREEN},
                 marker={"symbol": "square"},
                 name="latency of the vote (ms)",
-                yaxis="y3",
                 hovertemplate="N=%{x}: %{y:.0f} ms<extra>latency</extra>",
-            )
+            ),
+            row=rows.index("latency of the vote") + 1,
+            col=1,
         )
     rec = entry.recommendation
-    fig.add_vline(
-        x=rec.n,
-        line={"color": "#555555", "dash": "dash"},
-        annotation_text=f"recommended N={rec.n}",
-        annotation_position="top left",
-    )
+    for row in range(1, len(rows) + 1):
+        fig.add_vline(x=rec.n, line={"color": "#555555", "dash": "dash"}, row=row, col=1)
+    fig.add_annotation(
+        x=rec.n, y=1, xref="x", yref="y domain", text=f"recommended N={rec.n}", showarrow=False,
+        xanchor="left", yanchor="bottom",
+    )  # fmt: skip
     top = max([p.ci_high for p in points] + [p.error for p in points] + [0.01])
+    titles = {"cost per 1,000 items": "$ per 1,000 items", "latency of the vote": "ms"}
+    fig.update_yaxes(title_text="error", tickformat=".0%", range=[0, top * 1.15], row=1, col=1)
+    for i, name in enumerate(rows[1:], start=2):
+        fig.update_yaxes(title_text=titles[name], rangemode="tozero", row=i, col=1)
+    fig.update_xaxes(tickvals=ns)
+    fig.update_xaxes(title_text="N (votes)", row=len(rows), col=1)
     fig.update_layout(
         title={"text": f"Error against N: {ui.chart_text(entry.name, 60)}", "font": {"size": 15}},
-        height=460,
+        height=360 + 150 * (len(rows) - 1),
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        xaxis={"title": "N (votes)", "tickvals": ns, "domain": [0.0, 0.78]},
-        yaxis={"title": "error", "tickformat": ".0%", "range": [0, top * 1.15]},
-        yaxis2={
-            "title": {"text": "cost per 1,000 items ($)", "font": {"color": ORANGE}},
-            "overlaying": "y",
-            "side": "right",
-            "anchor": "x",
-            "rangemode": "tozero",
-            "showgrid": False,
-            "tickmode": "auto",
-            "nticks": 6,
-            "tickfont": {"color": ORANGE},
-        },
-        yaxis3={
-            "title": {"text": "latency (ms)", "font": {"color": GREEN}},
-            "overlaying": "y",
-            "side": "right",
-            "anchor": "free",
-            "position": 0.91,
-            "rangemode": "tozero",
-            "showgrid": False,
-            "tickmode": "auto",
-            "nticks": 6,
-            "tickfont": {"color": GREEN},
-        },
-        legend={"orientation": "h", "y": -0.18},
+        legend={"orientation": "h", "y": -0.12},
     )
     return fig
 
@@ -518,16 +517,10 @@ def curve_tab(runner: InProcessExecutor) -> None:
 
 
 def heatmap_figure(result: Disagreement) -> go.Figure:
-    fig = ui.agreement_heatmap(
-        (c.model_a, c.model_b, c.agreement, f"{c.agreement:.0%}") for c in result.heatmap
+    return ui.agreement_heatmap(
+        ((c.model_a, c.model_b, c.agreement, f"{c.agreement:.0%}") for c in result.heatmap),
+        "Pairwise agreement",
     )
-    fig.update_layout(
-        title={"text": "Pairwise agreement", "font": {"size": 15}},
-        height=160 + 60 * len(fig.data[0].y),
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        yaxis={"autorange": "reversed"},
-    )
-    return fig
 
 
 def accuracy_figure(result: Disagreement) -> go.Figure:

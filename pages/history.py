@@ -301,12 +301,11 @@ def agreement_chart(store: Store, f: RunFilter) -> None:
     if not pairs:
         st.caption("Agreement: no two ok answers in the same run yet, nothing to compare.")
         return
-    fig = ui.agreement_heatmap(
-        (p.model_a, p.model_b, p.rate, f"{p.rate:.0%} ({p.pairs})") for p in pairs
-    )
-    fig.update_traces(colorbar={"tickformat": ".0%"})
     title = "Agreement of ok answers (pairs in brackets; diagonal: samples of one model)"
-    chart(layout(fig, title, height=max(300, 90 + 45 * len(fig.data[0].y))), "hist.agreement")
+    fig = ui.agreement_heatmap(
+        ((p.model_a, p.model_b, p.rate, f"{p.rate:.0%} ({p.pairs})") for p in pairs), title
+    )
+    chart(fig, "hist.agreement")
 
 
 def charts(store: Store, f: RunFilter, bucket: str, total: int) -> None:

@@ -9,6 +9,7 @@ string that must sit inside markdown (a banner) or a chart label goes through ``
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -555,11 +556,12 @@ def status_counts_frame(counts: Mapping[str, Any]) -> pd.DataFrame:
 # -- charts ------------------------------------------------------------------------------------
 
 
-def agreement_heatmap(cells: Iterable[tuple[str, str, float, str]]) -> go.Figure:
+def agreement_heatmap(cells: Iterable[tuple[str, str, float, str]], title: str) -> go.Figure:
     """How often models agree, pair by pair: one (model a, model b, rate, cell text) per pair,
-    drawn on both sides of the diagonal, model names made safe for the chart. The figure has
-    one row per model (``len(fig.data[0].y)``), for a caller sizing it. Layout is the
-    caller's."""
+    drawn on both sides of the diagonal, model names made safe for the chart. Every agreement
+    heatmap of the dashboard is drawn by this one, the same way: models in the same order on
+    both axes (top to bottom as left to right), the colour scale fitted to the rates shown (so
+    91% and 97% do not look alike) and labelled in percent."""
     cells = list(cells)
     models = sorted({c[0] for c in cells} | {c[1] for c in cells})
     index = {m: i for i, m in enumerate(models)}
@@ -570,20 +572,45 @@ def agreement_heatmap(cells: Iterable[tuple[str, str, float, str]]) -> go.Figure
         for a, b in ((i, j), (j, i)):
             z[a][b] = rate
             text[a][b] = label
+    low, high = heatmap_range([c[2] for c in cells])
     labels = [chart_text(m) for m in models]
-    return go.Figure(
+    fig = go.Figure(
         go.Heatmap(
             z=z,
             x=labels,
             y=labels,
             text=text,
             texttemplate="%{text}",
-            zmin=0,
-            zmax=1,
+            zmin=low,
+            zmax=high,
             colorscale="Blues",
+            colorbar={"tickformat": ".0%"},
             hovertemplate="%{y} vs %{x}: %{z:.1%}<extra></extra>",
         )
     )
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}},
+        height=max(300, 110 + 50 * len(models)),
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def heatmap_range(rates: Sequence[float]) -> tuple[float, float]:
+    """The colour range for ``rates``: their span widened to whole 5% steps, at least 10%
+    wide, inside 0 to 100%."""
+    if not rates:
+        return 0.0, 1.0
+    low = math.floor(min(rates) * 20) / 20
+    high = math.ceil(max(rates) * 20) / 20
+    if high - low < 0.1:
+        middle = (high + low) / 2
+        low, high = middle - 0.05, middle + 0.05
+    low, high = max(0.0, low), min(1.0, high)
+    if high - low < 0.1:  # pressed against 0 or 100%
+        low, high = (0.0, 0.1) if low == 0.0 else (0.9, 1.0)
+    return low, high
 
 
 # -- the fan-out timeline ----------------------------------------------------------------------

@@ -94,3 +94,52 @@ def test_the_curve_form_keeps_its_values_after_a_refusal(page_test: PageTest) ->
     assert at.error
     assert at.number_input(key="exp.k").value == 3
     assert at.text_input(key="exp.ns").value == "1,3,5"
+
+
+def test_agreement_heatmaps_fit_their_colour_scale_to_the_data() -> None:
+    assert ui.heatmap_range([0.91, 0.97]) == pytest.approx((0.9, 1.0))
+    assert ui.heatmap_range([0.22, 0.78]) == pytest.approx((0.2, 0.8))
+    assert ui.heatmap_range([0.5, 0.5]) == pytest.approx((0.45, 0.55))
+    assert ui.heatmap_range([0.0, 0.01]) == pytest.approx((0.0, 0.1))
+    fig = ui.agreement_heatmap([("a", "b", 0.91, "91%"), ("a", "a", 0.97, "97%")], "t")
+    (heat,) = fig.data
+    assert (heat.zmin, heat.zmax) == pytest.approx((0.9, 1.0))
+    assert fig.layout.yaxis.autorange == "reversed" and heat.colorbar.tickformat == ".0%"
+
+
+def test_both_agreement_heatmaps_are_drawn_the_same_way() -> None:
+    import inspect
+
+    import pages.experiments as experiments_page
+    import pages.history as history_page
+
+    for drawn in (experiments_page.heatmap_figure, history_page.agreement_chart):
+        source = inspect.getsource(drawn)
+        assert "ui.agreement_heatmap(" in source  # one drawing, one colour scale
+        assert "update_traces" not in source and "update_layout" not in source
+
+
+def test_the_curve_chart_has_one_quantity_per_axis() -> None:
+    from core.analysis.curves import Curve, CurvePoint, Recommendation
+    from core.experiments.curve import PanelCurve
+    from pages.experiments import curve_figure
+
+    points = [
+        CurvePoint(n=n, error=0.2 / n, ci_low=0.1 / n, ci_high=0.3 / n, independent_error=0.1,
+                   effective_voters=None, calls_per_item=n, cost_per_item=0.001 * n,
+                   latency_ms=100.0 * n)
+        for n in (1, 3, 5)
+    ]  # fmt: skip
+    curve = Curve(
+        panel=["m"], items=10, k={"m": 5}, labels=2, k_labels=2, tie="error", confidence=0.95,
+        draws=10, single_call_error=0.2, model_errors={"m": 0.2}, rho=0.1, points=points,
+    )  # fmt: skip
+    rec = Recommendation(
+        n=3, error=0.07, ci_low=0.03, ci_high=0.1, baseline_error=0.2, removed=0.6,
+        halving_check=0.2, halves=True, min_gain=0.1, still_improving=False, reason="N=3: x",
+    )  # fmt: skip
+    entry = PanelCurve.model_construct(name="m", curve=curve, recommendation=rec)
+    fig = curve_figure(entry)
+    axes = [k for k in fig.layout.to_plotly_json() if k.startswith("yaxis")]
+    assert len(axes) == 3  # error, cost, latency: each its own axis, stacked
+    assert not any(fig.layout[a].overlaying for a in axes)
