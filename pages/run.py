@@ -561,13 +561,11 @@ def main() -> None:
             )
         run_view(run_id)
         st.divider()
-    if run_id:
-        form = st.expander(
+        with st.expander(
             "Change the input, task, panel or policy", expanded=bool(S.get("run.errors"))
-        )
+        ):
+            form_view(models, who)
     else:
-        form = st.container()
-    with form:
         form_view(models, who)
 
 

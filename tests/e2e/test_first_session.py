@@ -230,7 +230,11 @@ def walk(page: Page, dashboard: Dashboard, text: str, failed: list[str]) -> None
 
     # 8. Experiments: a curve draw tells its cost before it starts
     open_at(page, dashboard, "experiments")
-    expect(main.get_by_test_id("stAlert").filter(has_text="Before it runs").first).to_be_visible()
+    draw = main.get_by_test_id("stAlert").filter(has_text="Before it runs").first
+    if not draw.is_visible():  # curves stored already: the draw's form is folded
+        main.get_by_text("New curve: draw K answers per item per model").click()
+        wait_idle(page)
+    expect(draw).to_be_visible()
     screenshot(page, "first-08-experiments")
 
     # 9. Models: what is configured and what it costs
