@@ -70,12 +70,16 @@ class CallRow:
     cost_usd: float | None
     cost: str
     retries: int
+    billed_on: int | None = None  # a later sample of one request: the slot its prompt is on
 
     @property
     def tokens(self) -> str:
         """``in / out``, ``?`` for a side the provider did not report, ``-`` for neither."""
         if self.tokens_in is None and self.tokens_out is None:
             return "-"
+        if self.billed_on is not None:  # not 0 prompt tokens: one prompt for the request
+            out = "?" if self.tokens_out is None else str(self.tokens_out)
+            return f"prompt on slot {self.billed_on} / {out}"
         return " / ".join("?" if n is None else str(n) for n in (self.tokens_in, self.tokens_out))
 
 
@@ -102,6 +106,9 @@ def call_rows(
             cost_usd=call.cost_usd,
             cost=call_cost_text(call, money) if call.status.final else "-",
             retries=call.retries,
+            billed_on=call.request_slot
+            if call.request_slot is not None and call.request_slot != call.slot
+            else None,
         )
         for call in calls
     ]

@@ -109,3 +109,14 @@ def test_the_store_keeps_the_moments(tmp_path: Path) -> None:
         assert after.queued_at == before.queued_at
         assert after.retry_at == before.retry_at and len(after.retry_at) == 1
         assert after.request_slot == before.request_slot == 0
+
+
+@pytest.mark.anyio
+async def test_the_call_table_says_where_a_shared_prompt_was_billed() -> None:
+    from core.calls import call_rows
+
+    p = FakeProvider("f", {"a": [["regression"] * 3]}, supports_n=True)
+    result = await make_engine(p).run(request(["f:a"], n=3))
+    first, *rest = call_rows(result.calls)
+    assert first.tokens == "10 / 2"
+    assert [r.tokens for r in rest] == ["prompt on slot 0 / 2"] * 2  # not "0 / 2"
