@@ -774,10 +774,10 @@ def why_not_five(rec: Recommendation, curve: Curve) -> str | None:
     if rec.n == 5:
         return None
     if rec.n < 5:
+        detail = rec.reason.partition(": ")[2] or rec.reason
         return (
-            f"Why {rec.n} and not the handbook's five: on your data the votes after "
-            f"{rec.n} add little ({rec.reason.partition(': ')[2] or rec.reason}); the extra "
-            "calls would cost more than they remove."
+            f"Why {rec.n} and not the handbook's five: on your data, {detail}; the extra calls "
+            "would cost more than they remove."
         )
     correlated = (
         f" The models' errors are correlated (ρ = {curve.rho:.2f}), so each vote is worth "
