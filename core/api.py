@@ -23,7 +23,7 @@ from core.batch import check_gold, check_resumable
 from core.config import MAX_CONCURRENCY, Settings, TallyConfig, load_config, load_settings
 from core.cost import PriceBook
 from core.engine import Engine, EventSink, Recorder, RunRequest, reusable_calls
-from core.errors import BusyError, InputError, StoreError, not_a_string
+from core.errors import BusyError, InputError, StoreError, TallyError, not_a_string
 from core.estimate import ModelHints, SpendEstimate, estimate, hints_for
 from core.formats import parse_format
 from core.http import build_client
@@ -287,6 +287,46 @@ class Tally:
             submitted_by=submitted_by,
         )
         return await self.engine.run(request, on_event=on_event)
+
+    async def vote_job(
+        self,
+        text: str,
+        spec: RunSpec,
+        *,
+        source: str = "library",
+        on_event: EventSink | None = None,
+        submitted_by: str | None = None,
+    ) -> RunResult:
+        """One vote as a job of this process, listed by ``tally jobs`` while it runs and kept
+        with what it made (``core.jobs``); without the store, the vote alone. Its failure is
+        raised; a cancel from elsewhere (``tally jobs cancel``) is a TallyError."""
+        if self.store is None:
+            return await self.vote(text, spec, source=source, on_event=on_event)
+        from core.jobs.model import JobKind
+        from core.jobs.specs import VoteSpec
+        from core.jobs.work import Hooks, run_here
+
+        run_id = new_id()
+        self.engine.validate(RunRequest(run_id=run_id, input=text, spec=spec))
+        vote = VoteSpec(
+            run_id=run_id,
+            input=text,
+            spec=spec.to_json(),
+            source=source,
+            submitted_by=submitted_by,
+        )
+        finished = await run_here(
+            self,
+            JobKind.VOTE,
+            vote.model_dump(),
+            hooks=Hooks(on_event=on_event),
+            submitted_by=submitted_by,
+            total=spec.panel.n,
+            result_ref=run_id,
+        )
+        if not isinstance(finished.value, RunResult):
+            raise TallyError(f"the vote stopped: {finished.job.error or finished.job.status}")
+        return finished.value
 
     async def revote(
         self,
@@ -601,7 +641,7 @@ async def vote(
     policy = policy or build_policy(aggregate=aggregate, tie_break=tie_break, early_stop=early_stop)
     async with Tally.open(config=config, database_url=database_url, persist=persist) as tally:
         spec = RunSpec(task=task, panel=tally.panel(models, n), policy=policy)
-        return await tally.vote(text, spec, on_event=on_event)
+        return await tally.vote_job(text, spec, on_event=on_event)
 
 
 def vote_sync(text: str, **kwargs: Any) -> RunResult:

@@ -490,14 +490,14 @@ def run(
                 panel = tally.panel(model_specs(model, temperature, seed), n)
                 spec = RunSpec(task=task, panel=panel, policy=policy)
                 if as_json or not out.is_terminal:
-                    return await vote_job(tally, body, spec)
+                    return await tally.vote_job(body, spec, source="cli")
                 with Live(live.render(), console=out, refresh_per_second=8) as view:
 
                     def on_event(event: Event) -> None:
                         live.on_event(event)
                         view.update(live.render())
 
-                    return await vote_job(tally, body, spec, on_event)
+                    return await tally.vote_job(body, spec, source="cli", on_event=on_event)
 
         return anyio.run(main)
 
@@ -510,35 +510,6 @@ def run(
         print_decision(result)
     if result.decision.status.value == "failed":
         raise typer.Exit(1)
-
-
-async def vote_job(
-    tally: Any, body: str, spec: RunSpec, on_event: Callable[[Event], None] | None = None
-) -> RunResult:
-    """One vote as a job of this process (listed by ``tally jobs`` while it runs); without
-    the store, the vote alone."""
-    from core.api import new_id
-    from core.engine import RunRequest
-    from core.jobs import JobKind
-    from core.jobs.specs import VoteSpec
-    from core.jobs.work import Hooks, run_here
-
-    if tally.store is None:
-        return await tally.vote(body, spec, source="cli", on_event=on_event)  # type: ignore[no-any-return]
-    run_id = new_id()
-    tally.engine.validate(RunRequest(run_id=run_id, input=body, spec=spec))
-    vote = VoteSpec(run_id=run_id, input=body, spec=spec.to_json(), source="cli")
-    finished = await run_here(
-        tally,
-        JobKind.VOTE,
-        vote.model_dump(),
-        hooks=Hooks(on_event=on_event),
-        total=spec.panel.n,
-        result_ref=run_id,
-    )
-    if finished.value is None:  # cancelled from elsewhere (tally jobs cancel)
-        raise TallyError(f"the vote stopped: {finished.job.error or finished.job.status}")
-    return finished.value  # type: ignore[no-any-return]
 
 
 def calls_table(result: RunResult) -> Table:

@@ -1,5 +1,5 @@
-"""``tally jobs`` and the CLI's own work as jobs: a vote and a batch leave a job each, listed,
-shown and cancellable; a dead executor's job is listed with why; bad ids exit 2."""
+"""``tally jobs``, and the CLI's and the library's work as jobs: a vote and a batch leave a job
+each, listed, shown and cancellable; a dead executor's job is listed with why; bad ids exit 2."""
 
 from __future__ import annotations
 
@@ -102,3 +102,12 @@ def test_bad_ids_and_filters_exit_2_with_one_line(db: str) -> None:
     assert code == 2 and "no job 'nope'" in output
     code, output = tally("jobs", "list", "--status", "stuck")
     assert code == 2 and "unknown job status 'stuck'" in output
+
+
+def test_the_librarys_vote_is_a_job(db: str) -> None:
+    from core.api import vote_sync
+
+    result = vote_sync("Is it fine?", labels=["yes", "no"], models=["sim:sim-fast"], n=3)
+    (job,) = listed()
+    assert (job["kind"], job["status"], job["result_ref"]) == ("vote", "done", result.run_id)
+    assert job["spec"]["source"] == "library"  # type: ignore[index]
