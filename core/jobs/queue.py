@@ -218,6 +218,11 @@ class QueueExecutor:
 # -- the worker ----------------------------------------------------------------------------------
 
 
+def _sync(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread (the store's calls block)."""
+    return anyio.to_thread.run_sync(lambda: fn(*args))
+
+
 async def run_part(tally: Tally, part: Part, lease_s: float) -> None:
     """Run the items of ``part`` not yet finished, under the job's shared claim; finish the
     job when the batch is complete, or cancelled when it was asked to stop."""
@@ -225,10 +230,7 @@ async def run_part(tally: Tally, part: Part, lease_s: float) -> None:
     assert store is not None
     jobs = JobStore(store)
     owner = queue_owner(part.job_id)
-
-    def sync(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        return anyio.to_thread.run_sync(lambda: fn(*args, **kw))
-
+    sync = _sync
     held = await _hold(store, jobs, part, owner, lease_s)
     if held is None:  # finished, or cancelled while queued
         return
@@ -290,7 +292,7 @@ async def run_part(tally: Tally, part: Part, lease_s: float) -> None:
     elif stop is None and await _hold(store, jobs, part, owner, lease_s) is not None:
         info = await sync(store.get_batch, part.batch_id)
         runs = len(await sync(store.runs_done, part.batch_id))
-        await sync(jobs.progress, part.job_id, owner.token, done=runs)
+        await sync(lambda: jobs.progress(part.job_id, owner.token, done=runs))
         if runs >= info.total:
             await _end(tally, jobs, part, owner, JobStatus.DONE)
 
@@ -301,10 +303,7 @@ async def _hold(
     """Hold the job under the queue's shared claim and renew its lease (and the batch's):
     claimed by this part when it is queued (its first part, or once reaped after every
     worker of it was gone), else renewed. None when it is finished: nothing to run."""
-
-    def sync(fn: Callable[..., Any], *args: Any) -> Any:
-        return anyio.to_thread.run_sync(lambda: fn(*args))
-
+    sync = _sync
     job: Job = await sync(jobs.get, part.job_id)
     if job.status == JobStatus.QUEUED:
         claimed = await sync(jobs.claim, job.id, owner, lease_s)
@@ -345,8 +344,6 @@ async def _end(tally: Tally, jobs: JobStore, part: Part, owner: Owner, status: J
 
 async def _fail(tally: Tally, part: Part, err: Exception) -> None:
     """A part that broke (not a call: calls end in a recorded state) fails its job, with why."""
-    from core.jobs.store import JobStore
-
     store = tally.store
     assert store is not None
     owner = queue_owner(part.job_id)
