@@ -8,10 +8,17 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from core.errors import PolicyError
 from core.panel import ModelSpec
+from core.refusal import Refusing
+
+
+class _PolicyPart(Refusing):
+    """A bad field of a policy, built by hand, is a PolicyError of one line."""
+
+    refusal = PolicyError
 
 
 class Aggregation(StrEnum):
@@ -23,7 +30,7 @@ class Aggregation(StrEnum):
     FASTEST = "fastest"  # the first acceptable answer wins, the rest are cancelled
 
 
-class Quorum(BaseModel):
+class Quorum(_PolicyPart):
     """When a count is good enough to decide on.
 
     ``min_valid``: fewer valid votes than this and the run is ``failed``. ``None`` is the
@@ -43,7 +50,7 @@ class Quorum(BaseModel):
 TieBreakKind = Literal["escalate", "expand", "conservative", "human", "abstain"]
 
 
-class TieBreak(BaseModel):
+class TieBreak(_PolicyPart):
     """One branch of the chain. ``escalate`` asks ``model``; ``expand`` draws ``k`` more votes;
     ``human`` sends the run to one reviewer, or with ``k`` = 2 (``human:2``) to two who decide
     blind (docs/decisions.md)."""
@@ -141,7 +148,7 @@ def check_trigger(below: float) -> None:
         )
 
 
-class Acceptance(BaseModel):
+class Acceptance(_PolicyPart):
     """What makes an answer acceptable for fastest-acceptable: all given checks must pass."""
 
     model_config = ConfigDict(frozen=True)
@@ -179,7 +186,7 @@ class Acceptance(BaseModel):
         )
 
 
-class Policy(BaseModel):
+class Policy(_PolicyPart):
     model_config = ConfigDict(frozen=True)
 
     aggregation: Aggregation = Aggregation.MAJORITY

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import ConfigDict, field_validator
 
 from core.errors import InputError, not_a_string
 from core.formats import (
@@ -21,8 +21,8 @@ from core.formats import (
     NumberFormat,
     TextFormat,
     YesNoFormat,
-    validation_reason,
 )
+from core.refusal import Refusing
 
 PLACEHOLDER = "{input}"
 _PLACEHOLDER_LIKE = re.compile(r"(?<!\{)\{(?:[A-Za-z_][A-Za-z0-9_.]*|\d+)\}(?!\})")
@@ -30,7 +30,7 @@ _PLACEHOLDER_LIKE = re.compile(r"(?<!\{)\{(?:[A-Za-z_][A-Za-z0-9_.]*|\d+)\}(?!\}
 (``{"label": "a"}``), code (``{ return x; }``) and doubled braces (``{{x}}``) never match."""
 
 
-class Task(BaseModel):
+class Task(Refusing):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = "classify"
@@ -54,10 +54,7 @@ class Task(BaseModel):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Task:
         """A task from its stored or configured form; any problem is one InputError line."""
-        try:
-            return cls.model_validate(dict(data))
-        except ValidationError as err:
-            raise InputError(f"bad task: {validation_reason(err)}") from None
+        return cls.model_validate(dict(data))  # Refusing: a bad field is "bad task: ..."
 
     def render(self, input_text: str) -> list[dict[str, str]]:
         """The messages of one call: system (task text, then format instruction) and user."""

@@ -28,6 +28,7 @@ from core.cli import app
 from core.errors import InputError, TallyError
 from core.inputs import read_columns, read_items
 from core.panel import Panel
+from core.policy import Policy, TieBreak
 from core.spec import RunSpec
 from core.store import BatchItem, Store
 from core.store.lease import BatchOwner
@@ -915,6 +916,29 @@ CASES: list[Case] = [
     lib("lib-no-models", "at least one model", lambda d, u: vote(u, models=[])),
     lib("lib-unknown-aggregation", "unknown aggregation", lambda d, u: vote(u, aggregate="most")),
     lib("lib-text-majority", "free text", lambda d, u: vote(u, labels=None, task=Task.for_text())),
+    # value objects built by hand: a typed error of one line, not pydantic's report
+    lib(
+        "lib-policy-unknown-aggregation",
+        "bad policy: aggregation",
+        lambda d, u: Policy(aggregation="most"),
+    ),  # type: ignore[arg-type]
+    lib(
+        "lib-policy-bad-quorum",
+        "bad quorum: min_valid",
+        lambda d, u: Policy(quorum={"min_valid": "x"}),
+    ),  # type: ignore[arg-type]
+    lib("lib-policy-unknown-branch", "bad tiebreak: kind", lambda d, u: TieBreak(kind="coin")),  # type: ignore[arg-type]
+    lib(
+        "lib-policy-posterior-not-a-map",
+        "bad policy: posterior",
+        lambda d, u: Policy(posterior=["a"]),
+    ),  # type: ignore[arg-type]
+    lib(
+        "lib-task-template-not-text",
+        "bad task: template",
+        lambda d, u: Task(template=3, format=Task.for_text().format),
+    ),  # type: ignore[arg-type]
+    lib("lib-task-no-format", "bad task: format", lambda d, u: Task()),  # type: ignore[call-arg]
     lib(
         "lib-build-task-labels-as-a-string",
         "labels",
