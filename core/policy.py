@@ -56,6 +56,7 @@ class TieBreak(_PolicyPart):
     blind (docs/decisions.md)."""
 
     model_config = ConfigDict(frozen=True)
+    noun = "tie-break"
 
     kind: TieBreakKind
     model: ModelSpec | None = None

@@ -15,6 +15,7 @@ class Refusing(BaseModel):
     """A model whose validation errors are raised as ``refusal`` (an InputError subclass)."""
 
     refusal: ClassVar[type[InputError]] = InputError
+    noun: ClassVar[str | None] = None  # how the message names it (default: the class name)
 
     @model_validator(mode="wrap")
     @classmethod
@@ -22,4 +23,5 @@ class Refusing(BaseModel):
         try:
             return handler(data)
         except ValidationError as err:
-            raise cls.refusal(f"bad {cls.__name__.lower()}: {validation_reason(err)}") from None
+            noun = cls.noun or cls.__name__.lower()
+            raise cls.refusal(f"bad {noun}: {validation_reason(err)}") from None

@@ -927,7 +927,7 @@ CASES: list[Case] = [
         "bad quorum: min_valid",
         lambda d, u: Policy(quorum={"min_valid": "x"}),
     ),  # type: ignore[arg-type]
-    lib("lib-policy-unknown-branch", "bad tiebreak: kind", lambda d, u: TieBreak(kind="coin")),  # type: ignore[arg-type]
+    lib("lib-policy-unknown-branch", "bad tie-break: kind", lambda d, u: TieBreak(kind="coin")),  # type: ignore[arg-type]
     lib(
         "lib-policy-posterior-not-a-map",
         "bad policy: posterior",
