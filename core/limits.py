@@ -151,7 +151,11 @@ class SharedLimits:
                 freed = self._freed[key] = anyio.Event()
                 if len(held) < ceiling:
                     params = {"n": ceiling, "held": list(held), "key": key}
-                    row = await (await self.conn.execute(_TAKE, params)).fetchone()
+                    # shielded: psycopg closes a connection whose query is cancelled, and
+                    # every slot and pace of this process lives on it. A slot taken here
+                    # under a pending cancel is given back by ``slot``'s ``finally``.
+                    with anyio.CancelScope(shield=True):
+                        row = await (await self.conn.execute(_TAKE, params)).fetchone()
                     if row is not None:
                         held.add(row[0])
                         return int(row[0])
@@ -169,11 +173,12 @@ class SharedLimits:
     async def claim(self, provider: str, interval: float | None, hold: float) -> Claim:
         """Claim the next start of ``provider``'s requests, publishing this process's interval
         (None: keep the shared one) and how long it holds every request (seconds from now)."""
-        if provider not in self._paces:
-            await self.conn.execute(_ENSURE_PACE, {"provider": provider})
-            self._paces.add(provider)
         params = {"provider": provider, "interval": interval, "hold": hold}
-        row = await (await self.conn.execute(_CLAIM_START, params)).fetchone()
+        with anyio.CancelScope(shield=True):  # as in ``_take``: the connection must live
+            if provider not in self._paces:
+                await self.conn.execute(_ENSURE_PACE, {"provider": provider})
+                self._paces.add(provider)
+            row = await (await self.conn.execute(_CLAIM_START, params)).fetchone()
         assert row is not None  # the row was ensured above
         return Claim(float(row[0]), float(row[1]))
 

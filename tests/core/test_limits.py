@@ -193,3 +193,21 @@ async def test_a_session_opened_with_shared_limits_keeps_them_in_its_store(pg_ur
     with pytest.raises(InputError, match="store"):
         async with Tally.open(persist=False, shared_limits=True):
             pass
+
+
+async def test_a_wait_cancelled_mid_query_leaves_the_connection_working(pg_url: str) -> None:
+    """Calls waiting for a slot are cancelled all the time (early stop, the fastest answer,
+    deadlines); psycopg closes a connection whose query is cancelled, which would take every
+    slot and pace of the process with it."""
+    async with SharedLimits.connect(pg_url) as a, SharedLimits.connect(pg_url) as b:
+        async with a.slot("busy", 1):
+            for ms in range(40):  # cancelled at every point of the wait, queries included
+                with anyio.move_on_after(ms / 2000):
+                    async with b.slot("busy", 1):
+                        pytest.fail("took a slot another process holds")
+                with anyio.move_on_after(ms / 2000):
+                    await b.claim("busy", 0.0, 0.0)
+        with anyio.fail_after(60):
+            async with b.slot("busy", 1):
+                assert b.held[lock_scope("busy")] == {0}
+        assert not b.conn.closed
