@@ -551,7 +551,7 @@ def main() -> None:
     if linked:  # a reload, a link: the address names the run
         S["run.run_id"] = linked
     run_id = S.get("run.run_id")
-    if run_id:  # the run first: it stays in view while it lands, the form folds below
+    if run_id:  # the run first: it stays in view while it lands, the form below it
         st.caption(f"Run {run_id}")
         ran = S.get("run.ran_input")
         if ran is not None and ran != val("run.input"):
@@ -561,12 +561,8 @@ def main() -> None:
             )
         run_view(run_id)
         st.divider()
-        with st.expander(
-            "Change the input, task, panel or policy", expanded=bool(S.get("run.errors"))
-        ):
-            form_view(models, who)
-    else:
-        form_view(models, who)
+        st.subheader("Change the input, task, panel or policy")
+    form_view(models, who)
 
 
 def form_view(models: list[str], who: Identity) -> None:
