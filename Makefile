@@ -31,8 +31,8 @@ test: sync browser lint typecheck
 	$(PY) -m pytest -m e2e
 
 lint: sync
-	$(VENV)/bin/ruff check core tests pages app.py dashboard.py benchmarks
-	$(VENV)/bin/ruff format --check core tests pages app.py dashboard.py benchmarks
+	$(VENV)/bin/ruff check core tests pages app.py benchmarks
+	$(VENV)/bin/ruff format --check core tests pages app.py benchmarks
 
 typecheck: sync
 	$(VENV)/bin/mypy

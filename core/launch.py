@@ -36,7 +36,7 @@ def wait_for_port(host: str, port: int, timeout_s: float = 20.0) -> None:
 def dashboard_command(host: str, port: int, env: dict[str, str]) -> list[str]:
     """Streamlit's command line with every setting that matters given here, so neither the
     working directory nor a stray config file decides the address, the secrets or XSRF."""
-    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard.py")]
+    command = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py")]
     command += ["--server.address", host, "--server.port", str(port)]
     command += ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
     command += ["--server.enableXsrfProtection", "true"]
