@@ -104,6 +104,7 @@ def form_key(kind: str, content: Any) -> str:
 def follow(name: str, value: str | None) -> None:
     """Put the job's run or batch id in the address, so a reload or a shared link opens the
     same view."""
+    st.session_state[f"{name}.linked"] = value  # written here: not a link to open anew
     if value is None:
         st.query_params.pop(name, None)
     elif st.query_params.get(name) != value:

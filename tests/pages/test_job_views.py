@@ -122,3 +122,20 @@ def test_a_link_to_a_batch_opens_it_live(
     assert at.query_params["batch"] == older.result_ref
     for j in (older, job):
         ui.get_runner().cancel(j.id, actor=LOCAL)
+
+
+def test_the_address_the_page_writes_itself_is_not_read_back_as_a_link(
+    page_test: PageTest, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new visit with batches in the store shows the newest in the address; the next rerun
+    (any widget touched) must not take that for a link and fold the New batch form away."""
+    slow_sim(monkeypatch)
+    items = [BatchItem(0, None, "Is item 0 fine?", None)]
+    job = ui.get_runner().submit_batch(items, spec(1), name="earlier", columns={}, actor=LOCAL)
+    ui.get_runner().cancel(job.id, actor=LOCAL)
+    at = page_test("pages/batch.py").run()
+    assert at.query_params["batch"] == job.result_ref  # the batch shown, in the address
+    at.text_input(key="batch.name").set_value("mine").run()
+    assert not at.exception
+    (form,) = [e for e in at.expander if e.label == "New batch"]
+    assert form.proto.expanded
