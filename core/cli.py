@@ -490,14 +490,16 @@ def run(
                 panel = tally.panel(model_specs(model, temperature, seed), n)
                 spec = RunSpec(task=task, panel=panel, policy=policy)
                 if as_json or not out.is_terminal:
-                    return await tally.vote_job(body, spec, source="cli")
+                    return await tally.vote_job(body, spec, source="cli", submitted_by=cli_user())
                 with Live(live.render(), console=out, refresh_per_second=8) as view:
 
                     def on_event(event: Event) -> None:
                         live.on_event(event)
                         view.update(live.render())
 
-                    return await tally.vote_job(body, spec, source="cli", on_event=on_event)
+                    return await tally.vote_job(
+                        body, spec, source="cli", on_event=on_event, submitted_by=cli_user()
+                    )
 
         return anyio.run(main)
 
@@ -621,6 +623,7 @@ def batch(
                             concurrency=tally.engine.concurrency,
                             batch_id=batch_id,
                             part_items=part_size,
+                            submitted_by=cli_user(),
                         )
                     )
                     return {"job_id": job.id, "batch_id": job.result_ref, "queued": True}
@@ -665,6 +668,13 @@ def batch(
         raise typer.Exit(1)
 
 
+def cli_user() -> str:
+    """Who a command's work is recorded as: the local user (sign-in is the dashboard's)."""
+    from core.auth import local_identity
+
+    return local_identity().to_json()
+
+
 async def batch_job(
     tally: Any,
     items: list[Any],
@@ -691,6 +701,7 @@ async def batch_job(
                 columns=columns,
                 concurrency=tally.engine.concurrency,
                 items=[(i.index, i.item_id, i.text, i.gold) for i in items],
+                submitted_by=cli_user(),
             )
         )
     finished = await run_here(
@@ -700,6 +711,7 @@ async def batch_job(
         hooks=Hooks(on_result=on_result),
         total=len(items),
         result_ref=batch_id,
+        submitted_by=cli_user(),
     )
     if finished.job.status == "cancelled":
         raise TallyError(f"batch {batch_id} was cancelled: resume it with --resume {batch_id}")

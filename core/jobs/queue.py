@@ -437,8 +437,10 @@ def queue_batch(
     concurrency: int,
     batch_id: str | None = None,
     part_items: int = PART_ITEMS,
+    submitted_by: str | None = None,
 ) -> Job:
-    """Store a new batch (or take an interrupted one, ``batch_id``) and queue it for workers."""
+    """Store a new batch (or take an interrupted one, ``batch_id``) and queue it for workers;
+    ``submitted_by`` (``core.auth.Identity.to_json``) is kept on the batch and the job."""
     executor = QueueExecutor(store, part_items=part_items)  # refuses a SQLite store first
     if batch_id is None:
         batch_id = store.create_batch(
@@ -448,5 +450,6 @@ def queue_batch(
             columns=dict(columns),
             concurrency=concurrency,
             items=[(i.index, i.item_id, i.text, i.gold) for i in items],
+            submitted_by=submitted_by,
         )
-    return executor.submit(JobKind.BATCH, {"batch_id": batch_id})
+    return executor.submit(JobKind.BATCH, {"batch_id": batch_id}, submitted_by=submitted_by)

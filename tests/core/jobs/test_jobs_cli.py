@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from core.cli import app
 from core.jobs import JobKind, JobStatus, JobStore
 from core.store import Store
 from core.store.lease import Owner
+from core.store.tables import batch_t, run_t
 
 
 @pytest.fixture
@@ -65,6 +67,17 @@ def test_a_cli_vote_and_batch_are_jobs(db: str, tmp_path: Path) -> None:
     assert (batch["done"], batch["total"]) == (2, 2) and vote["total"] == 3
     assert vote["result"]["status"] in ("decided", "escalated", "tie", "needs_review", "failed")
     assert vote["owner"] is None  # the claim ended with the job
+    # the CLI's work is recorded as the local user's: jobs, the run and the batch
+    for job in (vote, batch):
+        assert json.loads(str(job["submitted_by"]))["iss"] == "local"
+    with Store(db) as store, store.engine.connect() as db_conn:
+        who = [
+            db_conn.execute(select(run_t.c.submitted_by).where(run_t.c.id == run_id)).scalar(),
+            db_conn.execute(
+                select(batch_t.c.submitted_by).where(batch_t.c.id == batch_id)
+            ).scalar(),
+        ]
+    assert [json.loads(w)["iss"] for w in who] == ["local", "local"]
     assert [j["id"] for j in listed("--kind", "vote")] == [vote["id"]]
     assert listed("--status", "running") == []
     code, output = tally("jobs", "show", str(vote["id"]))
