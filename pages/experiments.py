@@ -160,24 +160,27 @@ def job_progress(job: Job, what: str, unit: str) -> None:
 
 
 @st.fragment(run_every=1)
-def pending_curve() -> None:
-    """Polls the curve job; when it is done, shows its curve with a full rerun."""
-    job_id = S.get("exp.pending")
+def pending_job(job_key: str, result_key: str, error_key: str, words: tuple[str, ...]) -> None:
+    """Polls a background job (a curve draw, a sweep); when it is done, shows what it made
+    with a full rerun. ``words``: what it does, its unit, its cancel button and that button's
+    key, its name."""
+    job_id = S.get(job_key)
     if not job_id:
         return
+    doing, unit, cancel, cancel_key, name = words
     runner = ui.get_runner()
     job = runner.jobs.get(job_id)
     if not job.finished:
-        job_progress(job, "Drawing answers", "items")
+        job_progress(job, doing, unit)
         who = ui.identity()
-        if st.button("Cancel the draw", key="exp.cancel", disabled=not who.has(Role.RUNNER)):
+        if st.button(cancel, key=cancel_key, disabled=not who.has(Role.RUNNER)):
             runner.cancel(job.id, actor=who)
         return
-    S["exp.pending"] = None
+    S[job_key] = None
     if job.status == "done":
-        S["exp.curve"] = job.result_ref
+        S[result_key] = job.result_ref
     else:
-        S["exp.error"] = f"The draw stopped ({job.status}): {job.error or 'no reason given'}"
+        S[error_key] = f"The {name} stopped ({job.status}): {job.error or 'no reason given'}"
     st.rerun(scope="app")
 
 
@@ -488,7 +491,12 @@ def show_curve(store: Store, report: CurveReport) -> None:
 def curve_tab(runner: InProcessExecutor) -> None:
     store = runner.store
     curves = store.list_curves(limit=50)
-    pending_curve()
+    pending_job(
+        "exp.pending",
+        "exp.curve",
+        "exp.error",
+        ("Drawing answers", "items", "Cancel the draw", "exp.cancel", "draw"),
+    )
     if S.get("exp.error"):
         st.error(ui.md_text(S["exp.error"], 400))
     with st.expander("New curve: draw K answers per item per model", expanded=not curves):
@@ -1018,28 +1026,6 @@ def run_demo_now(mode: str) -> None:
         S["exp.sweep_error"] = str(err)
 
 
-@st.fragment(run_every=1)
-def pending_sweep() -> None:
-    """Polls the sweep job; when it is done, shows its sweep with a full rerun."""
-    job_id = S.get("exp.sweep_job")
-    if not job_id:
-        return
-    runner = ui.get_runner()
-    job = runner.jobs.get(job_id)
-    if not job.finished:
-        job_progress(job, "Sweeping", "levels")
-        who = ui.identity()
-        if st.button("Cancel the sweep", key="exp.cancel_sweep", disabled=not who.has(Role.RUNNER)):
-            runner.cancel(job.id, actor=who)
-        return
-    S["exp.sweep_job"] = None
-    if job.status == "done":
-        S["exp.sweep"] = job.result_ref
-    else:
-        S["exp.sweep_error"] = f"The sweep stopped ({job.status}): {job.error or 'no reason'}"
-    st.rerun(scope="app")
-
-
 def save_now(runner: InProcessExecutor, report: SweepReport) -> None:
     try:
         saved = save_ceiling(runner.tally.config, report, actor=ui.identity())
@@ -1084,7 +1070,12 @@ def wall_tab(runner: InProcessExecutor) -> None:
         st.caption("Starts a sim server on loopback in that mode and sweeps it: seconds.")
         if st.button("Run demo sweep", key="exp.run_demo", disabled=not spender):
             run_demo_now(str(S["exp.demo_mode"]))
-    pending_sweep()
+    pending_job(
+        "exp.sweep_job",
+        "exp.sweep",
+        "exp.sweep_error",
+        ("Sweeping", "levels", "Cancel the sweep", "exp.cancel_sweep", "sweep"),
+    )
     if S.get("exp.sweep_error"):
         st.error(ui.md_text(S["exp.sweep_error"], 400))
     sweeps = store.list_sweeps(limit=50)
